@@ -1,0 +1,82 @@
+"""Our CUDA kernels where gsplat has none, each with a pure-torch reference (cuda_ext.reference) that the
+tests hold it to. The extension is built on first use (cuda_ext.build); without it, the reference runs."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from .build import load_extension
+from .reference import pack_object_parameters, transform_gaussians_reference
+
+__all__ = ["available", "transform_gaussians", "pack_object_parameters", "transform_gaussians_reference"]
+
+# Set to 1 to always run the torch reference (e.g. to rule the kernel out while debugging).
+DISABLE_ENV = "ANIMATE_GAUSSIANS_DISABLE_CUDA_EXT"
+_warned = False
+
+
+def _extension():
+    """The built extension, or None (with one warning per process) when it cannot be built here."""
+    global _warned
+    if os.environ.get(DISABLE_ENV) == "1" or not torch.cuda.is_available():
+        return None
+    try:
+        return load_extension()
+    except Exception as exc:  # noqa: BLE001 - the reference computes the same thing, only slower
+        if not _warned:
+            warnings.warn(f"cuda_ext: building the CUDA extension failed ({type(exc).__name__}: {exc}); "
+                          "using the slower torch reference", RuntimeWarning, stacklevel=3)
+            _warned = True
+        return None
+
+
+def available() -> bool:
+    """True when the CUDA kernels can run here (a GPU and a successful build)."""
+    return _extension() is not None
+
+
+def transform_gaussians(means: torch.Tensor, quats: torch.Tensor, log_scales: torch.Tensor, sh_rest: torch.Tensor,
+                        object_index: torch.Tensor | None, matrices: np.ndarray | torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move each Gaussian by its object's (4, 4) affine matrix, rotating its SH (degrees 1-3) along.
+
+    means (N, 3), quats (N, 4) wxyz as stored (their norm is kept), log_scales (N, 3), sh_rest (N, K, 3) with
+    K in {0, 3, 8, 15}; object_index (N,) ints into matrices (O, 4, 4), or None for a single matrix.
+    Positions get the exact matrix; orientation, scale and SH its uniform part (rotation and geometric-mean
+    scale; see cuda_ext.reference.pack_object_parameters). Runs the CUDA kernel for float32 CUDA tensors when
+    the extension builds, else the torch reference on the tensors' device. Returns new tensors.
+    """
+    mats = matrices.detach().cpu().double().numpy() if isinstance(matrices, torch.Tensor) else np.asarray(matrices)
+    if mats.ndim == 2:
+        mats = mats[None]
+    num_objects = mats.shape[0]
+    n = means.shape[0]
+    device = means.device
+    if object_index is None:
+        if num_objects != 1:
+            raise ValueError(f"object_index is needed with {num_objects} matrices")
+        object_index = torch.zeros(n, dtype=torch.int32, device=device)
+    object_index = object_index.to(device=device, dtype=torch.int32)
+    if object_index.shape != (n,):
+        raise ValueError(f"object_index must have shape ({n},), got {tuple(object_index.shape)}")
+    if n:
+        lo, hi = torch.aminmax(object_index)
+        lo, hi = int(lo), int(hi)
+        if lo < 0 or hi >= num_objects:
+            raise ValueError(f"object_index holds {lo if lo < 0 else hi}, outside 0..{num_objects - 1}")
+    params = torch.from_numpy(pack_object_parameters(mats)).to(device)
+
+    tensors = (means, quats, log_scales, sh_rest)
+    if device.type == "cuda" and all(t.dtype == torch.float32 for t in tensors):
+        ext = _extension()
+        if ext is not None:
+            means, quats, log_scales, sh_rest = (t.contiguous() for t in tensors)
+            if quats.data_ptr() % 16:  # the kernel reads each quaternion as one 16-byte load
+                quats = quats.clone()
+            return tuple(ext.transform_gaussians(means, quats, log_scales, sh_rest, object_index.contiguous(),
+                                                 params))
+    return transform_gaussians_reference(means, quats, log_scales, sh_rest, object_index, params)

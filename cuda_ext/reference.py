@@ -1,0 +1,87 @@
+"""Pure-torch reference of the CUDA kernels (any device, any float dtype), and the host-side packing of
+per-object transform parameters that both the kernel and the reference read."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine.gaussian_transform import quat_from_matrix, sh_rotation_matrices, uniform_parts
+
+# One object's parameter row; cuda_ext/csrc/transform_gaussians.cu reads the same offsets.
+LINEAR, TRANSLATION, QUAT, LOG_SCALE, D1, D2, D3 = 0, 9, 12, 16, 17, 26, 51
+PARAMS_PER_OBJECT = 100
+
+
+def pack_object_parameters(matrices: np.ndarray) -> np.ndarray:
+    """(O, 4, 4) affine matrices -> (O, PARAMS_PER_OBJECT) float32 rows.
+
+    Positions get each matrix's exact linear part. Orientation, scale and SH get its uniform part s·Q
+    (s = |det A|^(1/3), Q the orthogonal polar factor): exact for rotation + uniform scale (+ mirror); for
+    non-uniform scale or shear an approximation of the covariance (the add-on's export uses the exact path
+    of engine.gaussian_transform instead).
+    """
+    mats = np.asarray(matrices, dtype=np.float64)
+    if mats.ndim != 3 or mats.shape[1:] != (4, 4):
+        raise ValueError(f"matrices must be (O, 4, 4), got shape {mats.shape}")
+    if not np.isfinite(mats).all() or not np.allclose(mats[:, 3], (0.0, 0.0, 0.0, 1.0)):
+        raise ValueError("matrices must be finite affine matrices (last row 0, 0, 0, 1)")
+    count = mats.shape[0]
+    q, s, _ = uniform_parts(mats[:, :3, :3])
+    proper = q * np.sign(np.linalg.det(q))[:, None, None]  # a mirror turns covariances as −Q, a rotation
+    out = np.empty((count, PARAMS_PER_OBJECT), dtype=np.float64)
+    out[:, LINEAR:LINEAR + 9] = mats[:, :3, :3].reshape(count, 9)
+    out[:, TRANSLATION:TRANSLATION + 3] = mats[:, :3, 3]
+    out[:, QUAT:QUAT + 4] = quat_from_matrix(proper)
+    out[:, LOG_SCALE] = np.log(s)
+    for start, block in zip((D1, D2, D3), sh_rotation_matrices(q)):
+        out[:, start:start + block.shape[-1] ** 2] = block.reshape(count, -1)
+    return out.astype(np.float32)
+
+
+def _quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz,
+                        aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx,
+                        aw * bz + ax * by - ay * bx + az * bw], dim=-1)
+
+
+def transform_gaussians_reference(means: torch.Tensor, quats: torch.Tensor, log_scales: torch.Tensor,
+                                  sh_rest: torch.Tensor, object_index: torch.Tensor, params: torch.Tensor
+                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the kernel computes: Gaussian i gets object `object_index[i]`'s packed transform.
+
+    A Gaussian whose index is outside [0, O) is returned unchanged (the kernel does the same, so a bad
+    index never reads out of bounds); the public API rejects such indices before either runs.
+    """
+    num_objects = params.shape[0]
+    idx = object_index.long()
+    valid = (idx >= 0) & (idx < num_objects)
+    idx = idx.clamp(0, max(num_objects - 1, 0))
+    params = params.to(means.dtype)
+
+    def part(start: int, size: int) -> torch.Tensor:
+        return params[:, start:start + size][idx]
+
+    linear = part(LINEAR, 9).view(-1, 3, 3)
+    new_means = torch.bmm(linear, means.unsqueeze(-1)).squeeze(-1) + part(TRANSLATION, 3)
+    new_quats = _quat_multiply(part(QUAT, 4), quats)
+    new_log_scales = log_scales + part(LOG_SCALE, 1)
+    k = sh_rest.shape[1]
+    if k not in (0, 3, 8, 15):
+        raise ValueError(f"sh_rest has {k} coefficients per channel; expected 0, 3, 8 or 15")
+    bands = []
+    for offset, size, start in ((0, 3, D1), (3, 5, D2), (8, 7, D3)):
+        if offset + size > k:
+            break
+        d = part(start, size * size).view(-1, size, size)
+        bands.append(torch.bmm(d, sh_rest[:, offset:offset + size, :]))
+    new_sh = torch.cat(bands, dim=1) if bands else sh_rest.clone()
+
+    keep = ~valid
+    if keep.any():
+        new_means[keep], new_quats[keep] = means[keep], quats[keep]
+        new_log_scales[keep], new_sh[keep] = log_scales[keep], sh_rest[keep]
+    return new_means, new_quats, new_log_scales, new_sh
