@@ -34,7 +34,7 @@ _NUMPY_TO_PLY = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4
 REQUIRED_PROPERTIES = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
                        "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
 _MAX_HEADER_BYTES = 1 << 20
-_CHUNK_BYTES = 32 << 20
+_CHUNK_BYTES = 2 << 20      # fits in cache: gathering columns out of a chunk stays fast
 
 
 @dataclass
@@ -173,17 +173,23 @@ def read_header(path: str | os.PathLike) -> PlyHeader:
 
 
 def _iter_chunks(header: PlyHeader) -> Iterable[tuple[int, np.ndarray]]:
-    """Yield (first row, structured rows) over the vertex block, a few MB at a time."""
+    """Yield (first row, structured rows) over the vertex block, about 2 MB at a time.
+
+    The rows are read into one reused buffer (no fresh memory to fault in per chunk, and a block small enough
+    to stay in cache while callers gather columns out of it): copy what you need before the next step.
+    """
     dtype = header.row_dtype
     rows_per_chunk = max(1, _CHUNK_BYTES // dtype.itemsize)
+    buffer = np.empty(min(rows_per_chunk, header.vertex_count), dtype=dtype)
     with open(header.path, "rb") as fh:
         fh.seek(header.data_offset)
         start = 0
         while start < header.vertex_count:
             rows = min(rows_per_chunk, header.vertex_count - start)
-            chunk = np.fromfile(fh, dtype=dtype, count=rows)
-            if chunk.shape[0] != rows:
-                raise PlyFormatError(f"{header.path.name} is truncated at Gaussian {start + chunk.shape[0]:,}")
+            chunk = buffer[:rows]
+            got = fh.readinto(memoryview(chunk).cast("B"))
+            if got != rows * dtype.itemsize:
+                raise PlyFormatError(f"{header.path.name} is truncated at Gaussian {start + got // dtype.itemsize:,}")
             yield start, chunk
             start += rows
 
@@ -198,12 +204,14 @@ def _check_finite(header: PlyHeader, name: str, values: np.ndarray, first_row: i
 
 
 def read_groups(header: PlyHeader, groups: Mapping[str, Sequence[str]],
-                dtype: np.dtype | str | None = np.float32, check_finite: bool = True) -> dict[str, np.ndarray]:
+                dtype: np.dtype | str | None | Mapping[str, np.dtype | str | None] = np.float32,
+                check_finite: bool = True) -> dict[str, np.ndarray]:
     """Read named groups of vertex properties as contiguous (N, len(group)) arrays.
 
     Columns go straight from file chunks into their group arrays, so peak memory is about one copy of the
     file. `dtype=None` keeps each group in its file type (native byte order); all members of a group must
-    then share a type. Raises PlyFormatError on NaN/Inf when `check_finite`.
+    then share a type. `dtype` may also map group names to their own dtype (missing keys: float32).
+    Raises PlyFormatError on NaN/Inf when `check_finite`.
     """
     n = header.vertex_count
     types = dict(header.properties)
@@ -212,40 +220,37 @@ def read_groups(header: PlyHeader, groups: Mapping[str, Sequence[str]],
         for name in names:
             if name not in types:
                 raise PlyFormatError(f"{header.path.name}: missing property {name!r}")
-        if dtype is None:
+        group_dtype = dtype.get(key, np.float32) if isinstance(dtype, Mapping) else dtype
+        if group_dtype is None:
             codes = {types[name] for name in names}
             if len(codes) != 1:
                 raise ValueError(f"group {key!r} mixes property types {sorted(codes)}")
             group_dtype = np.dtype(codes.pop())
-        else:
-            group_dtype = np.dtype(dtype)
-        out[key] = np.empty((n, len(names)), dtype=group_dtype)
+        out[key] = np.empty((n, len(names)), dtype=np.dtype(group_dtype))
     codes = {code for _, code in header.properties}
-    if len(codes) == 1:
-        # Common case (all float32): view each chunk as a 2-D array and gather whole groups at once.
-        width = len(header.properties)
-        index = {name: i for i, name in enumerate(header.names)}
-        columns = {key: np.array([index[name] for name in names]) for key, names in groups.items()}
-        for start, chunk in _iter_chunks(header):
+    wanted = {name for names in groups.values() for name in names}
+    # One isfinite over the whole chunk when every property is a requested float of one type (the INRIA case).
+    whole_chunk_check = check_finite and len(codes) == 1 and next(iter(codes))[0] == "f" and \
+        wanted == set(header.names)
+    width = len(header.properties)
+    for start, chunk in _iter_chunks(header):
+        stop = start + chunk.shape[0]
+        if whole_chunk_check:
             flat = chunk.view(chunk.dtype[0]).reshape(-1, width)
-            stop = start + flat.shape[0]
-            if check_finite and flat.dtype.kind == "f" and not np.isfinite(flat).all():
+            if not np.isfinite(flat).all():
                 bad_row, bad_col = np.argwhere(~np.isfinite(flat))[0]
                 raise PlyFormatError(
                     f"{header.path.name}: property {header.names[bad_col]!r} of Gaussian {start + bad_row:,} "
                     "is NaN or infinite", hint="the trainer diverged; re-export from a good checkpoint")
-            for key, cols in columns.items():
-                out[key][start:stop] = flat[:, cols]
-        return out
-    for start, chunk in _iter_chunks(header):
-        stop = start + chunk.shape[0]
+        elif check_finite:
+            for name in header.names:
+                if name in wanted:
+                    _check_finite(header, name, chunk[name], start)
+        # Column by column: each copy is one long strided loop, far faster than a fancy-indexed gather.
         for key, names in groups.items():
             target = out[key]
             for j, name in enumerate(names):
-                column = chunk[name]
-                if check_finite:
-                    _check_finite(header, name, column, start)
-                target[start:stop, j] = column
+                target[start:stop, j] = chunk[name]
     return out
 
 

@@ -1,0 +1,336 @@
+"""The batch CLI (DESIGN.md "Batch CLI"): the add-on's steps in order, from the command line, with a JSON report.
+
+    blender -b [scene.blend] -P blender_addon/batch.py -- [options]
+    python blender_addon/batch.py [--blend scene.blend] [options]      # the same, with the bpy module
+
+Each step is (name, predicate on the arguments, function of the run's context); later work adds its step to
+STEPS at its place. A failure exits non-zero with one line on stderr and writes no .blend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+if __package__ in (None, ""):
+    # Run as a script file (python batch.py / blender -P batch.py): import the add-on as package `blender_addon`
+    # from the repository root, and the shared `engine` beside it.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.errors import AnimateGaussiansError, InputFileError  # noqa: E402
+
+PROG = "batch.py"
+
+
+class BatchError(AnimateGaussiansError):
+    """The command line asks for something this version cannot do, or is inconsistent."""
+
+    hint = "run with --help for the options"
+
+
+class NotAvailableError(BatchError):
+    """An option of a later version."""
+
+    hint = "leave the option out; this version of Animate Gaussians does not have it yet"
+
+
+@dataclass
+class BatchContext:
+    """What steps share: the parsed arguments, what was made, and the report being built."""
+
+    args: argparse.Namespace
+    objects: list[str] = field(default_factory=list)       # names of objects made, in order
+    files: list[str] = field(default_factory=list)         # files written
+    steps: list[dict] = field(default_factory=list)        # {"name", "seconds"}
+    errors: list[str] = field(default_factory=list)
+    last_segment: str | None = None                        # the object --animate works on by default
+
+    @property
+    def gaussian_object(self):
+        """The last Gaussian object made (or, in a loaded .blend, the active/first one)."""
+        import bpy
+        from blender_addon.gaussian_object import is_gaussian_object
+
+        for name in reversed(self.objects):
+            obj = bpy.data.objects.get(name)
+            if is_gaussian_object(obj):
+                return obj
+        active = bpy.context.view_layer.objects.active
+        if is_gaussian_object(active):
+            return active
+        obj = next((o for o in bpy.context.scene.objects if is_gaussian_object(o)), None)
+        if obj is None:
+            raise BatchError("there is no Gaussian object to work on", hint="add --ply PATH")
+        return obj
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+
+def step_open_blend(ctx: BatchContext) -> None:
+    import bpy
+    bpy.ops.wm.open_mainfile(filepath=str(Path(ctx.args.blend).resolve()))
+
+
+def step_import_ply(ctx: BatchContext) -> None:
+    import bpy
+    from blender_addon import gaussian_object
+    from blender_addon.preferences import settings
+
+    obj = gaussian_object.import_ply(ctx.args.ply, bpy.context,
+                                     points_only_threshold=settings().points_only_threshold)
+    ctx.objects.append(obj.name)
+
+
+def step_export_ply(ctx: BatchContext) -> None:
+    from blender_addon import gaussian_object
+
+    path = gaussian_object.export_ply(ctx.gaussian_object, ctx.args.export_ply)
+    ctx.files.append(str(Path(path).resolve()))
+
+
+def step_save(ctx: BatchContext) -> None:
+    import bpy
+
+    path = Path(ctx.args.save).resolve()
+    result = bpy.ops.wm.save_as_mainfile(filepath=str(path), check_existing=False)
+    if "FINISHED" not in result or not path.exists():
+        raise BatchError(f"Blender could not save {path}", hint="check the folder is writable")
+    ctx.files.append(str(path))
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    wanted: Callable[[argparse.Namespace], bool]
+    run: Callable[[BatchContext], None] | None      # None: the option exists but is not available yet
+    options: str                                    # the option(s) that ask for it, for messages
+
+
+# In DESIGN order. A step whose `run` is None fails before anything is done, naming its option.
+STEPS: list[Step] = [
+    Step("open_blend", lambda a: a.blend is not None, step_open_blend, "--blend"),
+    Step("import_ply", lambda a: a.ply is not None, step_import_ply, "--ply"),
+    Step("import_dynamic", lambda a: a.dynamic is not None, None, "--dynamic"),
+    Step("capture_images", lambda a: a.images is not None, None, "--images"),
+    Step("select", lambda a: any(v is not None for v in (a.select, a.select_point, a.select_box)), None,
+         "--select/--select-point/--select-box"),
+    Step("animate", lambda a: a.animate is not None, None, "--animate"),
+    Step("query", lambda a: a.query is not None, None, "--query"),
+    # The engine render step goes here: Step("render", lambda a: a.render is not None, step_render, "--render").
+    Step("render", lambda a: a.render is not None, None, "--render"),
+    Step("export_ply", lambda a: a.export_ply is not None, step_export_ply, "--export-ply"),
+    Step("save", lambda a: a.save is not None, step_save, "--save"),
+]
+
+# Options that only qualify a step: given without that step, they would do nothing, so they are refused.
+MODIFIERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "segment_name": ("--segment-name", ("select",)),
+    "target": ("--target", ("animate",)),
+    "generator": ("--generator", ("animate",)),
+    "video": ("--video", ("animate",)),
+    "frames": ("--frames", ("animate",)),
+    "fps": ("--fps", ("animate",)),
+    "resolution": ("--resolution", ("render",)),
+    "device": ("--device", ("import_dynamic", "capture_images", "select", "animate", "query", "render")),
+}
+
+
+def step_by_name(name: str) -> Step:
+    return next(s for s in STEPS if s.name == name)
+
+
+# ------------------------------------------------------------------------------------------------- arguments
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, our error type, instead of usage + exit 2
+        raise BatchError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Animate Gaussians in batch: import, segment, animate, render, export.")
+    p.add_argument("--blend", metavar="PATH", help="open this .blend first (its active camera is used below)")
+    p.add_argument("--ply", metavar="PATH", help="import a 3DGS .ply; the object is named after the file stem")
+    p.add_argument("--dynamic", metavar="PATH", help="import a Dynamic 3D Gaussians params.npz sequence")
+    p.add_argument("--images", metavar="DIR", help="the capture (COLMAP folder) of the imported scene")
+    p.add_argument("--select", metavar="TEXT", help="segment by text")
+    p.add_argument("--select-point", nargs=2, type=float, metavar=("X", "Y"),
+                   help="segment by a click at pixel (X, Y) of the active camera's image")
+    p.add_argument("--select-box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"),
+                   help="segment by a box in the active camera's image")
+    p.add_argument("--segment-name", metavar="NAME", help="name of the segment object (default: segment)")
+    p.add_argument("--animate", metavar="TEXT", help="animate the last segment (or --target) from a prompt")
+    p.add_argument("--target", metavar="NAME", help="the object --animate animates")
+    p.add_argument("--generator", choices=("preset", "video", "diffusers", "runway", "kling"),
+                   help="motion source for --animate (default: preset)")
+    p.add_argument("--video", metavar="PATH", help="a motion video for --generator video")
+    p.add_argument("--frames", type=int, metavar="N", help="frames of motion for --animate")
+    p.add_argument("--fps", type=float, metavar="F", help="frames per second for --animate")
+    p.add_argument("--query", metavar="TEXT", help="4D text query on the animated scene")
+    p.add_argument("--render", metavar="DIR", help="render splat frames from the active camera to DIR")
+    p.add_argument("--resolution", nargs=2, type=int, metavar=("W", "H"), help="render resolution")
+    p.add_argument("--export-ply", metavar="PATH", help="write the imported object back to a 3DGS .ply")
+    p.add_argument("--save", metavar="PATH", help="save the .blend")
+    p.add_argument("--report", metavar="PATH", help="write a JSON summary of the run")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where the engine runs (default: auto)")
+    return p
+
+
+def script_arguments(argv: Sequence[str]) -> list[str]:
+    """The arguments meant for us: after `--` (blender -P form, or python form if given), else all of them."""
+    argv = list(argv)
+    return argv[argv.index("--") + 1:] if "--" in argv else argv[1:]
+
+
+def validate(args: argparse.Namespace) -> list[Step]:
+    """The steps to run, after refusing everything that cannot be done (before any step runs)."""
+    wanted = [s for s in STEPS if s.wanted(args)]
+    for step in wanted:
+        if step.run is None:
+            raise NotAvailableError(f"{step.options} is not available yet in this version")
+    names = {s.name for s in wanted}
+    for attr, (option, needs) in MODIFIERS.items():
+        if getattr(args, attr) is not None and not names.intersection(needs):
+            raise BatchError(f"{option} only applies to " + " or ".join(step_by_name(n).options for n in needs)
+                             + ", which is not given")
+    if not wanted:
+        raise BatchError("nothing to do: give at least one step option such as --ply PATH")
+    for option, value, kind in (("--blend", args.blend, "file"), ("--ply", args.ply, "file"),
+                                ("--dynamic", args.dynamic, "file"), ("--images", args.images, "dir"),
+                                ("--video", args.video, "file")):
+        if value is None:
+            continue
+        path = Path(value)
+        if not path.exists():
+            raise InputFileError(f"{option}: {value} does not exist")
+        if kind == "file" and not path.is_file():
+            raise InputFileError(f"{option}: {value} is not a file")
+        if kind == "dir" and not path.is_dir():
+            raise InputFileError(f"{option}: {value} is not a folder")
+    for option, value in (("--export-ply", args.export_ply), ("--save", args.save), ("--report", args.report)):
+        if value is not None and not Path(value).resolve().parent.is_dir():
+            raise InputFileError(f"{option}: the folder of {value} does not exist", hint="create it first")
+    return wanted
+
+
+# ----------------------------------------------------------------------------------------------------- report
+
+def _keyframe_count(obj) -> tuple[int, list[float] | None]:
+    anim = obj.animation_data
+    action = anim.action if anim else None
+    if action is None:
+        return 0, None
+    fcurves = list(getattr(action, "fcurves", []) or [])
+    if not fcurves and hasattr(action, "layers"):       # Blender 4.4+ layered actions
+        for layer in action.layers:
+            for strip in layer.strips:
+                for bag in getattr(strip, "channelbags", []):
+                    fcurves.extend(bag.fcurves)
+    return sum(len(fc.keyframe_points) for fc in fcurves), [float(f) for f in action.frame_range]
+
+
+def build_report(ctx: BatchContext) -> dict:
+    import bpy
+    from blender_addon.gaussian_object import gaussian_count, is_gaussian_object, object_layout
+
+    objects = []
+    for name in ctx.objects:
+        obj = bpy.data.objects.get(name)
+        if obj is None:
+            continue
+        entry: dict = {"name": obj.name}
+        if is_gaussian_object(obj):
+            entry["gaussians"] = gaussian_count(obj)
+            entry["sh_degree"] = object_layout(obj).sh_degree
+        entry["keyframes"], entry["frame_range"] = _keyframe_count(obj)
+        objects.append(entry)
+    return {"ok": not ctx.errors, "objects": objects, "files": ctx.files,
+            "seconds": {s["name"]: s["seconds"] for s in ctx.steps}, "steps": ctx.steps, "errors": ctx.errors}
+
+
+def write_report(ctx: BatchContext) -> None:
+    path = Path(ctx.args.report)
+    try:
+        report = build_report(ctx)
+    except Exception as error:   # the report must still say what went wrong
+        report = {"ok": False, "objects": [], "files": ctx.files, "steps": ctx.steps,
+                  "seconds": {s["name"]: s["seconds"] for s in ctx.steps},
+                  "errors": ctx.errors + [f"report: {error}"]}
+    path.write_text(json.dumps(report, indent=2))
+
+
+# ------------------------------------------------------------------------------------------------------- main
+
+def _register_addon() -> None:
+    import bpy
+    import blender_addon
+
+    # Inside Blender the installed extension may already provide the operators; do not register twice.
+    if not blender_addon.is_registered() and not hasattr(bpy.types, "GAUSSIANS_OT_import_ply"):
+        blender_addon.register()
+
+
+def _start_scene(args: argparse.Namespace) -> None:
+    """Without a .blend, start from an empty scene rather than Blender's default cube, light and camera."""
+    import bpy
+    if args.blend is None and not bpy.data.filepath:
+        bpy.ops.wm.read_homefile(use_empty=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run the batch; returns the exit status (0 ok, 1 failed, 2 bad command line)."""
+    try:
+        args = build_parser().parse_args(list(argv))
+        steps = validate(args)
+    except AnimateGaussiansError as error:
+        print(f"{PROG}: error: {_one_line(error.user_message())}", file=sys.stderr)
+        return 2
+    ctx = BatchContext(args=args)
+    status = 0
+    try:
+        _register_addon()
+        _start_scene(args)
+        for step in steps:
+            start = time.perf_counter()
+            try:
+                step.run(ctx)
+            finally:
+                ctx.steps.append({"name": step.name, "seconds": round(time.perf_counter() - start, 4)})
+    except (AnimateGaussiansError, OSError) as error:
+        message = error.user_message() if isinstance(error, AnimateGaussiansError) else f"{type(error).__name__}: {error}"
+        ctx.errors.append(_one_line(message))
+        status = 1
+    except Exception as error:   # a bug: still one line, the traceback only on request
+        ctx.errors.append(_one_line(f"internal error {type(error).__name__}: {error} (please report it; set "
+                                    "ANIMATE_GAUSSIANS_DEBUG=1 for the traceback)"))
+        import os
+        if os.environ.get("ANIMATE_GAUSSIANS_DEBUG"):
+            traceback.print_exc()
+        status = 1
+    if args.report is not None:
+        try:
+            write_report(ctx)
+            ctx.files.append(str(Path(args.report).resolve()))
+        except OSError as error:
+            ctx.errors.append(_one_line(f"cannot write the report: {error}"))
+            status = status or 1
+    if ctx.errors:
+        print(f"{PROG}: error: {ctx.errors[0]}", file=sys.stderr)
+    return status
+
+
+def main() -> None:
+    sys.exit(run(script_arguments(sys.argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Gaussian objects in Blender: build one from a .ply in bulk, and read one back into a .ply's vertex array.
+
+A Gaussian object is a mesh of loose vertices holding the file's raw values (file frame) as point attributes,
+with the axis conversion as its matrix_world. Everything here is bulk foreach_set/foreach_get, no per-Gaussian
+Python. The file is parsed and validated completely before any datablock is made.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from engine.errors import AnimateGaussiansError, InputFileError, PlyFormatError
+from engine.ply import PlyHeader, read_groups, read_header, write_ply
+
+from . import display_nodes
+from .gaussian_layout import (AXIS_CONVERSION, HASH_KEY, LAYOUT_KEY, SEGMENT_ATTRIBUTE, SOURCE_KEY, AttributeSpec,
+                              Layout, attribute_specs, from_buffer, is_identity, layout_from_json, layout_to_json,
+                              read_dtypes, relative_transform, sh_attribute_names, source_hash, to_buffer)
+
+DEFAULT_POINTS_ONLY_THRESHOLD = 500_000
+# Splats larger than this fraction of the scene's extent are clamped in the display (stray huge Gaussians).
+_MAX_SIZE_FRACTION = 0.05
+
+
+class NotGaussianObjectError(AnimateGaussiansError):
+    """The object is not an imported Gaussian object."""
+
+    hint = "select an object imported with File > Import > 3D Gaussian Splatting (.ply)"
+
+
+@dataclass
+class ParsedPly:
+    """A validated file, all its attribute buffers in memory, nothing yet in Blender."""
+
+    header: PlyHeader
+    specs: list[AttributeSpec]
+    groups: dict[str, np.ndarray]       # attribute name -> (N, len(properties)) in the read dtype
+    source_hash: str
+    display_extent: float               # robust scene size (file units), for the display's size clamp
+
+    @property
+    def count(self) -> int:
+        return self.header.vertex_count
+
+
+def parse_ply(path: str | os.PathLike) -> ParsedPly:
+    """Read and validate a 3DGS .ply completely (raises PlyFormatError/InputFileError naming the problem)."""
+    header = read_header(path)
+    specs = attribute_specs(header.properties)
+    groups = read_groups(header, {s.name: s.properties for s in specs}, dtype=read_dtypes(specs))
+    positions = groups["position"]
+    sample = positions[:: max(1, len(positions) // 100_000)]
+    low, high = np.percentile(sample, [2.0, 98.0], axis=0)
+    extent = float(np.max(high - low)) or 1.0
+    return ParsedPly(header=header, specs=specs, groups=groups,
+                     source_hash=source_hash(header.path, header.data_offset), display_extent=extent)
+
+
+def _remove_datablocks(created: list) -> None:
+    for block in reversed(created):
+        try:
+            if isinstance(block, bpy.types.Object):
+                bpy.data.objects.remove(block)
+            elif isinstance(block, bpy.types.Mesh):
+                bpy.data.meshes.remove(block)
+            elif isinstance(block, bpy.types.NodeTree):
+                bpy.data.node_groups.remove(block)
+            elif isinstance(block, bpy.types.Material):
+                bpy.data.materials.remove(block)
+        except ReferenceError:   # already freed with its owner
+            pass
+
+
+def build_object(parsed: ParsedPly, name: str, collection: bpy.types.Collection, convert_axes: bool = True,
+                 points_only: bool | None = None,
+                 points_only_threshold: int = DEFAULT_POINTS_ONLY_THRESHOLD) -> bpy.types.Object:
+    """Make the Gaussian object from a parsed file; consumes parsed.groups (each freed after its copy into
+    Blender, so peak memory stays near one copy of the data). On failure nothing is left behind."""
+    created: list = []
+    n = parsed.count
+    try:
+        mesh = bpy.data.meshes.new(name)
+        created.append(mesh)
+        mesh.vertices.add(n)
+        attributes = mesh.attributes
+        for spec in parsed.specs:
+            buffer = to_buffer(spec, parsed.groups.pop(spec.name))
+            attr = attributes["position"] if spec.is_builtin else attributes.new(spec.name, spec.data_type, "POINT")
+            attr.data.foreach_set(spec.foreach_key, buffer)
+            del buffer
+        attributes.new(SEGMENT_ATTRIBUTE, "INT", "POINT")   # zero-initialised: no segment yet
+        mesh.update()
+
+        obj = bpy.data.objects.new(name, mesh)
+        created.append(obj)
+        axis = AXIS_CONVERSION if convert_axes else np.eye(4)
+        obj.matrix_world = Matrix(axis.tolist())
+        obj[LAYOUT_KEY] = layout_to_json(parsed.header, axis)
+        obj[SOURCE_KEY] = str(Path(parsed.header.path).resolve())
+        obj[HASH_KEY] = parsed.source_hash
+        if points_only is None:
+            points_only = n > points_only_threshold
+        display_nodes.add_display_modifier(obj, points_only, parsed.display_extent * _MAX_SIZE_FRACTION, created)
+        collection.objects.link(obj)
+    except Exception:
+        _remove_datablocks(created)
+        raise
+    return obj
+
+
+def import_ply(path: str | os.PathLike, context: bpy.types.Context | None = None, convert_axes: bool = True,
+               points_only: bool | None = None,
+               points_only_threshold: int = DEFAULT_POINTS_ONLY_THRESHOLD) -> bpy.types.Object:
+    """Import a 3DGS .ply as a Gaussian object named after the file stem, linked to the active collection,
+    made active and selected."""
+    context = context or bpy.context
+    parsed = parse_ply(path)
+    obj = build_object(parsed, Path(path).stem, context.collection, convert_axes=convert_axes,
+                       points_only=points_only, points_only_threshold=points_only_threshold)
+    view_layer = context.view_layer
+    for other in view_layer.objects.selected:
+        other.select_set(False)
+    obj.select_set(True)
+    view_layer.objects.active = obj
+    return obj
+
+
+def is_gaussian_object(obj: bpy.types.Object | None) -> bool:
+    return obj is not None and obj.type == "MESH" and LAYOUT_KEY in obj
+
+
+def object_layout(obj: bpy.types.Object) -> Layout:
+    if not is_gaussian_object(obj):
+        raise NotGaussianObjectError(f"{obj.name if obj else 'nothing'} is not a Gaussian object")
+    return layout_from_json(obj[LAYOUT_KEY])
+
+
+def gaussian_count(obj: bpy.types.Object) -> int:
+    return len(obj.data.vertices)
+
+
+def _read_attribute(mesh: bpy.types.Mesh, spec: AttributeSpec, n: int) -> np.ndarray:
+    attr = mesh.attributes.get(spec.name)
+    if attr is None or attr.domain != "POINT" or attr.data_type != spec.data_type:
+        found = "missing" if attr is None else f"{attr.data_type} on {attr.domain}"
+        raise PlyFormatError(f"attribute {spec.name!r} of {mesh.name} is {found}, expected {spec.data_type} "
+                             "on points", hint="restore the attribute, or re-import the .ply")
+    buffer = np.empty(n * spec.components, dtype=spec.buffer_dtype)
+    attr.data.foreach_get(spec.foreach_key, buffer)
+    return buffer
+
+
+def apply_transform(columns: dict[str, np.ndarray], layout: Layout, matrix: np.ndarray) -> None:
+    """Transform the Gaussians in `columns` (file property name -> values) by `matrix` in place:
+    positions, rotations, log-scales and SH (see engine.gaussian_transform)."""
+    from engine.gaussian_transform import transform_gaussian_arrays
+
+    n = len(columns["x"])
+    k = (layout.sh_degree + 1) ** 2 - 1
+    means = np.stack([columns[c] for c in ("x", "y", "z")], axis=1).astype(np.float32)
+    quats = np.stack([columns[f"rot_{i}"] for i in range(4)], axis=1).astype(np.float32)
+    scales = np.stack([columns[f"scale_{i}"] for i in range(3)], axis=1).astype(np.float32)
+    rest = np.stack([columns[f"f_rest_{i}"] for i in range(3 * k)], axis=1).astype(np.float32) if k \
+        else np.zeros((n, 0), np.float32)
+    sh_rest = rest.reshape(n, 3, k).transpose(0, 2, 1)   # channel-major file order -> (N, K, RGB)
+    means, quats, scales, sh_rest = transform_gaussian_arrays(means, quats, scales, sh_rest, matrix)
+    for i, c in enumerate("xyz"):
+        columns[c] = means[:, i]
+    for i in range(4):
+        columns[f"rot_{i}"] = quats[:, i]
+    for i in range(3):
+        columns[f"scale_{i}"] = scales[:, i]
+    for c in range(3):
+        for j in range(k):
+            columns[f"f_rest_{c * k + j}"] = sh_rest[:, j, c]
+
+
+def object_to_vertices(obj: bpy.types.Object) -> tuple[np.ndarray, Layout]:
+    """The object's Gaussians as a structured vertex array in its file layout, edits and transform included."""
+    layout = object_layout(obj)
+    if obj.mode == "EDIT":
+        obj.update_from_editmode()
+    mesh = obj.data
+    n = len(mesh.vertices)
+    if n == 0:
+        raise PlyFormatError(f"{obj.name} has no Gaussians left to export", hint="undo the deletion")
+    codes = layout.codes
+    columns: dict[str, np.ndarray] = {}
+    for spec in attribute_specs(layout.properties):
+        columns.update(from_buffer(spec, _read_attribute(mesh, spec, n), codes))
+    matrix = relative_transform(layout.axis_conversion, np.array(obj.matrix_world))
+    if not is_identity(matrix):
+        apply_transform(columns, layout, matrix)
+    vertices = np.empty(n, dtype=layout.structured_dtype())
+    for name, _ in layout.properties:
+        vertices[name] = columns.pop(name)
+    return vertices, layout
+
+
+def export_ply(obj: bpy.types.Object, path: str | os.PathLike) -> Path:
+    """Write the object back to a 3DGS .ply in its original layout (byte order, property types, comments)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputFileError(f"cannot write {path}: folder {path.parent} does not exist")
+    vertices, layout = object_to_vertices(obj)
+    write_ply(path, vertices, fmt=layout.fmt, comments=layout.comments)
+    return path
+
+
+def sh_attributes(obj: bpy.types.Object) -> list[str]:
+    """Names of the object's SH attributes sh_1..sh_K (for callers that need per-coefficient access)."""
+    return sh_attribute_names(object_layout(obj).sh_degree)

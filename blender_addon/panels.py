@@ -1,0 +1,59 @@
+"""The "Gaussians" tab of the 3D Viewport sidebar: one panel per section (later sections add their own panel
+or a sub-panel with bl_parent_id = GAUSSIANS_PT_main.bl_idname)."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import display_nodes, gaussian_object
+from .import_export import GAUSSIANS_OT_export_ply, GAUSSIANS_OT_import_ply
+
+CATEGORY = "Gaussians"
+
+
+class GaussiansPanel:
+    """Common placement of every panel of the tab."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+
+class GAUSSIANS_PT_main(GaussiansPanel, bpy.types.Panel):
+    bl_idname = "GAUSSIANS_PT_main"
+    bl_label = "Gaussians"
+
+    def draw(self, context):
+        layout = self.layout
+        row = layout.row(align=True)
+        row.operator(GAUSSIANS_OT_import_ply.bl_idname, text="Import .ply", icon="IMPORT")
+        row.operator(GAUSSIANS_OT_export_ply.bl_idname, text="Export .ply", icon="EXPORT")
+        obj = context.active_object
+        if gaussian_object.is_gaussian_object(obj):
+            layout.label(text=f"{obj.name}: {gaussian_object.gaussian_count(obj):,} Gaussians, "
+                              f"SH degree {gaussian_object.object_layout(obj).sh_degree}")
+        else:
+            layout.label(text="No Gaussian object selected")
+
+
+class GAUSSIANS_PT_display(GaussiansPanel, bpy.types.Panel):
+    bl_idname = "GAUSSIANS_PT_display"
+    bl_label = "Display"
+    bl_parent_id = GAUSSIANS_PT_main.bl_idname
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.active_object
+        return gaussian_object.is_gaussian_object(obj) and display_nodes.display_modifier(obj) is not None
+
+    def draw(self, context):
+        obj = context.active_object
+        mod = display_nodes.display_modifier(obj)
+        layout = self.layout
+        layout.use_property_split = True
+        for name in (display_nodes.INPUT_POINTS_ONLY, display_nodes.INPUT_SCALE, display_nodes.INPUT_MAX_SIZE,
+                     display_nodes.INPUT_MIN_OPACITY):
+            layout.prop(mod, f'["{display_nodes.input_identifier(obj, name)}"]', text=name)
+
+
+classes = (GAUSSIANS_PT_main, GAUSSIANS_PT_display)

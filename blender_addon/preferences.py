@@ -1,0 +1,65 @@
+"""Add-on preferences: the engine interpreter, where it runs, and when the display switches to points only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bpy
+
+from .gaussian_object import DEFAULT_POINTS_ONLY_THRESHOLD
+
+ADDON_ID = __package__
+
+
+@dataclass
+class Settings:
+    """The preferences as plain values; defaults when the add-on is not registered through Blender
+    (batch runs with the bpy module, tests)."""
+
+    engine_python: str = ""
+    device: str = "AUTO"
+    points_only_threshold: int = DEFAULT_POINTS_ONLY_THRESHOLD
+
+
+class GaussiansPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    engine_python: bpy.props.StringProperty(
+        name="Engine Python",
+        description="Python interpreter of the engine environment (torch, gsplat); empty: find it automatically",
+        subtype="FILE_PATH",
+        default="",
+    )
+    device: bpy.props.EnumProperty(
+        name="Device",
+        description="Where the engine runs",
+        items=[("AUTO", "Auto", "CUDA when available, else CPU"),
+               ("CPU", "CPU", "Always the CPU (slow; small scenes and previews)"),
+               ("CUDA", "CUDA", "An NVIDIA GPU")],
+        default="AUTO",
+    )
+    points_only_threshold: bpy.props.IntProperty(
+        name="Points-Only Above",
+        description="Imports with more Gaussians than this start in the fast points-only display",
+        default=DEFAULT_POINTS_ONLY_THRESHOLD,
+        min=0,
+    )
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "engine_python")
+        layout.prop(self, "device")
+        layout.prop(self, "points_only_threshold")
+
+
+def settings(context: bpy.types.Context | None = None) -> Settings:
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_ID)
+    if addon is None or addon.preferences is None:
+        return Settings()
+    prefs = addon.preferences
+    return Settings(engine_python=bpy.path.abspath(prefs.engine_python) if prefs.engine_python else "",
+                    device=prefs.device, points_only_threshold=prefs.points_only_threshold)
+
+
+classes = (GaussiansPreferences,)
