@@ -14,8 +14,8 @@ _registered_modules: list = []
 
 
 def _modules():
-    from . import import_export, panels, preferences
-    return [preferences, import_export, panels]
+    from . import import_export, panels, preferences, render_splats
+    return [preferences, import_export, render_splats, panels]
 
 
 def register() -> None:
@@ -33,7 +33,8 @@ def register() -> None:
 def unregister() -> None:
     import bpy
 
-    from . import import_export
+    from . import engine_client, import_export
+    engine_client.shutdown_client()
     if _registered_modules:
         import_export.unregister_menus()
     for module in reversed(_registered_modules):

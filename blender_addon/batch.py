@@ -87,6 +87,19 @@ def step_import_ply(ctx: BatchContext) -> None:
     ctx.objects.append(obj.name)
 
 
+def step_render(ctx: BatchContext) -> None:
+    import bpy
+    from blender_addon.render_splats import render_splats_blocking
+
+    def progress(text: str) -> None:
+        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+    files = render_splats_blocking(bpy.context.scene, Path(ctx.args.render).resolve(),
+                                   resolution=tuple(ctx.args.resolution) if ctx.args.resolution else None,
+                                   device=ctx.args.device, report=progress)
+    ctx.files.extend(str(Path(f).resolve()) for f in files)
+
+
 def step_export_ply(ctx: BatchContext) -> None:
     from blender_addon import gaussian_object
 
@@ -122,8 +135,7 @@ STEPS: list[Step] = [
          "--select/--select-point/--select-box"),
     Step("animate", lambda a: a.animate is not None, None, "--animate"),
     Step("query", lambda a: a.query is not None, None, "--query"),
-    # The engine render step goes here: Step("render", lambda a: a.render is not None, step_render, "--render").
-    Step("render", lambda a: a.render is not None, None, "--render"),
+    Step("render", lambda a: a.render is not None, step_render, "--render"),
     Step("export_ply", lambda a: a.export_ply is not None, step_export_ply, "--export-ply"),
     Step("save", lambda a: a.save is not None, step_save, "--save"),
 ]

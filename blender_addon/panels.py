@@ -56,4 +56,19 @@ class GAUSSIANS_PT_display(GaussiansPanel, bpy.types.Panel):
             layout.prop(mod, f'["{display_nodes.input_identifier(obj, name)}"]', text=name)
 
 
-classes = (GAUSSIANS_PT_main, GAUSSIANS_PT_display)
+class GAUSSIANS_PT_render(GaussiansPanel, bpy.types.Panel):
+    bl_idname = "GAUSSIANS_PT_render"
+    bl_label = "Render Splats"
+    bl_parent_id = GAUSSIANS_PT_main.bl_idname
+
+    def draw(self, context):
+        from .render_splats import GAUSSIANS_OT_render_splats
+
+        layout = self.layout
+        scene = context.scene
+        layout.label(text=f"Frames {scene.frame_start}–{scene.frame_end}, "
+                          f"camera: {scene.camera.name if scene.camera else 'none'}")
+        layout.operator(GAUSSIANS_OT_render_splats.bl_idname, text="Render Splats", icon="RENDER_ANIMATION")
+
+
+classes = (GAUSSIANS_PT_main, GAUSSIANS_PT_display, GAUSSIANS_PT_render)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from bad_ply_files import BAD_CASES, make_bad_file
 from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: F401 (fixtures)
@@ -67,7 +68,7 @@ def test_bad_input_fails_with_one_line_and_no_blend(clean_scene, capsys, tmp_pat
 
 LATER_OPTIONS = [
     ["--dynamic", "{file}"], ["--images", "{dir}"], ["--select", "the red ball"], ["--select-point", "10", "20"],
-    ["--select-box", "0", "0", "5", "5"], ["--animate", "it rolls"], ["--query", "a ball"], ["--render", "{dir}"],
+    ["--select-box", "0", "0", "5", "5"], ["--animate", "it rolls"], ["--query", "a ball"],
 ]
 
 
@@ -116,3 +117,45 @@ def test_runs_as_a_script_file(primitives_ply, primitives_scene, tmp_path):
     assert bad.stderr.strip().splitlines() == [f"batch.py: error: --ply: {tmp_path / 'missing.ply'} does not exist "
                                                "(check the path)"]
     assert not (tmp_path / "x.blend").exists()
+
+
+def test_render_without_a_camera_is_one_line_and_writes_nothing(clean_scene, capsys, primitives_ply, tmp_path):
+    status, err = _run(capsys, "--ply", primitives_ply, "--render", tmp_path / "frames", "--resolution", "32", "24",
+                       "--device", "cpu", "--save", tmp_path / "scene.blend")
+    assert status != 0 and len(err.splitlines()) == 1 and "camera" in err
+    assert not (tmp_path / "scene.blend").exists() and not list((tmp_path).glob("frames/*.png"))
+
+
+def test_blend_with_keyframes_renders_frames_and_video(clean_scene, capsys, primitives_ply, tmp_path):
+    """The batch --render step: a saved .blend with a camera and a keyframed Gaussian object renders through
+    the engine (CPU) to one PNG per frame and render.mp4, listed in the report; the object's motion shows."""
+    from blender_addon.gaussian_object import import_ply
+    from PIL import Image
+
+    obj = import_ply(primitives_ply, bpy.context)
+    scene = bpy.context.scene
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    cam.location, cam.rotation_euler = (0.0, -8.0, 3.0), (1.2, 0.0, 0.0)
+    scene.frame_start, scene.frame_end = 1, 2
+    obj.location = (0.0, 0.0, 0.0)
+    obj.keyframe_insert("location", frame=1)
+    obj.location = (1.0, 0.0, 0.0)
+    obj.keyframe_insert("location", frame=2)
+    blend = tmp_path / "anim.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+    out, report = tmp_path / "frames", tmp_path / "report.json"
+    status, err = _run(capsys, "--blend", blend, "--render", out, "--resolution", "64", "40", "--device", "cpu",
+                       "--report", report)
+    assert status == 0, err
+    data = json.loads(report.read_text())
+    pngs = sorted(f for f in data["files"] if f.endswith(".png"))
+    assert len(pngs) == 2 and any(f.endswith("render.mp4") for f in data["files"])
+    assert (out / "render.mp4").stat().st_size > 0
+    first, second = (np.asarray(Image.open(p).convert("RGB"), np.float32) for p in pngs)
+    assert first.shape == (40, 64, 3)
+    assert np.abs(first - second).mean() > 1.0      # the object moved between the two frames
+    assert any(step["name"] == "render" for step in data["steps"])

@@ -1,0 +1,43 @@
+"""The CUDA backend of `render_gaussians`: one gsplat.rasterization call in "RGB+ED" mode.
+
+gsplat takes the same conventions as our interface (wxyz quats, linear scales, opacities in [0, 1],
+world-to-camera viewmats, pixel K); features ride along as extra colour channels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .rasterizer import RenderOutput
+
+
+def render_gsplat(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
+                  colors: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                  near: float, far: float, background: torch.Tensor | None, features: torch.Tensor | None,
+                  sh_degree: int | None) -> RenderOutput:
+    from gsplat import rasterization, spherical_harmonics
+
+    if colors.dim() == 3 and features is not None:
+        # SH cannot share channels with features: evaluate the colour first (as gsplat would), then render
+        # colour + features as plain channels.
+        campos = torch.linalg.inv(viewmat)[:3, 3]
+        colors = torch.clamp_min(spherical_harmonics(sh_degree, means - campos, colors) + 0.5, 0.0)
+        sh_degree = None
+    n_color = 3
+    if colors.dim() == 3:
+        channels, degree = colors, sh_degree
+    else:
+        n_color = colors.shape[1]
+        channels = colors if features is None else torch.cat([colors, features], dim=1)
+        degree = None
+    backgrounds = None
+    if background is not None:
+        extra = channels.shape[-1] - n_color if degree is None else 0
+        backgrounds = torch.cat([background, background.new_zeros(extra)])[None]
+    render, alpha, _ = rasterization(
+        means, quats, scales, opacities, channels, viewmat[None], K[None], width, height,
+        near_plane=near, far_plane=far, sh_degree=degree, backgrounds=backgrounds, render_mode="RGB+ED")
+    render, alpha = render[0], alpha[0, ..., 0]
+    # gsplat normalises depth by alpha clamped at 1e-10, so empty pixels already read 0.
+    return RenderOutput(rgb=render[..., :n_color], depth=render[..., -1], alpha=alpha,
+                        features=render[..., n_color:-1] if features is not None else None)

@@ -1,0 +1,234 @@
+"""The engine's "render" request: Blender's camera and object motion in, PNG frames and an MP4 out.
+
+Each object's Gaussians are loaded once and kept on the device; per frame they are moved by the object's
+matrix (SH rotated with it, cuda_ext.transform_gaussians) and all objects are rendered together. Frames are
+encoded on worker threads while the next one renders, so the GPU never waits on PNG or video encoding.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import AnimateGaussiansError, CameraError, InputFileError
+from .rasterizer import RenderBackendError, choose_backend, gsplat_available, render_gaussians
+from .video import Mp4Writer, write_png
+
+VIDEO_NAME = "render.mp4"
+FRAME_PATTERN = "frame_{:04d}.png"
+
+
+class RenderRequestError(AnimateGaussiansError):
+    """The render request's parameters or arrays are inconsistent."""
+
+    hint = "this is a bug in the caller of the render request; please report it with the message"
+
+
+@dataclass
+class DeviceGaussians:
+    """All objects' Gaussians concatenated on one device, in their file (object-local) frames."""
+
+    means: torch.Tensor          # (N, 3)
+    quats: torch.Tensor          # (N, 4) wxyz as stored
+    log_scales: torch.Tensor     # (N, 3)
+    sh_dc: torch.Tensor          # (N, 1, 3)
+    sh_rest: torch.Tensor        # (N, K, 3)
+    opacities: torch.Tensor      # (N,) in [0, 1]
+    object_index: torch.Tensor   # (N,) int32 into the request's objects
+    sh_degree: int
+
+    @property
+    def count(self) -> int:
+        return int(self.means.shape[0])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in ("auto", "cpu", "cuda"):
+        raise RenderRequestError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RenderBackendError("device 'cuda' was asked for but torch sees no CUDA GPU",
+                                 hint="choose device 'cpu' or 'auto', or install a CUDA build of torch")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def _gaussians_of(loaded) -> Any:
+    """GaussianArrays from whatever the loader returned (GaussianArrays or a scene-cache LoadedScene)."""
+    return getattr(loaded, "gaussians", loaded)
+
+
+def load_objects(ctx, objects: list[dict], device: torch.device) -> DeviceGaussians:
+    """Read each object's .ply (through the server's cache when there is one) and stack them on `device`."""
+    load = getattr(ctx, "load_scene", None)
+    if load is None:
+        from ..scene_cache import load_scene as load
+    parts = []
+    for i, obj in enumerate(objects):
+        path = obj.get("ply_path")
+        if not path:
+            raise RenderRequestError(f"object {obj.get('name', i)!r} has no ply_path")
+        if not Path(path).exists():
+            raise InputFileError(f"the scene file of object {obj.get('name', i)!r} is missing: {path}",
+                                 hint="re-import the .ply or fix the object's source path")
+        parts.append(_gaussians_of(load(path)))
+    degree = max(g.sh_degree for g in parts)
+    k = (degree + 1) ** 2 - 1
+
+    def stack(get) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([get(g) for g in parts])).to(device)
+
+    def rest(g) -> np.ndarray:  # objects of lower degree get zero higher bands
+        out = np.zeros((g.count, k, 3), np.float32)
+        out[:, :g.sh_rest.shape[1]] = g.sh_rest
+        return out
+
+    return DeviceGaussians(
+        means=stack(lambda g: g.means.astype(np.float32)),
+        quats=stack(lambda g: g.quats_wxyz.astype(np.float32)),
+        log_scales=stack(lambda g: g.log_scales.astype(np.float32)),
+        sh_dc=stack(lambda g: g.sh_dc.astype(np.float32)[:, None, :]),
+        sh_rest=stack(rest),
+        opacities=stack(lambda g: g.opacities().astype(np.float32)),
+        object_index=torch.from_numpy(np.concatenate(
+            [np.full(g.count, i, np.int32) for i, g in enumerate(parts)])).to(device),
+        sh_degree=degree)
+
+
+def posed_gaussians(g: DeviceGaussians, matrices: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """(means, quats, scales, sh) of all Gaussians moved by their objects' (O, 4, 4) matrices."""
+    from cuda_ext import transform_gaussians
+
+    means, quats, log_scales, sh_rest = transform_gaussians(g.means, g.quats, g.log_scales, g.sh_rest,
+                                                            g.object_index, np.asarray(matrices, np.float64))
+    return means, quats, torch.exp(log_scales), torch.cat([g.sh_dc, sh_rest], dim=1)
+
+
+class FrameSink:
+    """Writes frames on worker threads (PNG encoders in parallel, the video encoder in order), holding at
+    most a few frames in memory."""
+
+    def __init__(self, video: Mp4Writer | None, workers: int) -> None:
+        self.video = video
+        self._png_pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="png")
+        self._video_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mp4") if video else None
+        self._pending: collections.deque[Future] = collections.deque()
+        self._limit = 2 * max(1, workers) + 2
+
+    def submit(self, path: Path, image: np.ndarray, video_frame: np.ndarray) -> None:
+        while len(self._pending) >= self._limit:
+            self._pending.popleft().result()
+        self._pending.append(self._png_pool.submit(write_png, path, image))
+        if self._video_pool is not None:
+            self._pending.append(self._video_pool.submit(self.video.write, video_frame))
+
+    def finish(self) -> None:
+        """Wait for every queued write (raising the first failure) and close the video."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._png_pool.shutdown(wait=True)
+            if self._video_pool is not None:
+                self._video_pool.shutdown(wait=True)
+            if self.video is not None:
+                self.video.close()
+
+
+def _array(arrays: dict, name: str, shape: tuple) -> np.ndarray:
+    if name not in arrays:
+        raise RenderRequestError(f"the render request has no {name!r} array")
+    a = np.asarray(arrays[name])
+    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)):
+        raise RenderRequestError(f"{name} must have shape {shape}, got {a.shape}")
+    return a
+
+
+def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """Render the request's frames to out_dir/frame_%04d.png (frame numbers from `frames`) and render.mp4.
+
+    params: width, height, out_dir, fps, frames [int], near, far, device (auto|cpu|cuda), background [r,g,b]
+    (null: transparent RGBA PNGs, black in the video), write_video, objects [{name, ply_path}].
+    arrays: viewmats (F, 4, 4), Ks (F, 3, 3) (engine/cameras.py convention), object_matrices (F, O, 4, 4)
+    (Blender world from each object's file frame). Cancelling keeps the PNGs already written.
+    """
+    width, height = int(params["width"]), int(params["height"])
+    if width <= 0 or height <= 0:
+        raise RenderRequestError(f"invalid render size {width}×{height}")
+    frames = [int(f) for f in params.get("frames", [])]
+    objects = list(params.get("objects", []))
+    if not frames:
+        raise RenderRequestError("the render request has no frames")
+    if not objects:
+        raise RenderRequestError("nothing to render: the request names no Gaussian objects",
+                                 hint="select or import a Gaussian splat object first")
+    F, O = len(frames), len(objects)
+    viewmats = _array(arrays, "viewmats", (F, 4, 4)).astype(np.float32)
+    Ks = _array(arrays, "Ks", (F, 3, 3)).astype(np.float32)
+    object_matrices = _array(arrays, "object_matrices", (F, O, 4, 4)).astype(np.float64)
+    if not (np.isfinite(viewmats).all() and np.isfinite(Ks).all()):
+        raise CameraError("the camera has NaN or infinite values", hint="check the camera's animation")
+    near = float(params.get("near", 0.01))
+    far = float(params.get("far", 1e10))
+    background = params.get("background")
+    transparent = background is None
+    write_video = bool(params.get("write_video", True))
+    fps = float(params.get("fps", 24))
+    out_dir = Path(params["out_dir"]).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    device = resolve_device(params.get("device", "auto"))
+    # On a GPU without gsplat the torch rasterizer still runs there; slow, but correct.
+    backend = "gsplat" if device.type == "cuda" and gsplat_available() else "cpu"
+    backend = choose_backend(backend)
+    ctx.progress(0.0, "loading Gaussians")
+    g = load_objects(ctx, objects, device)
+    bg = torch.tensor(background if background is not None else [0.0, 0.0, 0.0], dtype=torch.float32,
+                      device=device)
+    viewmats_d = torch.from_numpy(viewmats).to(device)
+    Ks_d = torch.from_numpy(Ks).to(device)
+
+    video_path = out_dir / VIDEO_NAME
+    partial_video = out_dir / (VIDEO_NAME + ".partial.mp4")
+    video = Mp4Writer(partial_video, width, height, fps) if write_video else None
+    sink = FrameSink(video, workers=min(8, os.cpu_count() or 1))
+    written: list[str] = []
+    finished = False
+    try:
+        for i, frame in enumerate(frames):
+            ctx.check_cancelled()
+            means, quats, scales, sh = posed_gaussians(g, object_matrices[i])
+            out = render_gaussians(means, quats, scales, g.opacities, sh, viewmats_d[i], Ks_d[i], width, height,
+                                   near=near, far=far, background=None if transparent else bg,
+                                   sh_degree=g.sh_degree, backend=backend)
+            with torch.no_grad():
+                rgb8 = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+                if transparent:
+                    # PNG alpha is straight; the renderer's colour is premultiplied.
+                    straight = (out.rgb / out.alpha.clamp_min(1e-6)[..., None]).clamp(0, 1)
+                    rgba = torch.cat([straight, out.alpha[..., None].clamp(0, 1)], dim=-1)
+                    png = (rgba * 255 + 0.5).to(torch.uint8).cpu().numpy()
+                    rgb_np = rgb8.cpu().numpy()
+                else:
+                    rgb_np = png = rgb8.cpu().numpy()
+            path = out_dir / FRAME_PATTERN.format(frame)
+            sink.submit(path, png, rgb_np)
+            written.append(str(path))
+            ctx.progress((i + 1) / F, f"frame {frame} ({i + 1} of {F})")
+        finished = True
+    finally:
+        sink.finish()
+        if video is not None:
+            if finished:
+                os.replace(partial_video, video_path)
+            elif partial_video.exists():
+                partial_video.unlink()
+    return {"frames": written, "video": str(video_path) if write_video else None,
+            "backend": backend, "device": str(device), "gaussians": g.count}, {}

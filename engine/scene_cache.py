@@ -1,0 +1,110 @@
+"""Scenes the engine has loaded, and where per-scene results live on disk.
+
+A scene is keyed by the sha256 of its .ply content, so anything computed for it (masks, features) is found
+again after a rename or a restart (`path_for`). Loaded scenes stay in memory (LRU by path + mtime + size),
+so repeated requests on the same file neither re-read nor re-hash it. numpy only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.errors import InputFileError
+from engine.ply import GaussianArrays, read_gaussians
+
+CACHE_ENV = "ANIMATE_GAUSSIANS_CACHE"
+MAX_LOADED_SCENES = 3
+_HASH_CHUNK = 8 << 20
+
+
+def cache_dir() -> Path:
+    """The root of the on-disk cache: $ANIMATE_GAUSSIANS_CACHE, else ~/.cache/animate_gaussians."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "animate_gaussians"
+
+
+def path_for(scene_hash: str, name: str) -> Path:
+    """Where the per-scene artefact `name` of the scene with this content hash lives (its folder is created)."""
+    if not scene_hash or any(c not in "0123456789abcdef" for c in scene_hash):
+        raise ValueError(f"not a scene hash: {scene_hash!r}")
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ValueError(f"artefact name {name!r} must be a relative path inside the scene's folder")
+    path = cache_dir() / "scenes" / scene_hash / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise InputFileError(f"cannot read scene file {str(path)!r}: {exc.strerror or exc}") from None
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """sha256 of the file's bytes (hex), streamed in large chunks."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            buffer = bytearray(_HASH_CHUNK)
+            view = memoryview(buffer)
+            while n := f.readinto(buffer):
+                digest.update(view[:n])
+    except OSError as exc:
+        raise InputFileError(f"cannot read scene file {str(path)!r}: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedScene:
+    """One .ply as the engine holds it: its Gaussians (file frame), content hash, and derived data in memory."""
+
+    path: Path
+    hash: str
+    gaussians: GaussianArrays
+    derived: dict[str, Any] = field(default_factory=dict)
+
+    def cached(self, key: str, make: Callable[[], Any]) -> Any:
+        """In-memory per-scene data (e.g. device tensors), made once per loaded scene."""
+        if key not in self.derived:
+            self.derived[key] = make()
+        return self.derived[key]
+
+    def artefact_path(self, name: str) -> Path:
+        return path_for(self.hash, name)
+
+
+_loaded: OrderedDict[tuple[str, int, int], LoadedScene] = OrderedDict()
+_lock = threading.Lock()
+
+
+def load_scene(path: str | os.PathLike, max_loaded: int = MAX_LOADED_SCENES) -> LoadedScene:
+    """The scene at `path`, from memory when the file is unchanged since it was loaded."""
+    resolved = Path(path).expanduser().resolve()
+    key = _file_key(resolved)
+    with _lock:
+        scene = _loaded.get(key)
+        if scene is not None:
+            _loaded.move_to_end(key)
+            return scene
+    scene = LoadedScene(resolved, content_hash(resolved), read_gaussians(resolved))
+    with _lock:
+        for old in [k for k in _loaded if k[0] == key[0]]:  # an older version of the same file
+            del _loaded[old]
+        _loaded[key] = scene
+        while len(_loaded) > max(1, max_loaded):
+            _loaded.popitem(last=False)
+    return scene
+
+
+def clear_loaded() -> None:
+    """Forget the scenes held in memory (the on-disk cache stays)."""
+    with _lock:
+        _loaded.clear()

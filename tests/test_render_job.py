@@ -1,0 +1,211 @@
+"""The "render" request handler: frames and video on disk, object motion (SH included), cancel, bad requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.cameras import intrinsics_from_fov, look_at
+from engine.errors import CancelledError
+from engine.render.job import RenderRequestError, handle_render
+from engine.render.video import Mp4Writer, video_backend, write_png
+from engine.synthetic_scene import make_primitives_scene
+
+W, H = 64, 48
+# Blender world from the file (COLMAP) frame: +90° about x, as the add-on's import sets it.
+AXIS_CONVERSION = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+
+
+class Ctx:
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.events: list[tuple[float, str]] = []
+        self.cancel_after = cancel_after
+        self.checks = 0
+
+    def progress(self, fraction: float, stage: str) -> None:
+        self.events.append((fraction, stage))
+
+    def check_cancelled(self) -> None:
+        self.checks += 1
+        if self.cancel_after is not None and self.checks > self.cancel_after:
+            raise CancelledError("cancelled by the test")
+
+
+@pytest.fixture(scope="module")
+def shiny_ply(tmp_path_factory):
+    """The primitives with strong view-dependent colour, so a wrong SH rotation shows."""
+    scene = make_primitives_scene(gaussians_per_object=400, sh_degree=3, seed=1)
+    scene.gaussians.sh_rest *= 25.0
+    return scene.write(tmp_path_factory.mktemp("job") / "shiny.ply")
+
+
+def _camera(eye, target=(0.0, 0.0, 0.3)) -> np.ndarray:
+    return look_at(np.array(eye, float), np.array(target, float), up=(0.0, 0.0, 1.0))
+
+
+def _request(out_dir, ply_paths, viewmats, object_matrices, **overrides):
+    F = len(viewmats)
+    params = {"width": W, "height": H, "out_dir": str(out_dir), "fps": 12, "frames": list(range(1, F + 1)),
+              "near": 0.05, "far": 100.0, "device": "cpu", "background": [0.0, 0.0, 0.0], "write_video": False,
+              "objects": [{"name": f"obj{i}", "ply_path": str(p)} for i, p in enumerate(ply_paths)]}
+    params.update(overrides)
+    arrays = {"viewmats": np.asarray(viewmats, np.float32),
+              "Ks": np.repeat(intrinsics_from_fov(W, H, 55.0)[None], F, 0).astype(np.float32),
+              "object_matrices": np.asarray(object_matrices, np.float32)}
+    return params, arrays
+
+
+def _read(path) -> np.ndarray:
+    return np.asarray(Image.open(path), dtype=np.float32)
+
+
+def _video_frames(path) -> list[np.ndarray]:
+    """Decoded RGB frames, with whichever decoder is installed (imageio-ffmpeg here, OpenCV on the GPU box)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        import cv2
+        capture, frames = cv2.VideoCapture(str(path)), []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return frames
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    reader = imageio_ffmpeg.read_frames(str(path))
+    width, height = next(reader)["size"]
+    return [np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader]
+
+
+def test_frames_and_video_are_written(shiny_ply, tmp_path):
+    eyes = [(0.0, -4.5, 2.0), (1.0, -4.5, 2.0), (2.0, -4.0, 2.0)]
+    params, arrays = _request(tmp_path, [shiny_ply], [_camera(e) for e in eyes],
+                              np.repeat(AXIS_CONVERSION[None, None], 3, 0), write_video=video_backend() is not None,
+                              frames=[7, 8, 9])
+    ctx = Ctx()
+    result, result_arrays = handle_render(ctx, params, arrays)
+    assert [p.rsplit("/", 1)[1] for p in result["frames"]] == ["frame_0007.png", "frame_0008.png", "frame_0009.png"]
+    images = [_read(p) for p in result["frames"]]
+    assert images[0].shape == (H, W, 3)
+    assert all(img.std() > 10 for img in images)
+    assert np.abs(images[0] - images[2]).mean() > 3      # the camera moved
+    assert ctx.events[-1][0] == 1.0 and "frame 9" in ctx.events[-1][1]
+    if video_backend() is not None:
+        assert result["video"].endswith("render.mp4")
+        frames = _video_frames(result["video"])
+        assert len(frames) == 3 and frames[0].shape == (H, W, 3)
+        assert np.abs(frames[0].astype(np.float32) - images[0]).mean() < 8    # lossy, but the same picture
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_moving_the_object_equals_moving_the_camera_the_other_way(shiny_ply, tmp_path, monkeypatch):
+    # Object matrix M with camera V renders what the unmoved object (axis conversion A) shows to the camera
+    # V·M·A⁻¹: positions, orientations and view-dependent SH colour all travel with the object.
+    motion = np.eye(4)
+    c, s = np.cos(np.radians(50)), np.sin(np.radians(50))
+    motion[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    motion[:3, 3] = [0.4, -0.2, 0.1]
+    V = _camera((0.5, -4.5, 2.5))
+    moved = motion @ AXIS_CONVERSION
+    params, arrays = _request(tmp_path / "a", [shiny_ply], [V, V @ motion],
+                              [[moved], [AXIS_CONVERSION]])
+    a, b = (_read(p) for p in handle_render(Ctx(), params, arrays)[0]["frames"])
+    assert a.std() > 10
+    assert np.abs(a - b).max() <= 2.0            # equal up to float rounding in 8 bits
+    unmoved = _read(handle_render(Ctx(), *_request(tmp_path / "c", [shiny_ply], [V], [[AXIS_CONVERSION]]))[0]
+                    ["frames"][0])
+    assert np.abs(a - unmoved).mean() > 3          # the motion is visible
+    # And the SH rotation matters here: moving positions and orientations but not the SH looks different.
+    import engine.render.job as job
+    real = job.posed_gaussians
+
+    def without_sh_rotation(g, matrices):
+        means, quats, scales, _ = real(g, matrices)
+        return means, quats, scales, torch.cat([g.sh_dc, g.sh_rest], dim=1)
+
+    monkeypatch.setattr(job, "posed_gaussians", without_sh_rotation)
+    params_b, arrays_b = _request(tmp_path / "b", [shiny_ply], [V], [[moved]])
+    wrong = _read(handle_render(Ctx(), params_b, arrays_b)[0]["frames"][0])
+    assert np.abs(a - wrong).mean() > 3
+
+
+def test_objects_render_together_and_move_independently(tmp_path):
+    scene = make_primitives_scene(gaussians_per_object=300, sh_degree=1, seed=2)
+    ply = scene.write(tmp_path / "one.ply")
+    V = _camera((0.0, -5.0, 2.5))
+    far_away = np.eye(4)
+    far_away[:3, 3] = [0.0, 500.0, 0.0]                 # behind the far plane
+    params, arrays = _request(tmp_path / "two", [ply, ply], [V, V],
+                              [[AXIS_CONVERSION, far_away @ AXIS_CONVERSION],
+                               [AXIS_CONVERSION, AXIS_CONVERSION @ _shift(0.0, -0.5, 0.0)]])
+    params["far"] = 50.0
+    only_first, both_near = (_read(p) for p in handle_render(Ctx(), params, arrays)[0]["frames"])
+    single_params, single_arrays = _request(tmp_path / "one", [ply], [V], [[AXIS_CONVERSION]], far=50.0)
+    alone = _read(handle_render(Ctx(), single_params, single_arrays)[0]["frames"][0])
+    assert np.abs(only_first - alone).max() <= 1.0
+    assert np.abs(both_near - alone).mean() > 2            # the second copy is now in view as well
+
+
+def _shift(x, y, z) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, 3] = [x, y, z]
+    return m
+
+
+def test_cancel_keeps_frames_already_written_and_no_video(shiny_ply, tmp_path):
+    V = _camera((0.0, -4.5, 2.0))
+    params, arrays = _request(tmp_path, [shiny_ply], [V] * 4, np.repeat(AXIS_CONVERSION[None, None], 4, 0),
+                              write_video=video_backend() is not None)
+    with pytest.raises(CancelledError):
+        handle_render(Ctx(cancel_after=2), params, arrays)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["frame_0001.png", "frame_0002.png"]
+    assert not list(tmp_path.glob("*.mp4"))
+
+
+def test_transparent_background_writes_straight_alpha(shiny_ply, tmp_path):
+    params, arrays = _request(tmp_path, [shiny_ply], [_camera((0.0, -4.5, 2.0))], [[AXIS_CONVERSION]],
+                              background=None)
+    rgba = _read(handle_render(Ctx(), params, arrays)[0]["frames"][0])
+    assert rgba.shape == (H, W, 4)
+    assert rgba[..., 3].min() == 0 and rgba[..., 3].max() >= 250
+    opaque_bg, _ = _request(tmp_path / "bg", [shiny_ply], [_camera((0.0, -4.5, 2.0))], [[AXIS_CONVERSION]],
+                            background=[1.0, 1.0, 1.0])
+    white = _read(handle_render(Ctx(), opaque_bg, arrays)[0]["frames"][0])
+    # Compositing the straight-alpha PNG over white gives the white-background render.
+    a = rgba[..., 3:] / 255
+    over = rgba[..., :3] * a + 255 * (1 - a)
+    assert np.abs(over - white).mean() < 1.5
+
+
+def test_bad_requests_fail_with_clear_errors(shiny_ply, tmp_path):
+    V = _camera((0.0, -4.5, 2.0))
+    params, arrays = _request(tmp_path, [shiny_ply], [V, V], np.repeat(AXIS_CONVERSION[None, None], 2, 0))
+    with pytest.raises(RenderRequestError, match="viewmats"):
+        handle_render(Ctx(), params, {**arrays, "viewmats": arrays["viewmats"][:1]})
+    with pytest.raises(RenderRequestError, match="object_matrices"):
+        handle_render(Ctx(), params, {k: v for k, v in arrays.items() if k != "object_matrices"})
+    with pytest.raises(RenderRequestError, match="no Gaussian objects"):
+        handle_render(Ctx(), {**params, "objects": []}, arrays)
+    with pytest.raises(Exception, match="missing"):
+        handle_render(Ctx(), {**params, "objects": [{"name": "x", "ply_path": str(tmp_path / "gone.ply")}]}, arrays)
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="CUDA"):
+            handle_render(Ctx(), {**params, "device": "cuda"}, arrays)
+
+
+def test_png_and_mp4_writers(tmp_path):
+    img = np.linspace(0, 1, 5 * 7 * 3).reshape(5, 7, 3)
+    path = write_png(tmp_path / "a.png", img)
+    back = np.asarray(Image.open(path))
+    assert back.shape == (5, 7, 3) and back[-1, -1, -1] == 255 and back[0, 0, 0] == 0
+    if video_backend() is None:
+        pytest.skip("no MP4 encoder in this environment")
+    with Mp4Writer(tmp_path / "v.mp4", 7, 5, fps=10) as writer:   # odd size: padded to 8×6
+        for i in range(4):
+            writer.write(np.full((5, 7, 3), i * 60, np.uint8))
+    frames = _video_frames(tmp_path / "v.mp4")
+    assert len(frames) == 4 and frames[0].shape == (6, 8, 3)
+    assert abs(float(frames[3].mean()) - 180) < 4
+    with Mp4Writer(tmp_path / "w.mp4", 7, 5) as writer, pytest.raises(ValueError, match="frame is 4×4"):
+        writer.write(np.zeros((4, 4, 3), np.uint8))
