@@ -121,7 +121,10 @@ def test_render_blocking_writes_frames_and_video(animated_scene, tmp_path, clien
 def test_operator_execute_renders_and_reports(animated_scene, tmp_path, monkeypatch, client):
     monkeypatch.setattr(engine_client, "get_client", lambda: client)  # reuse the warm engine (test_engine_client
     scene, obj, _ = animated_scene                                     # covers the shared client itself)
-    bpy.utils.register_class(render_splats.GAUSSIANS_OT_render_splats)
+    cls = render_splats.GAUSSIANS_OT_render_splats
+    registered_here = not cls.is_registered   # the add-on (registered by other tests) may hold it already
+    if registered_here:
+        bpy.utils.register_class(cls)
     try:
         result = bpy.ops.gaussians.render_splats(directory=str(tmp_path), write_video=False)
         assert result == {"FINISHED"}
@@ -129,7 +132,8 @@ def test_operator_execute_renders_and_reports(animated_scene, tmp_path, monkeypa
         obj.hide_render = True
         assert not bpy.ops.gaussians.render_splats.poll()  # nothing to render
     finally:
-        bpy.utils.unregister_class(render_splats.GAUSSIANS_OT_render_splats)
+        if registered_here:
+            bpy.utils.unregister_class(cls)
 
 
 def test_cancelled_render_keeps_written_frames_and_reports_a_warning(animated_scene, tmp_path, client):
