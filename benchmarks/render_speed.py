@@ -95,6 +95,12 @@ def gpu_benchmarks(n: int, frames: int, run_process: bool) -> None:
         print(f"engine render_gaussians / raw: {render_ms / raw_ms:.3f}")
         print(f"engine frame (transform + render) ms/frame: {frame_ms:.2f}")
         print(f"engine frame / raw: {frame_ms / raw_ms:.3f}")
+        print(f"transform of all gaussians (posed_gaussians) ms: {timed(lambda: posed_gaussians(g, axis[None]), 20):.2f}")
+        from cuda_ext import pack_object_parameters
+        start = time.perf_counter()
+        for _ in range(20):
+            pack_object_parameters(axis[None])
+        print(f"of which host-side pack_object_parameters ms: {(time.perf_counter() - start) / 20 * 1e3:.2f}")
 
         params = {"width": W, "height": H, "fps": 24, "frames": list(range(1, frames + 1)), "near": 0.01,
                   "far": 1000.0, "device": "cuda", "background": [0.0, 0.0, 0.0], "write_video": True,
@@ -112,17 +118,21 @@ def gpu_benchmarks(n: int, frames: int, run_process: bool) -> None:
         raw_loop_s = timed(raw_loop, 1) / 1e3
         print(f"raw gsplat {frames} frames 1080p to host memory s: {raw_loop_s:.2f}")
 
-        for write_video in (False, True):
-            out_dir = tmp / f"job_{write_video}"
+        spin = np.repeat(axis[None, None], frames, 0)
+        for i, angle in enumerate(np.linspace(0, np.pi / 3, frames)):
+            c, s_ = np.cos(angle), np.sin(angle)
+            spin[i, 0, :3, :3] = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]]) @ axis[:3, :3]
+        for label, write_video, matrices in (("PNGs only, static object", False, arrays["object_matrices"]),
+                                             ("PNGs + MP4, static object", True, arrays["object_matrices"]),
+                                             ("PNGs + MP4, object moving every frame", True, spin)):
+            out_dir = tmp / "job"
             start = time.perf_counter()
-            result, _ = handle_render(QuietContext(), {**params, "out_dir": str(out_dir),
-                                                       "write_video": write_video}, arrays)
+            result, _ = handle_render(QuietContext(), {**params, "out_dir": str(out_dir), "write_video": write_video},
+                                      {**arrays, "object_matrices": matrices.astype(np.float32)})
             wall = time.perf_counter() - start
-            what = "PNGs + MP4" if write_video else "PNGs only"
-            print(f"render job {frames} frames 1080p {what} wall s: {wall:.2f}")
+            print(f"render job {frames} frames 1080p {label} wall s: {wall:.2f}")
             if write_video:
-                print(f"render job video bytes: {Path(result['video']).stat().st_size}")
-                print(f"render job ms/frame: {wall / frames * 1e3:.1f}")
+                print(f"render job {label} video bytes: {Path(result['video']).stat().st_size}")
             shutil.rmtree(out_dir)
 
         if run_process:

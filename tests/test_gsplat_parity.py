@@ -32,8 +32,9 @@ def _both(g, viewmat, K, W, H, features=None, background=None):
 def _check(cpu, gpu, min_psnr: float = 40.0):
     psnr = _psnr(cpu.rgb, gpu.rgb)
     alpha_psnr = _psnr(cpu.alpha, gpu.alpha)
-    solid = ((cpu.alpha > 0.5) & (gpu.alpha.cpu() > 0.5)).cpu()
-    rel = ((cpu.depth.cpu() - gpu.depth.cpu()).abs() / gpu.depth.cpu().clamp_min(1e-6))[solid]
+    cpu_alpha, gpu_alpha, cpu_depth, gpu_depth = (t.cpu() for t in (cpu.alpha, gpu.alpha, cpu.depth, gpu.depth))
+    solid = (cpu_alpha > 0.5) & (gpu_alpha > 0.5)
+    rel = ((cpu_depth - gpu_depth).abs() / gpu_depth.clamp_min(1e-6))[solid]
     print(f"colour PSNR {psnr:.1f} dB, alpha PSNR {alpha_psnr:.1f} dB, depth rel. error median "
           f"{rel.median().item():.2e} p99 {rel.quantile(0.99).item():.2e} over {int(solid.sum())} px")
     assert psnr >= min_psnr and alpha_psnr >= min_psnr

@@ -30,14 +30,15 @@ def render_gsplat(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor
         n_color = colors.shape[1]
         channels = colors if features is None else torch.cat([colors, features], dim=1)
         degree = None
-    backgrounds = None
-    if background is not None:
-        extra = channels.shape[-1] - n_color if degree is None else 0
-        backgrounds = torch.cat([background, background.new_zeros(extra)])[None]
+    # The background is composited here rather than by gsplat: gsplat 1.5.3 rejects `backgrounds` in its
+    # default packed mode (a shape check written for unpacked tensors). Same formula: colour + (1 − alpha)·bg.
     render, alpha, _ = rasterization(
         means, quats, scales, opacities, channels, viewmat[None], K[None], width, height,
-        near_plane=near, far_plane=far, sh_degree=degree, backgrounds=backgrounds, render_mode="RGB+ED")
+        near_plane=near, far_plane=far, sh_degree=degree, render_mode="RGB+ED")
     render, alpha = render[0], alpha[0, ..., 0]
+    rgb = render[..., :n_color]
+    if background is not None:
+        rgb = rgb + (1.0 - alpha)[..., None] * background[:n_color]
     # gsplat normalises depth by alpha clamped at 1e-10, so empty pixels already read 0.
-    return RenderOutput(rgb=render[..., :n_color], depth=render[..., -1], alpha=alpha,
+    return RenderOutput(rgb=rgb, depth=render[..., -1], alpha=alpha,
                         features=render[..., n_color:-1] if features is not None else None)

@@ -201,10 +201,14 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     sink = FrameSink(video, workers=min(8, os.cpu_count() or 1))
     written: list[str] = []
     finished = False
+    posed_for, posed = None, None
     try:
         for i, frame in enumerate(frames):
             ctx.check_cancelled()
-            means, quats, scales, sh = posed_gaussians(g, object_matrices[i])
+            # Objects that did not move since the last frame (a camera-only animation) keep their pose.
+            if posed_for is None or not np.array_equal(object_matrices[i], posed_for):
+                posed_for, posed = object_matrices[i], posed_gaussians(g, object_matrices[i])
+            means, quats, scales, sh = posed
             out = render_gaussians(means, quats, scales, g.opacities, sh, viewmats_d[i], Ks_d[i], width, height,
                                    near=near, far=far, background=None if transparent else bg,
                                    sh_degree=g.sh_degree, backend=backend)
