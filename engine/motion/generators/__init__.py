@@ -1,0 +1,1 @@
+"""Motion generators behind one interface (base.py); `--generator` picks one by name."""
