@@ -6,6 +6,8 @@
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 export TORCH_EXTENSIONS_DIR=/tmp/torch_ext
+# The shared real capture, when carried in .device_data/ (tests look for it there through this variable).
+[ -f .device_data/real_small_sh3.ply ] && export ANIMATE_GAUSSIANS_REAL_PLY=$PWD/.device_data/real_small_sh3.ply
 if [ -f .torch_ext/gsplat_cuda.so ]; then
     # gsplat imports `gsplat.csrc` before it tries to compile: make that module the carried library.
     cat > /tmp/site/gsplat/csrc.py <<PY
