@@ -11,6 +11,8 @@ import bpy
 
 from engine.ply import SH_C0
 
+from .gaussian_layout import SELECTION_ATTRIBUTE
+
 # Versioned names: a later add-on version with a different tree makes its own group instead of reusing ours.
 NODE_GROUP_NAME = "Gaussian Splats v1"
 MATERIAL_NAME = "Gaussian Splat v1"
@@ -20,6 +22,10 @@ INPUT_POINTS_ONLY = "Points Only"
 INPUT_SCALE = "Scale Multiplier"
 INPUT_MAX_SIZE = "Max Size"
 INPUT_MIN_OPACITY = "Min Opacity"
+
+# Selected Gaussians (point attribute `selection` = 1) are drawn this much towards this colour.
+HIGHLIGHT_COLOR = (1.0, 0.45, 0.0)
+HIGHLIGHT_STRENGTH = 0.6
 
 DEFAULT_SCALE_MULTIPLIER = 2.0   # a sphere of radius 2σ covers ~95% of a Gaussian's footprint
 DEFAULT_MIN_OPACITY = 0.02
@@ -227,10 +233,25 @@ def _build_material() -> bpy.types.Material:
     _link(tree, dc.outputs[0], colour.inputs[0])
     colour.inputs[1].default_value = (SH_C0, SH_C0, SH_C0)
     colour.inputs[2].default_value = (0.5, 0.5, 0.5)
+    # Segmentation highlight: colour pulled towards HIGHLIGHT_COLOR by the `selection` attribute (0 without it).
+    sel_geo, sel_inst = _attribute_sum(tree, SELECTION_ATTRIBUTE, "Fac", -1000, 600)
+    weight = _math(tree, "MULTIPLY", _math(tree, "ADD", sel_geo, sel_inst, location=(-800, 600)),
+                   HIGHLIGHT_STRENGTH, location=(-600, 600))
+    towards = tree.nodes.new("ShaderNodeVectorMath")
+    towards.operation = "SUBTRACT"
+    towards.location = (-400, 400)
+    towards.inputs[0].default_value = HIGHLIGHT_COLOR
+    _link(tree, colour.outputs[0], towards.inputs[1])
+    tinted = tree.nodes.new("ShaderNodeVectorMath")
+    tinted.operation = "MULTIPLY_ADD"
+    tinted.location = (-200, 400)
+    _link(tree, towards.outputs[0], tinted.inputs[0])
+    _link(tree, weight, tinted.inputs[1])
+    _link(tree, colour.outputs[0], tinted.inputs[2])
     emission = tree.nodes.new("ShaderNodeEmission")
     emission.location = (600, 200)
     emission.inputs["Strength"].default_value = 1.0
-    _link(tree, colour.outputs[0], emission.inputs["Color"])
+    _link(tree, tinted.outputs[0], emission.inputs["Color"])
 
     # Alpha = sigmoid(opacity) · exp(−k(1 − cos²)) on front faces only (a ray crosses each sphere once).
     op_geo, op_inst = _attribute_sum(tree, "opacity", "Fac", -1000, -300)

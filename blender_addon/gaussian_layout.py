@@ -32,6 +32,10 @@ LAYOUT_KEY = "gaussians_ply_layout"     # JSON: the file's layout, see layout_to
 SOURCE_KEY = "gaussians_source"         # absolute path of the imported .ply
 HASH_KEY = "gaussians_source_hash"      # source_hash() of that file
 SEGMENT_ATTRIBUTE = "segment"
+# Object subsets (segments): which Gaussians of the source .ply a mesh holds, and where its origin is.
+SOURCE_INDEX_ATTRIBUTE = "source_index"          # int point attribute: row of each Gaussian in the source .ply
+FILE_TO_LOCAL_KEY = "gaussians_file_to_local"    # 16 floats, row-major 4x4: file frame -> the mesh's local values
+SELECTION_ATTRIBUTE = "selection"                # float point attribute in [0, 1]: the segmentation highlight
 # Properties that are not part of the 3DGS model (normals, a trainer's extras) keep their own attribute, named
 # with this prefix so they cannot collide with Blender's own attributes (position, radius, id, ...).
 EXTRA_PREFIX = "ply_"

@@ -19,8 +19,8 @@ from engine.errors import AnimateGaussiansError, InputFileError, PlyFormatError
 from engine.ply import PlyHeader, read_groups, read_header, write_ply
 
 from . import display_nodes
-from .gaussian_layout import (AXIS_CONVERSION, HASH_KEY, LAYOUT_KEY, SEGMENT_ATTRIBUTE, SOURCE_KEY, AttributeSpec,
-                              Layout, attribute_specs, from_buffer, is_identity, layout_from_json, layout_to_json,
+from .gaussian_layout import (AXIS_CONVERSION, FILE_TO_LOCAL_KEY, HASH_KEY, LAYOUT_KEY, SEGMENT_ATTRIBUTE,
+                              SOURCE_INDEX_ATTRIBUTE, SOURCE_KEY, AttributeSpec, Layout, attribute_specs, from_buffer, is_identity, layout_from_json, layout_to_json,
                               read_dtypes, relative_transform, sh_attribute_names, source_hash, to_buffer)
 
 DEFAULT_POINTS_ONLY_THRESHOLD = 500_000
@@ -95,6 +95,8 @@ def build_object(parsed: ParsedPly, name: str, collection: bpy.types.Collection,
             attr.data.foreach_set(spec.foreach_key, buffer)
             del buffer
         attributes.new(SEGMENT_ATTRIBUTE, "INT", "POINT")   # zero-initialised: no segment yet
+        # Row of each Gaussian in the file: segments and deletions keep it, so the engine reads the right subset.
+        attributes.new(SOURCE_INDEX_ATTRIBUTE, "INT", "POINT").data.foreach_set("value", np.arange(n, dtype=np.int32))
         mesh.update()
 
         obj = bpy.data.objects.new(name, mesh)
@@ -104,6 +106,7 @@ def build_object(parsed: ParsedPly, name: str, collection: bpy.types.Collection,
         obj[LAYOUT_KEY] = layout_to_json(parsed.header, axis)
         obj[SOURCE_KEY] = str(Path(parsed.header.path).resolve())
         obj[HASH_KEY] = parsed.source_hash
+        obj[FILE_TO_LOCAL_KEY] = np.eye(4).reshape(-1).tolist()
         if points_only is None:
             points_only = n > points_only_threshold
         display_nodes.add_display_modifier(obj, points_only, parsed.display_extent * _MAX_SIZE_FRACTION, created)
@@ -145,6 +148,33 @@ def gaussian_count(obj: bpy.types.Object) -> int:
     return len(obj.data.vertices)
 
 
+def file_to_local(obj: bpy.types.Object) -> np.ndarray:
+    """(4, 4) from the source file's frame to the values the mesh holds: identity for an imported object, a
+    translation for a segment (its origin at the segment's bottom centre). Objects from before subsets: identity."""
+    value = obj.get(FILE_TO_LOCAL_KEY)
+    return np.eye(4) if value is None else np.array(value, dtype=np.float64).reshape(4, 4)
+
+
+def file_to_world(obj: bpy.types.Object, matrix_world=None) -> np.ndarray:
+    """(4, 4) from the source file's frame to Blender world: matrix_world @ file_to_local (what the engine gets).
+    `matrix_world` overrides the object's own (e.g. an evaluated one, per frame)."""
+    world = np.array(obj.matrix_world if matrix_world is None else matrix_world, dtype=np.float64)
+    return world @ file_to_local(obj)
+
+
+def source_indices(obj: bpy.types.Object) -> np.ndarray | None:
+    """The rows of the source .ply the object's Gaussians are (int64, mesh order), or None for an object made
+    before subsets existed (then it holds the whole file)."""
+    attr = obj.data.attributes.get(SOURCE_INDEX_ATTRIBUTE)
+    if attr is None or attr.domain != "POINT" or attr.data_type != "INT":
+        return None
+    if obj.mode == "EDIT":
+        obj.update_from_editmode()
+    out = np.empty(len(obj.data.vertices), dtype=np.int32)
+    attr.data.foreach_get("value", out)
+    return out.astype(np.int64)
+
+
 def _read_attribute(mesh: bpy.types.Mesh, spec: AttributeSpec, n: int) -> np.ndarray:
     attr = mesh.attributes.get(spec.name)
     if attr is None or attr.domain != "POINT" or attr.data_type != spec.data_type:
@@ -181,6 +211,16 @@ def apply_transform(columns: dict[str, np.ndarray], layout: Layout, matrix: np.n
             columns[f"f_rest_{c * k + j}"] = sh_rest[:, j, c]
 
 
+def _undo_file_to_local(columns: dict[str, np.ndarray], layout: Layout, local: np.ndarray) -> None:
+    """Local values -> file frame. A pure translation (what segmentation writes) moves the positions only, in
+    float64, so every other value stays bit for bit; anything else goes through apply_transform."""
+    if np.allclose(local[:3, :3], np.eye(3), rtol=0.0, atol=1e-12) and np.allclose(local[3], [0, 0, 0, 1]):
+        for i, c in enumerate("xyz"):
+            columns[c] = (columns[c].astype(np.float64) - local[i, 3]).astype(columns[c].dtype)
+    else:
+        apply_transform(columns, layout, np.linalg.inv(local))
+
+
 def object_to_vertices(obj: bpy.types.Object) -> tuple[np.ndarray, Layout]:
     """The object's Gaussians as a structured vertex array in its file layout, edits and transform included."""
     layout = object_layout(obj)
@@ -194,7 +234,10 @@ def object_to_vertices(obj: bpy.types.Object) -> tuple[np.ndarray, Layout]:
     columns: dict[str, np.ndarray] = {}
     for spec in attribute_specs(layout.properties):
         columns.update(from_buffer(spec, _read_attribute(mesh, spec, n), codes))
-    matrix = relative_transform(layout.axis_conversion, np.array(obj.matrix_world))
+    local = file_to_local(obj)
+    if not is_identity(local):   # a segment holds its values relative to its origin: back to the file frame
+        _undo_file_to_local(columns, layout, local)
+    matrix = relative_transform(layout.axis_conversion, file_to_world(obj))
     if not is_identity(matrix):
         apply_transform(columns, layout, matrix)
     vertices = np.empty(n, dtype=layout.structured_dtype())

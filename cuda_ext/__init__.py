@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from .build import load_extension
-from .reference import pack_object_parameters, transform_gaussians_reference
+from .reference import contribution_votes_reference, pack_object_parameters, transform_gaussians_reference
 
-__all__ = ["available", "transform_gaussians", "pack_object_parameters", "transform_gaussians_reference"]
+__all__ = ["available", "transform_gaussians", "pack_object_parameters", "transform_gaussians_reference",
+           "accumulate_contributions", "contribution_votes_reference"]
 
 # Set to 1 to always run the torch reference (e.g. to rule the kernel out while debugging).
 DISABLE_ENV = "ANIMATE_GAUSSIANS_DISABLE_CUDA_EXT"
@@ -80,3 +81,25 @@ def transform_gaussians(means: torch.Tensor, quats: torch.Tensor, log_scales: to
             return tuple(ext.transform_gaussians(means, quats, log_scales, sh_rest, object_index.contiguous(),
                                                  params))
     return transform_gaussians_reference(means, quats, log_scales, sh_rest, object_index, params)
+
+
+def accumulate_contributions(means2d: torch.Tensor, conics: torch.Tensor, opacities: torch.Tensor,
+                             labels: torch.Tensor, tile_offsets: torch.Tensor, flatten_ids: torch.Tensor,
+                             num_labels: int, tile_size: int = 16) -> torch.Tensor:
+    """Per-Gaussian sums of composited weight (alpha × transmittance) over the pixels of each label.
+
+    Takes gsplat's unpacked projection of I images (means2d (I, N, 2), conics (I, N, 3)), opacities (N,),
+    labels (I, H, W) int (pixels outside [0, num_labels) count for nothing), and gsplat's tile intersections
+    (isect_offset_encode's (I, th, tw) offsets, flatten_ids into I·N). Returns votes (N, num_labels) float32.
+    CUDA only: cuda_ext.reference.contribution_votes_reference is the same on the torch rasterizer.
+    """
+    ext = _extension()
+    if ext is None:
+        raise RuntimeError("accumulate_contributions needs the CUDA extension; "
+                           "use cuda_ext.reference.contribution_votes_reference instead")
+    if means2d.data_ptr() % 8:
+        means2d = means2d.clone()
+    return ext.accumulate_contributions(means2d.float().contiguous(), conics.float().contiguous(),
+                                        opacities.float().contiguous(), labels.to(torch.int32).contiguous(),
+                                        tile_offsets.to(torch.int32).contiguous(),
+                                        flatten_ids.to(torch.int32).contiguous(), int(num_labels), int(tile_size))

@@ -85,3 +85,35 @@ def transform_gaussians_reference(means: torch.Tensor, quats: torch.Tensor, log_
         new_means[keep], new_quats[keep] = means[keep], quats[keep]
         new_log_scales[keep], new_sh[keep] = log_scales[keep], sh_rest[keep]
     return new_means, new_quats, new_log_scales, new_sh
+
+
+def contribution_votes_reference(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor,
+                                 opacities: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
+                                 labels: torch.Tensor, num_labels: int, near: float = 0.01,
+                                 far: float = 1e10) -> torch.Tensor:
+    """What accumulate_contributions computes for one view, on the pure-torch rasterizer (any device).
+
+    votes[g, l] = Σ over pixels p with labels[p] == l of w_g(p), the weight (alpha × transmittance) with
+    which Gaussian g is composited into p; labels outside [0, num_labels) count for nothing. The weights are
+    the gradient of Σ_p Σ_l onehot(p, l)·image(p, l) with respect to per-Gaussian channels (the image is
+    linear in them), so the CPU rasterizer's own compositing gives them exactly.
+    """
+    from engine.render import cpu_rasterizer
+
+    height, width = labels.shape
+    with torch.no_grad():
+        proj = cpu_rasterizer.project_gaussians(means, quats, scales, opacities, viewmat, K, width, height,
+                                                near, far)
+    votes = torch.zeros(means.shape[0], num_labels, dtype=means.dtype, device=means.device)
+    if proj.ids.numel() == 0:
+        return votes
+    labels = labels.to(means.device).long()
+    counted = (labels >= 0) & (labels < num_labels)
+    onehot = torch.nn.functional.one_hot(torch.where(counted, labels, 0), num_labels).to(means.dtype)
+    onehot = onehot * counted[..., None]
+    channels = torch.zeros(proj.ids.numel(), num_labels, dtype=means.dtype, device=means.device,
+                           requires_grad=True)
+    with torch.enable_grad():
+        image, _ = cpu_rasterizer.composite(proj, channels, width, height)
+        (grad,) = torch.autograd.grad((image * onehot).sum(), channels)
+    return votes.index_add_(0, proj.ids, grad)

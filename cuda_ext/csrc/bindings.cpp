@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "accumulate_contributions.h"
 #include "transform_gaussians.h"
 
 namespace {
@@ -68,11 +69,66 @@ std::vector<torch::Tensor> transform_gaussians(const torch::Tensor& means, const
   return {out_means, out_quats, out_log_scales, out_sh};
 }
 
+torch::Tensor accumulate_contributions(const torch::Tensor& means2d, const torch::Tensor& conics,
+                                       const torch::Tensor& opacities, const torch::Tensor& labels,
+                                       const torch::Tensor& tile_offsets, const torch::Tensor& flatten_ids,
+                                       int64_t num_labels, int64_t tile_size) {
+  check_float_cuda(means2d, "means2d");
+  check_float_cuda(conics, "conics");
+  check_float_cuda(opacities, "opacities");
+  for (const auto* t : {&labels, &tile_offsets, &flatten_ids}) {
+    TORCH_CHECK(t->is_cuda() && t->scalar_type() == torch::kInt32 && t->is_contiguous(),
+                "labels, tile_offsets and flatten_ids must be contiguous int32 CUDA tensors");
+    TORCH_CHECK(t->device() == means2d.device(), "all tensors must be on the same device");
+  }
+  TORCH_CHECK(means2d.dim() == 3 && means2d.size(2) == 2, "means2d must be (I, N, 2)");
+  const int64_t images = means2d.size(0), n = means2d.size(1);
+  TORCH_CHECK(conics.dim() == 3 && conics.size(0) == images && conics.size(1) == n && conics.size(2) == 3,
+              "conics must be (I, N, 3)");
+  TORCH_CHECK(opacities.dim() == 1 && opacities.size(0) == n, "opacities must be (N,)");
+  TORCH_CHECK(labels.dim() == 3 && labels.size(0) == images, "labels must be (I, H, W)");
+  TORCH_CHECK(tile_offsets.dim() == 3 && tile_offsets.size(0) == images, "tile_offsets must be (I, th, tw)");
+  TORCH_CHECK(tile_size == 16, "tile_size must be 16");
+  TORCH_CHECK(num_labels > 0, "num_labels must be positive");
+  const int64_t height = labels.size(1), width = labels.size(2);
+  TORCH_CHECK(tile_offsets.size(1) == (height + tile_size - 1) / tile_size &&
+              tile_offsets.size(2) == (width + tile_size - 1) / tile_size, "tile_offsets do not match the image size");
+  TORCH_CHECK(images * n < (int64_t{1} << 31), "too many Gaussians x images for int32 flatten ids");
+  TORCH_CHECK(reinterpret_cast<std::uintptr_t>(means2d.data_ptr()) % 8 == 0,
+              "means2d must be 8-byte aligned (it is read as float2)");
+
+  const c10::cuda::CUDAGuard guard(means2d.device());
+  auto votes = torch::zeros({n, num_labels}, means2d.options());
+  AccumulateContributionsArgs args{};
+  args.means2d = means2d.data_ptr<float>();
+  args.conics = conics.data_ptr<float>();
+  args.opacities = opacities.data_ptr<float>();
+  args.labels = labels.data_ptr<int32_t>();
+  args.tile_offsets = tile_offsets.data_ptr<int32_t>();
+  args.flatten_ids = flatten_ids.data_ptr<int32_t>();
+  args.n = n;
+  args.images = static_cast<int>(images);
+  args.width = static_cast<int>(width);
+  args.height = static_cast<int>(height);
+  args.tile_size = static_cast<int>(tile_size);
+  args.tiles_x = static_cast<int>(tile_offsets.size(2));
+  args.tiles_y = static_cast<int>(tile_offsets.size(1));
+  args.n_isects = flatten_ids.size(0);
+  args.num_labels = static_cast<int>(num_labels);
+  args.votes = votes.data_ptr<float>();
+  const cudaError_t err = launch_accumulate_contributions(args, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "accumulate_contributions kernel failed: ", cudaGetErrorString(err));
+  return votes;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("transform_gaussians", &transform_gaussians,
         "Batched rigid transform of Gaussians with SH rotation (means, quats, log_scales, sh_rest, "
         "object_index, params) -> [means, quats, log_scales, sh_rest]");
+  m.def("accumulate_contributions", &accumulate_contributions,
+        "Per-Gaussian sums of alpha x transmittance over the pixels of each label (means2d, conics, opacities, "
+        "labels, tile_offsets, flatten_ids, num_labels, tile_size) -> votes (N, num_labels)");
   m.attr("params_per_object") = kParamsPerObject;
 }

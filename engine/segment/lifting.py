@@ -1,0 +1,337 @@
+"""Direct lifting of 2D masks onto Gaussians (no training): every Gaussian collects, per label, the weight
+with which it is composited into that label's pixels, as a share per view averaged over views, and takes the
+label with most of it after smoothing over its 3D neighbours; stray fragments and unseen Gaussians take their
+neighbours' label.
+
+The weights come from the cuda_ext kernel on gsplat's projection (CUDA), or from the torch rasterizer's own
+compositing (cuda_ext.reference, any device). Robustness to noisy masks lives in the torch code after them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..ply import SH_C0, GaussianArrays
+from ..render.rasterizer import gsplat_available
+
+# A Gaussian whose total vote (its per-view shares summed over views) is below this fraction of the median
+# Gaussian's counts as unseen and takes its neighbours' label: Gaussians seen only faintly or at silhouettes
+# (where masks are least reliable) are better decided by the well-seen surface they continue.
+MIN_SUPPORT = 0.5
+# A Gaussian whose winning label has less than this share of its (smoothed) votes is decided by its
+# neighbours instead; 0 = plain argmax.
+MIN_SHARE = 0.0
+# Per view, a Gaussian's votes are divided by its total weight in that view (so each view where it is seen
+# casts one vote, split over labels), but never by less than this fraction of the view's median total weight:
+# a faint rim seen through another surface casts a proportionally smaller vote.
+VIEW_SUPPORT_FLOOR = 0.5
+# In smoothing, a Gaussian counts fully once its total weight reaches this many times the unseen threshold.
+FULL_CONFIDENCE = 2.0
+# Pixels this close to a mask edge (fraction of the image's longer side; 3 px at 320 px) do not vote.
+EDGE_BAND = 0.01
+# Rounds of averaging each Gaussian's label shares with its kNN neighbours' (colour-weighted): a mask edge
+# that a few views put on the wrong side is outvoted by the neighbourhood.
+SMOOTH_ROUNDS = 4
+SMOOTH_COLOUR_SIGMA = 0.1
+# A label's 3D fragment (connected component) smaller than this fraction of the label's largest one is a
+# stray (mask noise) and takes its neighbours' label.
+MIN_FRAGMENT_FRACTION = 0.1
+# Views projected and accumulated in one kernel launch (bounds gsplat's per-view buffers: ~40 B per Gaussian).
+VIEWS_PER_BATCH = 16
+# Side of the window rendered to find the Gaussian under a click (projection clamps depend on the frame).
+PICK_WINDOW = 33
+
+
+@dataclass
+class SplatTensors:
+    """The Gaussians as the rasterizers take them, on one device (file frame)."""
+
+    means: torch.Tensor      # (N, 3)
+    quats: torch.Tensor      # (N, 4) wxyz
+    scales: torch.Tensor     # (N, 3) linear
+    opacities: torch.Tensor  # (N,) in [0, 1]
+    rgb: torch.Tensor        # (N, 3) view-independent colour (SH DC)
+
+    @property
+    def count(self) -> int:
+        return int(self.means.shape[0])
+
+
+def splat_tensors(gaussians: GaussianArrays, device: torch.device | str = "cpu",
+                  indices: np.ndarray | None = None) -> SplatTensors:
+    """SplatTensors of a .ply's Gaussians, or of the subset `indices` (in that order)."""
+    sel = slice(None) if indices is None else np.asarray(indices, np.int64)
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a[sel], dtype=np.float32)).to(device)
+
+    rgb = np.clip(0.5 + SH_C0 * gaussians.sh_dc[sel], 0.0, 1.0)
+    return SplatTensors(t(gaussians.means), t(gaussians.quats_wxyz), t(np.exp(gaussians.log_scales)),
+                        t(gaussians.opacities()), torch.from_numpy(rgb.astype(np.float32)).to(device))
+
+
+def kernel_available(device: torch.device | str) -> bool:
+    """True when lifting runs on the CUDA kernel here (a CUDA device, gsplat and the built extension)."""
+    if torch.device(device).type != "cuda" or not gsplat_available():
+        return False
+    import cuda_ext
+
+    return cuda_ext.available()
+
+
+def trusted_label_maps(labels: np.ndarray, band: int | None = None, num_labels: int | None = None) -> np.ndarray:
+    """Label maps (V, H, W) with the pixels where masks are least reliable set to -1 (ignored): isolated
+    pixels are first given their 3×3 neighbourhood's majority label, then pixels within `band` px of a
+    boundary between labels (or a mask's silhouette) are dropped — mask noise lives at edges, and a Gaussian
+    seen only there is better decided by its neighbours. `band` None = EDGE_BAND of the longer image side."""
+    import cv2
+
+    labels = np.asarray(labels)
+    squeeze = labels.ndim == 2
+    labels = labels.reshape(-1, *labels.shape[-2:])
+    height, width = labels.shape[-2:]
+    if band is None:
+        band = max(1, int(round(EDGE_BAND * max(height, width))))
+    present = np.unique(labels)
+    if num_labels is not None:
+        present = present[present < num_labels]
+    present = present[present >= 0]
+    out = np.full(labels.shape, -1, np.int32)
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    for v in range(len(labels)):
+        # Majority of the 3×3 neighbourhood, the empty background (-1) included as a class of its own.
+        classes = np.concatenate([[-1], present])
+        counts = np.stack([cv2.boxFilter((labels[v] == c).astype(np.float32), -1, (3, 3), normalize=False,
+                                         borderType=cv2.BORDER_REPLICATE) for c in classes])
+        mode = classes[counts.argmax(0)]
+        for c in present:
+            inner = cv2.erode((mode == c).astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE) > 0
+            out[v][inner] = c
+    return out[0] if squeeze else out
+
+
+def view_shares(votes: torch.Tensor, floor: float = VIEW_SUPPORT_FLOOR) -> torch.Tensor:
+    """One view's votes (N, L) as shares: each Gaussian's votes divided by its total weight in the view, or
+    by `floor` × the view's median total weight (of the Gaussians it shows) when that is larger. A Gaussian
+    the view shows well thus casts one vote split over labels, however large it appears there."""
+    support = votes.sum(1)
+    seen = support > 0
+    if not bool(seen.any()):
+        return votes
+    denom = torch.clamp_min(support, floor * float(support[seen].median()))
+    return votes / denom[:, None]
+
+
+def _votes_kernel(g: SplatTensors, viewmats: torch.Tensor, Ks: torch.Tensor, labels: torch.Tensor,
+                  num_labels: int, near: float, far: float, normalise: bool = False) -> torch.Tensor:
+    from gsplat.cuda._wrapper import fully_fused_projection, isect_offset_encode, isect_tiles
+
+    import cuda_ext
+
+    views, height, width = labels.shape
+    tile = 16
+    tiles_x, tiles_y = -(-width // tile), -(-height // tile)
+    votes = torch.zeros(g.count, num_labels, device=g.means.device)
+    batch = 1 if normalise else VIEWS_PER_BATCH   # shares need each view's votes on their own
+    for start in range(0, views, batch):
+        sl = slice(start, min(start + batch, views))
+        n_img = sl.stop - sl.start
+        radii, means2d, depths, conics, _ = fully_fused_projection(
+            g.means, None, g.quats, g.scales, viewmats[sl], Ks[sl], width, height, eps2d=0.3,
+            near_plane=near, far_plane=far, packed=False, opacities=g.opacities)
+        _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, tile, tiles_x, tiles_y, packed=False,
+                                                n_images=n_img)
+        offsets = isect_offset_encode(isect_ids, n_img, tiles_x, tiles_y)
+        batch_votes = cuda_ext.accumulate_contributions(means2d, conics, g.opacities, labels[sl], offsets,
+                                                        flatten_ids, num_labels, tile)
+        votes += view_shares(batch_votes) if normalise else batch_votes
+    return votes
+
+
+def contribution_votes(g: SplatTensors, viewmats, Ks, labels, num_labels: int, near: float = 0.01,
+                       far: float = 1e10, use_kernel: bool | None = None, progress=None,
+                       normalise: bool = False) -> torch.Tensor:
+    """votes (N, num_labels): per Gaussian and label, the composited weight summed over that label's pixels
+    in all views (`normalise`: each view's votes as view_shares first, so every view that shows a Gaussian
+    counts about once). viewmats (V, 4, 4) file frame → OpenCV camera, Ks (V, 3, 3), labels (V, H, W) int
+    with values outside [0, num_labels) ignored. `use_kernel` None = the CUDA kernel when it can run."""
+    device = g.means.device
+    viewmats = torch.as_tensor(np.asarray(viewmats) if not isinstance(viewmats, torch.Tensor) else viewmats,
+                               dtype=torch.float32).to(device).reshape(-1, 4, 4)
+    Ks = torch.as_tensor(np.asarray(Ks) if not isinstance(Ks, torch.Tensor) else Ks,
+                         dtype=torch.float32).to(device).reshape(-1, 3, 3)
+    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).to(device)
+    labels = labels.to(torch.int32).reshape(-1, *labels.shape[-2:])
+    if not (len(viewmats) == len(Ks) == len(labels)):
+        raise ValueError(f"{len(viewmats)} viewmats, {len(Ks)} Ks and {len(labels)} label maps: counts differ")
+    if use_kernel is None:
+        use_kernel = kernel_available(device)
+    if use_kernel:
+        return _votes_kernel(g, viewmats, Ks, labels, num_labels, near, far, normalise)
+    from cuda_ext.reference import contribution_votes_reference
+
+    votes = torch.zeros(g.count, num_labels, device=device)
+    for v in range(len(labels)):
+        view_votes = contribution_votes_reference(g.means, g.quats, g.scales, g.opacities, viewmats[v], Ks[v],
+                                                  labels[v], num_labels, near, far)
+        votes += view_shares(view_votes) if normalise else view_votes
+        if progress is not None:
+            progress((v + 1) / len(labels))
+    return votes
+
+
+def propagate_labels(labels, confident, knn, rgb, num_labels: int, colour_sigma: float = 0.1,
+                     max_rounds: int = 256) -> np.ndarray:
+    """Fill labels of the not-`confident` Gaussians from their kNN neighbours, weighted by colour similarity,
+    outward from the confident ones, so a hidden face takes the label of the visible surface it continues,
+    not of a differently coloured surface touching it. A Gaussian is filled only once a neighbour of
+    similar colour is labelled; the similarity asked for is relaxed only when nothing else can advance.
+    Gaussians no chain reaches keep -1. Runs on the device of `labels` when it is a tensor."""
+    device = labels.device if isinstance(labels, torch.Tensor) else torch.device("cpu")
+    labels = torch.as_tensor(labels, device=device).long()
+    confident = torch.as_tensor(confident, device=device).bool()
+    knn = torch.as_tensor(knn, device=device).long()
+    rgb = torch.as_tensor(rgb, device=device).float()
+    labels = torch.where(confident, labels, torch.full_like(labels, -1))
+    todo = torch.nonzero(~confident).squeeze(1)
+    levels = (0.5, 0.1, 1e-3, 0.0)
+    level = 0
+    for _ in range(max_rounds):
+        if todo.numel() == 0:
+            break
+        nb = knn[todo]                                              # (U, k)
+        nb_label = labels[nb]
+        d2 = ((rgb[nb] - rgb[todo][:, None]) ** 2).sum(-1)
+        w = torch.exp(-d2 / (2 * colour_sigma ** 2)) * (nb_label >= 0)
+        reached = w.amax(1) > levels[level]
+        if not bool(reached.any()):
+            if level + 1 == len(levels):
+                break
+            level += 1
+            continue
+        level = 0      # progress made: go back to asking for similar colours
+        rows = torch.nonzero(reached).squeeze(1)
+        score = torch.zeros(rows.numel(), num_labels, device=device)
+        score.scatter_add_(1, nb_label[rows].clamp_min(0), w[rows])
+        # Only this round's frontier takes labels, so the fill advances one ring at a time.
+        labels[todo[rows]] = score.argmax(1)
+        todo = todo[~reached]
+    return labels.cpu().numpy()
+
+
+def smooth_shares(shares: torch.Tensor, confidence: torch.Tensor, knn, rgb, rounds: int = SMOOTH_ROUNDS,
+                  colour_sigma: float = SMOOTH_COLOUR_SIGMA) -> torch.Tensor:
+    """Label distributions (N, L) averaged `rounds` times with those of the kNN neighbours, weighted by their
+    `confidence` (N,) in [0, 1] (how well the views showed them) and colour similarity (a neighbour of
+    another colour is likely another object), so wrong votes of Gaussians seen only at mask edges are
+    outvoted while boundaries between differently coloured surfaces stay sharp."""
+    device = shares.device
+    knn = torch.as_tensor(np.asarray(knn), device=device).long()
+    rgb = torch.as_tensor(np.asarray(rgb), device=device).float()
+    seen_f = confidence.to(shares.dtype)
+    d2 = ((rgb[knn] - rgb[:, None]) ** 2).sum(-1)
+    w = torch.exp(-d2 / (2 * colour_sigma ** 2)).to(shares.dtype) * seen_f[knn]        # (N, k)
+    total = seen_f + w.sum(1)
+    for _ in range(rounds):
+        mixed = shares * seen_f[:, None] + torch.einsum("nk,nkl->nl", w, shares[knn])
+        shares = torch.where(total[:, None] > 0, mixed / total.clamp_min(1e-12)[:, None], shares)
+    return shares
+
+
+def stray_fragments(labels: np.ndarray, means: np.ndarray, knn: np.ndarray,
+                    min_fraction: float = MIN_FRAGMENT_FRACTION) -> np.ndarray:
+    """(N,) bool: Gaussians in a connected 3D piece of their label (voxel grid of a few point spacings, see
+    cleanup.voxel_components) smaller than `min_fraction` of that label's largest piece — mask noise."""
+    from .cleanup import VOXEL_SPACINGS, voxel_components
+
+    means = np.asarray(means, np.float64)
+    spacing = np.linalg.norm(means - means[np.asarray(knn)[:, 0]], axis=1)
+    voxel = VOXEL_SPACINGS * max(float(np.median(spacing)), 1e-9)
+    stray = np.zeros(len(labels), bool)
+    for label in np.unique(labels[labels >= 0]):
+        rows = np.nonzero(labels == label)[0]
+        if rows.size < 2:
+            continue
+        comp = voxel_components(means[rows], voxel)
+        sizes = np.bincount(comp)
+        stray[rows] = sizes[comp] < min_fraction * sizes.max()
+    return stray
+
+
+@dataclass
+class LiftResult:
+    labels: np.ndarray   # (N,) int64: the winning label, -1 where nothing decides it
+    share: np.ndarray    # (N,) float32: the winning label's (smoothed) share of the Gaussian's votes (0 unseen)
+    support: np.ndarray  # (N,) float32: total votes (how much of the Gaussian the views showed)
+
+
+def assign_labels(votes: torch.Tensor | np.ndarray, knn: np.ndarray | None = None, rgb: np.ndarray | None = None,
+                  min_support: float = MIN_SUPPORT, min_share: float = MIN_SHARE, means: np.ndarray | None = None,
+                  smooth_rounds: int = SMOOTH_ROUNDS) -> LiftResult:
+    """Each Gaussian takes the label with the largest share of its votes, after `smooth_rounds` of averaging
+    shares with its kNN neighbours (smooth_shares). Those with a total weight below `min_support` × the
+    median seen Gaussian's (unseen), a share below `min_share` (contested), or in a stray fragment of their
+    label (stray_fragments, when `means` are given) take their neighbours' label (colour-aware, see
+    propagate_labels) when a kNN graph is given, else -1."""
+    votes = votes.detach() if isinstance(votes, torch.Tensor) else torch.from_numpy(np.asarray(votes))
+    votes = votes.float()
+    support = votes.sum(1)
+    seen = support > 0
+    threshold = min_support * float(support[seen].median()) if bool(seen.any()) else float("inf")
+    seen = support >= threshold
+    shares = torch.where(seen[:, None], votes / support.clamp_min(1e-12)[:, None], torch.zeros_like(votes))
+    colours = rgb if rgb is not None else np.zeros((votes.shape[0], 3), np.float32)
+    if knn is not None and smooth_rounds > 0 and votes.shape[0] > 0:
+        confidence = (support / max(threshold * FULL_CONFIDENCE, 1e-12)).clamp(0, 1) * seen
+        shares = smooth_shares(shares, confidence, knn, colours, smooth_rounds)
+    share, best = shares.max(1)
+    confident = seen & (share >= min_share) & (share > 0)
+    if knn is not None and means is not None and bool(confident.any()):
+        fragments = stray_fragments(torch.where(confident, best, -1).cpu().numpy(), means, knn)
+        confident &= ~torch.from_numpy(fragments).to(confident.device)
+    if knn is not None and not bool(confident.all()):
+        labels = propagate_labels(best, confident, knn, colours, votes.shape[1])
+    else:
+        labels = torch.where(confident, best, torch.full_like(best, -1)).cpu().numpy()
+    return LiftResult(labels.astype(np.int64), share.cpu().numpy().astype(np.float32),
+                      support.cpu().numpy().astype(np.float32))
+
+
+def lift_masks(g: SplatTensors, viewmats, Ks, labels, num_labels: int, knn: np.ndarray | None = None,
+               min_support: float = MIN_SUPPORT, min_share: float = MIN_SHARE, use_kernel: bool | None = None,
+               progress=None) -> LiftResult:
+    """Label maps (V, H, W) of V views → a label per Gaussian (contribution-weighted majority; see
+    trusted_label_maps, contribution_votes with per-view shares, and assign_labels)."""
+    labels = trusted_label_maps(labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels,
+                                num_labels=num_labels)
+    votes = contribution_votes(g, viewmats, Ks, labels, num_labels, use_kernel=use_kernel, progress=progress,
+                               normalise=True)
+    return assign_labels(votes, knn, g.rgb.cpu().numpy(), min_support, min_share, means=g.means.cpu().numpy())
+
+
+def pick_gaussian(g: SplatTensors, viewmat, K, x: float, y: float, use_kernel: bool | None = None) -> int:
+    """Index of the Gaussian with the largest weight at pixel (x, y) (image coordinates, pixel centres at
+    +0.5), or -1 when the pixel shows nothing. Renders a small window around the pixel (K's principal point
+    shifted) in which only that pixel counts."""
+    half = PICK_WINDOW // 2
+    K1 = np.array(K, np.float64, copy=True)
+    K1[0, 2] -= np.floor(x) - half
+    K1[1, 2] -= np.floor(y) - half
+    window = np.full((1, PICK_WINDOW, PICK_WINDOW), -1, np.int32)
+    window[0, half, half] = 0
+    votes = contribution_votes(g, np.asarray(viewmat)[None], K1[None], window, 1, use_kernel=use_kernel)[:, 0]
+    if votes.numel() == 0 or float(votes.max()) <= 0:
+        return -1
+    return int(votes.argmax())
+
+
+def render_view(g: SplatTensors, view, features: torch.Tensor | None = None):
+    """RenderOutput of the Gaussians (view-independent colours) from a View: its picture when the capture
+    has none, its depth for visibility tests."""
+    from ..render.rasterizer import render_gaussians
+
+    return render_gaussians(g.means, g.quats, g.scales, g.opacities, g.rgb, view.viewmat, view.K, view.width,
+                            view.height, features=features)
