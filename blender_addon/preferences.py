@@ -44,12 +44,37 @@ class GaussiansPreferences(bpy.types.AddonPreferences):
         default=DEFAULT_POINTS_ONLY_THRESHOLD,
         min=0,
     )
+    # Hosted video API keys live in the add-on preferences (never in a .blend); they travel to the engine in the
+    # request options only. Empty: the engine reads $RUNWAY_API_KEY / $KLING_ACCESS_KEY + $KLING_SECRET_KEY.
+    runway_api_key: bpy.props.StringProperty(
+        name="Runway API Key",
+        description="Key for Runway's image-to-video API (empty: use $RUNWAY_API_KEY)",
+        subtype="PASSWORD",
+        default="",
+    )
+    kling_access_key: bpy.props.StringProperty(
+        name="Kling Access Key",
+        description="Access key for Kling's API (empty: use $KLING_ACCESS_KEY)",
+        subtype="PASSWORD",
+        default="",
+    )
+    kling_secret_key: bpy.props.StringProperty(
+        name="Kling Secret Key",
+        description="Secret key for Kling's API (empty: use $KLING_SECRET_KEY)",
+        subtype="PASSWORD",
+        default="",
+    )
 
     def draw(self, context):
         layout = self.layout
         layout.prop(self, "engine_python")
         layout.prop(self, "device")
         layout.prop(self, "points_only_threshold")
+        box = layout.box()
+        box.label(text="Hosted video generators (keys are not saved in .blend files)")
+        box.prop(self, "runway_api_key")
+        box.prop(self, "kling_access_key")
+        box.prop(self, "kling_secret_key")
 
 
 def settings(context: bpy.types.Context | None = None) -> Settings:
@@ -63,3 +88,18 @@ def settings(context: bpy.types.Context | None = None) -> Settings:
 
 
 classes = (GaussiansPreferences,)
+
+
+def generator_credentials(generator: str, context: bpy.types.Context | None = None) -> dict:
+    """The API keys a hosted generator needs, from the preferences, as request options ({} when unset: the
+    engine then reads its environment variables). Never store the result anywhere."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_ID)
+    prefs = addon.preferences if addon is not None else None
+    if prefs is None:
+        return {}
+    if generator == "runway" and prefs.runway_api_key:
+        return {"api_key": prefs.runway_api_key}
+    if generator == "kling" and prefs.kling_access_key and prefs.kling_secret_key:
+        return {"access_key": prefs.kling_access_key, "secret_key": prefs.kling_secret_key}
+    return {}
