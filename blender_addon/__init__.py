@@ -14,8 +14,9 @@ _registered_modules: list = []
 
 
 def _modules():
-    from . import import_export, panels, preferences, render_splats
-    return [preferences, import_export, render_splats, panels]
+    from . import (animate_ops, import_export, panels, preferences, query4d_ops, render_splats, segment_ops,
+                   segment_panel)
+    return [preferences, import_export, render_splats, segment_ops, animate_ops, query4d_ops, panels, segment_panel]
 
 
 def register() -> None:
@@ -25,8 +26,11 @@ def register() -> None:
     for module in modules:
         for cls in module.classes:
             bpy.utils.register_class(cls)
-    from . import import_export
+    from . import animate_ops, import_export, query4d_ops, segment_ops
     import_export.register_menus()
+    segment_ops.register_properties()
+    animate_ops.register_properties()
+    query4d_ops.register_properties()
     _registered_modules[:] = modules
 
 
@@ -37,6 +41,10 @@ def unregister() -> None:
     engine_client.shutdown_client()
     if _registered_modules:
         import_export.unregister_menus()
+        from . import animate_ops, query4d_ops, segment_ops
+        segment_ops.unregister_properties()
+        animate_ops.unregister_properties()
+        query4d_ops.unregister_properties()
     for module in reversed(_registered_modules):
         for cls in reversed(module.classes):
             bpy.utils.unregister_class(cls)

@@ -50,6 +50,10 @@ class BatchContext:
     steps: list[dict] = field(default_factory=list)        # {"name", "seconds"}
     errors: list[str] = field(default_factory=list)
     last_segment: str | None = None                        # the object --animate works on by default
+    views: dict | None = None                              # segmentation views from --images (None: orbit)
+    segments: list[dict] = field(default_factory=list)     # {"name", "source", "query", "method", ...} per --select
+    queries: list[dict] = field(default_factory=list)      # per --query: text, span (frames), Gaussians matched
+    last_dynamic: str | None = None                        # the object --dynamic made (what --query asks)
 
     @property
     def gaussian_object(self):
@@ -85,6 +89,103 @@ def step_import_ply(ctx: BatchContext) -> None:
     obj = gaussian_object.import_ply(ctx.args.ply, bpy.context,
                                      points_only_threshold=settings().points_only_threshold)
     ctx.objects.append(obj.name)
+
+
+def step_import_dynamic(ctx: BatchContext) -> None:
+    import bpy
+    from blender_addon import dynamic_import
+
+    obj = dynamic_import.import_dynamic(ctx.args.dynamic, bpy.context)
+    ctx.objects.append(obj.name)
+    ctx.last_dynamic = obj.name
+
+
+def step_query(ctx: BatchContext) -> None:
+    """4D query on the dynamic object (--dynamic, else the scene's first one), else on the scene's animated
+    Gaussian objects; the answer is highlighted and marked on the timeline, and reported under "queries"."""
+    import bpy
+    from blender_addon import dynamic_import, query4d_ops
+
+    scene = bpy.context.scene
+    obj = bpy.data.objects.get(ctx.last_dynamic) if ctx.last_dynamic else None
+    if obj is None:
+        obj = next((o for o in scene.objects if dynamic_import.is_dynamic(o)), None)
+
+    def progress(text: str) -> None:
+        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+    answer = query4d_ops.query_blocking(scene, obj, ctx.args.query, device=ctx.args.device or "auto",
+                                        report=progress)
+    query4d_ops.apply_answer(scene, answer)
+    ctx.queries.append(answer.summary())
+
+
+def step_capture_images(ctx: BatchContext) -> None:
+    from blender_addon.segment_query import views_for_capture
+
+    ctx.views = views_for_capture(Path(ctx.args.images).resolve())
+
+
+def step_select(ctx: BatchContext) -> None:
+    """Segment the Gaussian object from the active camera's view (render resolution) and split the selection
+    into its own object. Everything is asked and checked before the scene changes."""
+    import bpy
+    from blender_addon import object_subsets, segment_query
+    from blender_addon.segment_ops import scene_camera_view
+    from engine.errors import CameraError
+
+    args, scene = ctx.args, bpy.context.scene
+    obj = ctx.gaussian_object
+    if scene.camera is None:
+        raise CameraError("--select needs a camera: the scene has no active camera",
+                          hint="open a .blend with a camera (--blend), or set the scene's camera")
+    viewmat, K, width, height = scene_camera_view(scene)
+    if args.select_point is not None:
+        query = segment_query.make_query(obj, "click", viewmat, K, width, height, point=args.select_point,
+                                         views=ctx.views)
+    elif args.select_box is not None:
+        query = segment_query.make_query(obj, "box", viewmat, K, width, height, box=args.select_box, views=ctx.views)
+    else:
+        query = segment_query.make_query(obj, "text", viewmat, K, width, height, text=args.select, views=ctx.views)
+
+    def progress(text: str) -> None:
+        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+    granularity = 0.5 if args.granularity is None else args.granularity
+    mask, answer = segment_query.segment_blocking(obj, query, granularity, device=args.device or "auto",
+                                                  report=progress)
+    segment = object_subsets.split_selected(obj, mask, args.segment_name or "segment")
+    ctx.objects.append(segment.name)
+    ctx.last_segment = segment.name
+    ctx.segments.append({"name": segment.name, "source": obj.name, "query": query.describe(),
+                         "granularity": granularity, "method": answer.get("method"),
+                         "gaussians": int(mask.sum())})
+
+
+def step_animate(ctx: BatchContext) -> None:
+    """Animate --target (else the last segment, else the Gaussian object) from the prompt; keys on it, or on
+    its rig (then the armature is reported too)."""
+    import bpy
+    from blender_addon.animate_ops import AnimateOptions, animate_blocking, scene_fps
+
+    args, scene = ctx.args, bpy.context.scene
+    name = args.target or ctx.last_segment
+    obj = bpy.data.objects.get(name) if name else ctx.gaussian_object
+    if obj is None:
+        raise BatchError(f"--target: there is no object named {name!r}", hint="give the name of a Gaussian object")
+
+    def progress(text: str) -> None:
+        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+    options = AnimateOptions(prompt=args.animate, generator=args.generator or "preset",
+                             frames=args.frames if args.frames is not None else 48,
+                             fps=args.fps if args.fps is not None else scene_fps(scene),
+                             video_path=str(Path(args.video).resolve()) if args.video else "",
+                             device=args.device or "auto")
+    summary = animate_blocking(scene, obj, options, report=progress)
+    for made in (summary.object_name, summary.armature_name):
+        if made and made not in ctx.objects:
+            ctx.objects.append(made)
 
 
 def step_render(ctx: BatchContext) -> None:
@@ -129,12 +230,12 @@ class Step:
 STEPS: list[Step] = [
     Step("open_blend", lambda a: a.blend is not None, step_open_blend, "--blend"),
     Step("import_ply", lambda a: a.ply is not None, step_import_ply, "--ply"),
-    Step("import_dynamic", lambda a: a.dynamic is not None, None, "--dynamic"),
-    Step("capture_images", lambda a: a.images is not None, None, "--images"),
-    Step("select", lambda a: any(v is not None for v in (a.select, a.select_point, a.select_box)), None,
+    Step("import_dynamic", lambda a: a.dynamic is not None, step_import_dynamic, "--dynamic"),
+    Step("capture_images", lambda a: a.images is not None, step_capture_images, "--images"),
+    Step("select", lambda a: any(v is not None for v in (a.select, a.select_point, a.select_box)), step_select,
          "--select/--select-point/--select-box"),
-    Step("animate", lambda a: a.animate is not None, None, "--animate"),
-    Step("query", lambda a: a.query is not None, None, "--query"),
+    Step("animate", lambda a: a.animate is not None, step_animate, "--animate"),
+    Step("query", lambda a: a.query is not None, step_query, "--query"),
     Step("render", lambda a: a.render is not None, step_render, "--render"),
     Step("export_ply", lambda a: a.export_ply is not None, step_export_ply, "--export-ply"),
     Step("save", lambda a: a.save is not None, step_save, "--save"),
@@ -143,6 +244,7 @@ STEPS: list[Step] = [
 # Options that only qualify a step: given without that step, they would do nothing, so they are refused.
 MODIFIERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "segment_name": ("--segment-name", ("select",)),
+    "granularity": ("--granularity", ("select",)),
     "target": ("--target", ("animate",)),
     "generator": ("--generator", ("animate",)),
     "video": ("--video", ("animate",)),
@@ -176,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"),
                    help="segment by a box in the active camera's image")
     p.add_argument("--segment-name", metavar="NAME", help="name of the segment object (default: segment)")
+    p.add_argument("--granularity", type=float, metavar="G",
+                   help="for --select*: from a small part (0) to the whole object (1); default 0.5")
     p.add_argument("--animate", metavar="TEXT", help="animate the last segment (or --target) from a prompt")
     p.add_argument("--target", metavar="NAME", help="the object --animate animates")
     p.add_argument("--generator", choices=("preset", "video", "diffusers", "runway", "kling"),
@@ -183,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", metavar="PATH", help="a motion video for --generator video")
     p.add_argument("--frames", type=int, metavar="N", help="frames of motion for --animate")
     p.add_argument("--fps", type=float, metavar="F", help="frames per second for --animate")
-    p.add_argument("--query", metavar="TEXT", help="4D text query on the animated scene")
+    p.add_argument("--query", metavar="TEXT",
+                   help="4D text query on the --dynamic object, else on the animated scene: when and which "
+                        "Gaussians (extractor: env ANIMATE_GAUSSIANS_QUERY4D_EXTRACTOR, default auto)")
     p.add_argument("--render", metavar="DIR", help="render splat frames from the active camera to DIR")
     p.add_argument("--resolution", nargs=2, type=int, metavar=("W", "H"), help="render resolution")
     p.add_argument("--export-ply", metavar="PATH", help="write the imported object back to a 3DGS .ply")
@@ -212,6 +318,10 @@ def validate(args: argparse.Namespace) -> list[Step]:
                              + ", which is not given")
     if not wanted:
         raise BatchError("nothing to do: give at least one step option such as --ply PATH")
+    if sum(v is not None for v in (args.select, args.select_point, args.select_box)) > 1:
+        raise BatchError("give one of --select, --select-point and --select-box")
+    if args.granularity is not None and not 0.0 <= args.granularity <= 1.0:
+        raise BatchError(f"--granularity must be between 0 and 1, got {args.granularity:g}")
     for option, value, kind in (("--blend", args.blend, "file"), ("--ply", args.ply, "file"),
                                 ("--dynamic", args.dynamic, "file"), ("--images", args.images, "dir"),
                                 ("--video", args.video, "file")):
@@ -261,7 +371,8 @@ def build_report(ctx: BatchContext) -> dict:
             entry["sh_degree"] = object_layout(obj).sh_degree
         entry["keyframes"], entry["frame_range"] = _keyframe_count(obj)
         objects.append(entry)
-    return {"ok": not ctx.errors, "objects": objects, "files": ctx.files,
+    return {"ok": not ctx.errors, "objects": objects, "segments": ctx.segments, "queries": ctx.queries,
+            "files": ctx.files,
             "seconds": {s["name"]: s["seconds"] for s in ctx.steps}, "steps": ctx.steps, "errors": ctx.errors}
 
 

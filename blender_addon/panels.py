@@ -56,6 +56,45 @@ class GAUSSIANS_PT_display(GaussiansPanel, bpy.types.Panel):
             layout.prop(mod, f'["{display_nodes.input_identifier(obj, name)}"]', text=name)
 
 
+class GAUSSIANS_PT_animate(GaussiansPanel, bpy.types.Panel):
+    bl_idname = "GAUSSIANS_PT_animate"
+    bl_label = "Animate"
+    bl_parent_id = GAUSSIANS_PT_main.bl_idname
+
+    def draw(self, context):
+        from .animate_ops import GAUSSIANS_OT_animate, animate_settings
+
+        settings = animate_settings(context.scene)
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(settings, "prompt")
+        layout.prop(settings, "generator")
+        if settings.generator == "VIDEO":
+            layout.prop(settings, "video_path")
+        col = layout.column(align=True)
+        col.prop(settings, "frames")
+        col.prop(settings, "fps")
+        layout.prop(settings, "motion")
+        if settings.motion != "RIGID":
+            layout.prop(settings, "handles")
+        col = layout.column(align=True)
+        col.prop(settings, "location_tolerance")
+        col.prop(settings, "rotation_tolerance")
+        layout.operator(GAUSSIANS_OT_animate.bl_idname, text="Animate", icon="ANIM")
+
+
+class GAUSSIANS_PT_query4d(GaussiansPanel, bpy.types.Panel):
+    bl_idname = "GAUSSIANS_PT_query4d"
+    bl_label = "4D Query"
+    bl_parent_id = GAUSSIANS_PT_main.bl_idname
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        from .query4d_ops import draw_panel
+
+        draw_panel(self.layout, context)
+
+
 class GAUSSIANS_PT_render(GaussiansPanel, bpy.types.Panel):
     bl_idname = "GAUSSIANS_PT_render"
     bl_label = "Render Splats"
@@ -71,4 +110,5 @@ class GAUSSIANS_PT_render(GaussiansPanel, bpy.types.Panel):
         layout.operator(GAUSSIANS_OT_render_splats.bl_idname, text="Render Splats", icon="RENDER_ANIMATION")
 
 
-classes = (GAUSSIANS_PT_main, GAUSSIANS_PT_display, GAUSSIANS_PT_render)
+classes = (GAUSSIANS_PT_main, GAUSSIANS_PT_display, GAUSSIANS_PT_animate, GAUSSIANS_PT_query4d,
+           GAUSSIANS_PT_render)

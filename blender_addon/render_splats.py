@@ -1,8 +1,9 @@
 """Render Splats: the engine renders the scene's frame range from the active camera, with every Gaussian object
 moved as animated in Blender, to PNG frames and an MP4. One request; the operator polls, batch waits.
 
-Blender only contributes what is evaluated per frame (camera viewmat + K, each object's matrix_world); the
-engine reads the Gaussians from each object's source .ply.
+Blender only contributes what is evaluated per frame (camera viewmat + K, each object's file_to_world) and,
+for an object holding a subset of its .ply (a segment), the subset's rows; the engine reads the Gaussians from
+each object's source .ply.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError, CameraError, CancelledError, EngineError
 
-from . import engine_client
+from . import engine_client, rig
 from .camera_data import camera_from_blender, render_resolution
+from .gaussian_object import file_to_world, source_indices
 from .gaussian_layout import SOURCE_KEY
 
 DEFAULT_OUT_DIR = "//splat_render/"
@@ -62,6 +64,9 @@ def build_render_request(scene: bpy.types.Scene, out_dir: str | os.PathLike, res
     Ks = np.empty((len(frames), 3, 3), np.float32)
     matrices = np.empty((len(frames), len(objects), 4, 4), np.float32)
     nears, fars = [], []
+    # objects deformed by a Gaussians rig: their handles' file-frame transforms per frame (rig.py)
+    rigs = {j: arm for j, obj in enumerate(objects) if (arm := rig.rig_of(obj)) is not None and rig.skinning(obj)}
+    skin_transforms = {j: np.empty((len(frames), len(arm.data.bones), 4, 4), np.float32) for j, arm in rigs.items()}
     original = (scene.frame_current, scene.frame_subframe)
     try:
         for i, frame in enumerate(frames):
@@ -72,7 +77,9 @@ def build_render_request(scene: bpy.types.Scene, out_dir: str | os.PathLike, res
             nears.append(near)
             fars.append(far)
             for j, obj in enumerate(objects):
-                matrices[i, j] = np.array(obj.evaluated_get(depsgraph).matrix_world)
+                matrices[i, j] = file_to_world(obj, obj.evaluated_get(depsgraph).matrix_world)
+                if j in rigs:
+                    skin_transforms[j][i] = rig.handle_transforms_now(obj, rigs[j], depsgraph, matrices[i, j])
     finally:
         scene.frame_set(original[0], subframe=original[1])
     params = {
@@ -82,7 +89,15 @@ def build_render_request(scene: bpy.types.Scene, out_dir: str | os.PathLike, res
         "write_video": bool(write_video),
         "objects": [{"name": obj.name, "ply_path": str(obj[SOURCE_KEY])} for obj in objects],
     }
-    return params, {"viewmats": viewmats, "Ks": Ks, "object_matrices": matrices}
+    arrays = {"viewmats": viewmats, "Ks": Ks, "object_matrices": matrices}
+    for j, obj in enumerate(objects):   # "indices_<j>": object j holds these rows of its .ply (in mesh order)
+        indices = source_indices(obj)
+        if indices is not None:
+            arrays[f"indices_{j}"] = indices
+    for j, transforms in skin_transforms.items():
+        arrays[f"skin_handles_{j}"], arrays[f"skin_weights_{j}"] = rig.skinning(objects[j])
+        arrays[f"skin_transforms_{j}"] = transforms
+    return params, arrays
 
 
 def written_files(result: dict) -> list[str]:

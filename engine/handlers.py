@@ -67,6 +67,10 @@ HANDLERS: dict[str, Handler | str] = {
     "info": handle_info,
     "scene_info": handle_scene_info,
     "render": "engine.render.job:handle_render",
+    "query4d": "engine.query4d.handler:handle_query4d",
+    "segment": "engine.segment.handler:handle_segment",
+    "segment_train": "engine.segment.saga:handle_segment_train",
+    "animate": "engine.motion.handler:handle_animate",
 }
 
 

@@ -69,7 +69,8 @@ def test_request_holds_every_frames_evaluated_camera_and_object(animated_scene):
     assert params["frames"] == [1, 2, 3] and (params["width"], params["height"]) == (48, 32)
     assert params["objects"] == [{"name": obj.name, "ply_path": obj[SOURCE_KEY]}]
     assert arrays["viewmats"].shape == (3, 4, 4) and arrays["object_matrices"].shape == (3, 1, 4, 4)
-    assert {a.dtype for a in arrays.values()} == {np.dtype(np.float32)}
+    assert {arrays[k].dtype for k in ("viewmats", "Ks", "object_matrices")} == {np.dtype(np.float32)}
+    np.testing.assert_array_equal(arrays["indices_0"], np.arange(len(obj.data.vertices)))  # the whole file
     np.testing.assert_allclose(arrays["object_matrices"][0, 0][:3, :3], AXIS_CONVERSION[:3, :3], atol=1e-6)
     np.testing.assert_allclose(arrays["object_matrices"][:, 0, 0, 3], [0.0, 0.75, 1.5], atol=1e-5)
     scene.frame_set(3)

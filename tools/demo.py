@@ -3,7 +3,9 @@
 1. writes the demo scene (coloured primitives on a ground plane, a 3DGS .ply made in code);
 2. batch-imports it and saves a .blend;
 3. renders a still of the imported object with Blender's own renderer (Cycles, the Geometry Nodes display);
-4. keyframes a short camera move around it and renders it through the engine on the CPU (PNG frames + MP4).
+4. keyframes a short camera move around it; then, in one batch run, clicks the red sphere in the camera's
+   view (segmentation, offline region growing), animates the segment with the "bounce" preset, and renders
+   the scene through the engine on the CPU (PNG frames + MP4).
 Everything lands in demo_out/; the last lines say where.
 """
 
@@ -33,8 +35,9 @@ def batch(*args: str) -> dict:
     return json.loads(report.read_text())
 
 
-def add_camera_move(blend: Path, frames: int = 24) -> None:
-    """Open the .blend, frame the object, keyframe a quarter orbit around it, save."""
+def add_camera_move(blend: Path, frames: int = 24) -> tuple[float, float]:
+    """Open the .blend, frame the object, keyframe a sixth of an orbit around it, save. Returns the pixel of the
+    red sphere's centre in the camera's image at the first frame (where the demo clicks)."""
     import bpy
     from mathutils import Matrix, Vector
 
@@ -57,9 +60,25 @@ def add_camera_move(blend: Path, frames: int = 24) -> None:
             cam.matrix_world = orbit @ start
             cam.keyframe_insert("location", frame=i + 1)       # 24 keys on one camera: no bulk path needed
             cam.keyframe_insert("rotation_euler", frame=i + 1)
+        scene.frame_set(1)
         bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+        return _pixel_of_red_sphere(scene, obj)
     finally:
         blender_addon.unregister()
+
+
+def _pixel_of_red_sphere(scene, obj) -> tuple[float, float]:
+    import numpy as np
+
+    from blender_addon.gaussian_object import file_to_world
+    from blender_addon.segment_ops import scene_camera_view
+    from engine.cameras import project_points
+    from engine.synthetic_scene import make_primitives_scene
+
+    centre = make_primitives_scene(gaussians_per_object=10).object("red_sphere").center   # file frame
+    viewmat, K, _, _ = scene_camera_view(scene)
+    uv, _ = project_points(np.asarray(centre)[None], np.asarray(viewmat) @ file_to_world(obj), K)
+    return float(uv[0, 0]), float(uv[0, 1])
 
 
 def render_still_of(blend: Path, png: Path) -> None:
@@ -97,11 +116,14 @@ def main() -> int:
     report = batch("--ply", str(ply), "--save", str(blend))
     obj = report["objects"][0]
     print(f"imported {obj['name']}: {obj['gaussians']:,} Gaussians, SH degree {obj['sh_degree']}")
-    add_camera_move(blend)
+    x, y = add_camera_move(blend)
     still = OUT / "still_cycles.png"
     render_still_of(blend, still)
-    report = batch("--blend", str(blend), "--render", str(OUT / "frames"), "--resolution", "320", "200",
-                   "--device", "cpu")
+    report = batch("--blend", str(blend), "--select-point", f"{x:.1f}", f"{y:.1f}", "--segment-name", "ball",
+                   "--animate", "the ball bounces", "--frames", "24", "--render", str(OUT / "frames"),
+                   "--resolution", "320", "200", "--device", "cpu", "--save", str(blend))
+    for made in report["objects"]:
+        print(f"made {made['name']}: {made.get('gaussians', 0):,} Gaussians, {made.get('keyframes', 0)} keyframes")
     video = next((f for f in report.get("files", []) if f.endswith(".mp4")), None)
     print(f"demo scene:    {ply}")
     print(f"blend file:    {blend}")

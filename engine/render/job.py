@@ -8,6 +8,7 @@ encoded on worker threads while the next one renders, so the GPU never waits on 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 
 from ..errors import AnimateGaussiansError, CameraError, InputFileError
 from .rasterizer import RenderBackendError, choose_backend, gsplat_available, render_gaussians
+from .skinning import skinning_from_request
 from .video import Mp4Writer, write_png
 
 VIDEO_NAME = "render.mp4"
@@ -65,8 +67,26 @@ def _gaussians_of(loaded) -> Any:
     return getattr(loaded, "gaussians", loaded)
 
 
-def load_objects(ctx, objects: list[dict], device: torch.device) -> DeviceGaussians:
-    """Read each object's .ply (through the server's cache when there is one) and stack them on `device`."""
+def select_rows(g, indices: np.ndarray | None, name: str):
+    """GaussianArrays of the rows `indices` of `g` (an object that holds a subset of its .ply), or `g` itself."""
+    if indices is None:
+        return g
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or indices.dtype.kind not in "iu":
+        raise RenderRequestError(f"the indices of object {name!r} must be a 1-D integer array")
+    if len(indices) and (indices.min() < 0 or indices.max() >= g.count):
+        raise InputFileError(f"object {name!r} refers to Gaussians its .ply does not have (rows up to "
+                             f"{int(indices.max())}, the file has {g.count})",
+                             hint="the .ply changed since the import: re-import it and segment again")
+    if len(indices) == g.count and np.array_equal(indices, np.arange(g.count)):
+        return g
+    return type(g)(**{f.name: getattr(g, f.name)[indices] for f in dataclasses.fields(g)})
+
+
+def load_objects(ctx, objects: list[dict], device: torch.device,
+                 subsets: dict[int, np.ndarray] | None = None) -> DeviceGaussians:
+    """Read each object's .ply (through the server's cache when there is one) and stack them on `device`.
+    `subsets[i]` (optional) are the rows of object i's .ply that it holds, in its order (a segment)."""
     load = getattr(ctx, "load_scene", None)
     if load is None:
         from ..scene_cache import load_scene as load
@@ -78,7 +98,7 @@ def load_objects(ctx, objects: list[dict], device: torch.device) -> DeviceGaussi
         if not Path(path).exists():
             raise InputFileError(f"the scene file of object {obj.get('name', i)!r} is missing: {path}",
                                  hint="re-import the .ply or fix the object's source path")
-        parts.append(_gaussians_of(load(path)))
+        parts.append(select_rows(_gaussians_of(load(path)), (subsets or {}).get(i), obj.get("name", str(i))))
     degree = max(g.sh_degree for g in parts)
     k = (degree + 1) ** 2 - 1
 
@@ -102,12 +122,18 @@ def load_objects(ctx, objects: list[dict], device: torch.device) -> DeviceGaussi
         sh_degree=degree)
 
 
-def posed_gaussians(g: DeviceGaussians, matrices: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """(means, quats, scales, sh) of all Gaussians moved by their objects' (O, 4, 4) matrices."""
+def posed_gaussians(g: DeviceGaussians, matrices: np.ndarray, skin=None, frame: int = 0
+                    ) -> tuple[torch.Tensor, ...]:
+    """(means, quats, scales, sh) of all Gaussians moved by their objects' (O, 4, 4) matrices; objects with
+    a rig (`skin`, engine.render.skinning) are blended by its handle transforms of frame index `frame`."""
     from cuda_ext import transform_gaussians
 
-    means, quats, log_scales, sh_rest = transform_gaussians(g.means, g.quats, g.log_scales, g.sh_rest,
-                                                            g.object_index, np.asarray(matrices, np.float64))
+    index, mats = g.object_index, np.asarray(matrices, np.float64)
+    if skin is not None:
+        index, mats = skin.group_index, skin.group_matrices(mats, frame)
+    means, quats, log_scales, sh_rest = transform_gaussians(g.means, g.quats, g.log_scales, g.sh_rest, index, mats)
+    if skin is not None:
+        means = skin.blend_means(g.means, means, matrices, frame)
     return means, quats, torch.exp(log_scales), torch.cat([g.sh_dc, sh_rest], dim=1)
 
 
@@ -157,7 +183,9 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     params: width, height, out_dir, fps, frames [int], near, far, device (auto|cpu|cuda), background [r,g,b]
     (null: transparent RGBA PNGs, black in the video), write_video, objects [{name, ply_path}].
     arrays: viewmats (F, 4, 4), Ks (F, 3, 3) (engine/cameras.py convention), object_matrices (F, O, 4, 4)
-    (Blender world from each object's file frame). Cancelling keeps the PNGs already written.
+    (Blender world from each object's file frame: matrix_world @ file_to_local), and optionally indices_<j>
+    (int, 1-D): object j holds only these rows of its .ply (a segment), and for an object j deformed by a rig
+    skin_handles_<j> (N_j, M) int, skin_weights_<j> (N_j, M), skin_transforms_<j> (F, K, 4, 4) file frame. Cancelling keeps the PNGs already written.
     """
     width, height = int(params["width"]), int(params["height"])
     if width <= 0 or height <= 0:
@@ -189,7 +217,7 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     backend = "gsplat" if device.type == "cuda" and gsplat_available() else "cpu"
     backend = choose_backend(backend)
     ctx.progress(0.0, "loading Gaussians")
-    g = load_objects(ctx, objects, device)
+    g = load_objects(ctx, objects, device, {j: arrays[f"indices_{j}"] for j in range(O) if f"indices_{j}" in arrays})
     bg = torch.tensor(background if background is not None else [0.0, 0.0, 0.0], dtype=torch.float32,
                       device=device)
     viewmats_d = torch.from_numpy(viewmats).to(device)
@@ -202,12 +230,14 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     written: list[str] = []
     finished = False
     posed_for, posed = None, None
+    skin = skinning_from_request(objects, arrays, g.object_index, F)   # objects deformed by a rig, if any
     try:
         for i, frame in enumerate(frames):
             ctx.check_cancelled()
             # Objects that did not move since the last frame (a camera-only animation) keep their pose.
-            if posed_for is None or not np.array_equal(object_matrices[i], posed_for):
-                posed_for, posed = object_matrices[i], posed_gaussians(g, object_matrices[i])
+            if skin is not None or posed_for is None or not np.array_equal(object_matrices[i], posed_for):
+                posed_for = object_matrices[i]
+                posed = posed_gaussians(g, posed_for) if skin is None else posed_gaussians(g, posed_for, skin, i)
             means, quats, scales, sh = posed
             out = render_gaussians(means, quats, scales, g.opacities, sh, viewmats_d[i], Ks_d[i], width, height,
                                    near=near, far=far, background=None if transparent else bg,

@@ -1,0 +1,174 @@
+"""The language feature field of a Gaussian sequence: one compressed video-language code per Gaussian per
+(sampled) timestep, built from clips rendered around the sequence, and saved per scene.
+
+Build: render every frame from orbit views → per timestep and view, features of a crop pyramid of the clip
+centred there → autoencoder over all crop features → per-pixel code images → contribution-weighted lifting onto
+the Gaussians posed at that timestep, summed over views.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..dynamic import DynamicGaussians
+from .autoencoder import train_autoencoder
+from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
+from .features import FeatureExtractor, clip_crop_features, crop_boxes, crop_membership
+from .lifting import lift_feature_image
+
+FIELD_VERSION = 2
+
+
+@dataclass
+class FieldOptions:
+    views: int = 8
+    width: int = 224
+    height: int = 224
+    scales: tuple[float, ...] = (1.0, 0.5, 0.25)
+    code_dim: int = 16
+    time_stride: int = 1
+    ae_iterations: int = 400
+    knn: int = 8          # neighbours pooled into each Gaussian's lifted feature (0: none)
+    backend: str = "auto"
+
+    def key(self, extractor_name: str) -> str:
+        d = asdict(self)
+        d.pop("backend")
+        d.update(extractor=extractor_name, version=FIELD_VERSION)
+        return json.dumps(d, sort_keys=True)
+
+
+@dataclass
+class FeatureField:
+    codes: torch.Tensor            # (S, N, d) float16, unit rows; zero where the Gaussian was never seen
+    seen: torch.Tensor             # (S, N) bool
+    timesteps: np.ndarray          # (S,) int: the sampled timesteps, increasing, first 0 and last T − 1
+    total_timesteps: int
+    decoder_weight: torch.Tensor   # (D, d)
+    decoder_bias: torch.Tensor     # (D,)
+    extractor: str
+    stats: dict = field(default_factory=dict)   # seconds per stage, autoencoder fit
+
+    @property
+    def count(self) -> int:
+        return int(self.codes.shape[1])
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        with open(tmp, "wb") as f:
+            np.savez(f, codes=self.codes.cpu().numpy(), seen=self.seen.cpu().numpy(), timesteps=self.timesteps,
+                     total_timesteps=self.total_timesteps, decoder_weight=self.decoder_weight.cpu().numpy(),
+                     decoder_bias=self.decoder_bias.cpu().numpy(), extractor=self.extractor,
+                     stats=json.dumps(self.stats))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device) -> "FeatureField":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(codes=torch.from_numpy(z["codes"]).to(device), seen=torch.from_numpy(z["seen"]).to(device),
+                       timesteps=z["timesteps"].astype(np.int64), total_timesteps=int(z["total_timesteps"]),
+                       decoder_weight=torch.from_numpy(z["decoder_weight"]).to(device),
+                       decoder_bias=torch.from_numpy(z["decoder_bias"]).to(device), extractor=str(z["extractor"]),
+                       stats=json.loads(str(z["stats"])))
+
+
+def neighbourhood_sums(means: torch.Tensor, num: torch.Tensor, den: torch.Tensor,
+                       k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add the lifted sums of each Gaussian's k nearest neighbours (at this timestep) to its own. Lifting is
+    noisy where views see a Gaussian at a glancing angle, through a neighbour's edge or not at all; a surface's
+    neighbours see the same thing, so pooling their contribution-weighted sums fills gaps and evens out
+    mixed edge pixels, with well-seen Gaussians weighing most."""
+    from ..segment.neighbours import knn_graph
+
+    idx, _ = knn_graph(means.detach().cpu().numpy(), k)
+    idx_t = torch.from_numpy(idx.astype(np.int64)).to(num.device)
+    return num + num[idx_t].sum(1), den + den[idx_t].sum(1)
+
+
+def sampled_timesteps(total: int, stride: int) -> np.ndarray:
+    steps = np.arange(0, total, max(1, stride))
+    return steps if steps[-1] == total - 1 else np.append(steps, total - 1)
+
+
+def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, options: FieldOptions, device,
+                        progress: Callable[[float, str], None] | None = None) -> FeatureField:
+    """Compute the field (progress fractions: rendering 0–0.2, features 0.2–0.6, autoencoder, lifting 0.7–1)."""
+    def report(fraction: float, stage: str) -> None:
+        if progress is not None:
+            progress(fraction, stage)
+
+    stats: dict = {}
+    clock = time.perf_counter()
+    dev = to_device(seq, device)
+    views = sequence_views(seq, options.views, options.width, options.height)
+    steps = sampled_timesteps(seq.timesteps, options.time_stride)
+    frames = render_all_frames(dev, views, with_aux=extractor.name == "oracle", backend=options.backend,
+                               progress=lambda f, s: report(0.2 * f, s),
+                               timesteps=clip_frames(steps, seq.timesteps, extractor.clip_length))
+    stats["render_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    boxes = crop_boxes(options.height, options.width, options.scales)
+    crop_feats = None
+    for i, t in enumerate(steps.tolist()):
+        for v in range(len(views)):
+            rgb, aux = frames.clip(t, v, extractor.clip_length)
+            f = clip_crop_features(extractor, rgb, aux, boxes).to(device)
+            if crop_feats is None:
+                crop_feats = torch.empty((len(steps), len(views), len(boxes), f.shape[1]), dtype=torch.float16,
+                                         device=device)
+            crop_feats[i, v] = f.half()
+        report(0.2 + 0.4 * (i + 1) / len(steps), f"video features: timestep {t + 1} of {seq.timesteps}")
+    del frames
+    stats["features_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    report(0.6, "training the feature autoencoder")
+    flat = crop_feats.reshape(-1, crop_feats.shape[-1]).float()
+    sample = flat[torch.randperm(len(flat), device=flat.device)[:100_000]]
+    fit = train_autoencoder(sample, options.code_dim, options.ae_iterations)
+    with torch.no_grad():
+        crop_codes = torch.cat([fit.model.encode(flat[i:i + 65536]) for i in range(0, len(flat), 65536)])
+    crop_codes = crop_codes.reshape(crop_feats.shape[:3] + (-1,))
+    stats.update(autoencoder_s=time.perf_counter() - clock, autoencoder_cosine=fit.cosine)
+    del crop_feats, flat
+
+    clock = time.perf_counter()
+    member_w = crop_membership(boxes, options.height, options.width, device)        # (C, H·W)
+    norm = member_w.sum(0).clamp_min(1e-8)                                          # (H·W,)
+    viewmats, Ks = view_tensors(views, device)
+    d = crop_codes.shape[-1]
+    codes = torch.zeros((len(steps), seq.count, d), dtype=torch.float16, device=device)
+    seen = torch.zeros((len(steps), seq.count), dtype=torch.bool, device=device)
+    for i, t in enumerate(steps.tolist()):
+        means, quats, _ = dev.at(t)
+        num = torch.zeros((seq.count, d), device=device)
+        den = torch.zeros(seq.count, device=device)
+        for v in range(len(views)):
+            pixel_codes = (member_w.T @ crop_codes[i, v].float()) / norm[:, None]
+            n_v, d_v = lift_feature_image(means, quats, dev.scales, dev.opacities, viewmats[v], Ks[v],
+                                          pixel_codes.reshape(options.height, options.width, d), options.backend)
+            num += n_v
+            den += d_v
+        if options.knn > 0:
+            num, den = neighbourhood_sums(means, num, den, options.knn)
+        ok = den > 1e-4
+        codes[i] = torch.where(ok[:, None], F.normalize(num, dim=-1), torch.zeros_like(num)).half()
+        seen[i] = ok
+        report(0.7 + 0.3 * (i + 1) / len(steps), f"lifting features: timestep {t + 1} of {seq.timesteps}")
+    stats["lifting_s"] = time.perf_counter() - clock
+    stats["seen_fraction"] = float(seen.float().mean())
+    return FeatureField(codes=codes, seen=seen, timesteps=steps, total_timesteps=seq.timesteps,
+                        decoder_weight=fit.model.decoder.weight.detach().clone(),
+                        decoder_bias=fit.model.decoder.bias.detach().clone(), extractor=extractor.name, stats=stats)

@@ -1,0 +1,160 @@
+"""Text → relevancy of every Gaussian at every timestep → a spatial mask per frame and a temporal span.
+
+Relevancy is LERF's (what 4-LEGS uses): min over the canonical negatives of softmax(10·[cos(f, text),
+cos(f, negative)]). With the affine decoder it is computed on the codes directly: cos needs z·(Aᵀt) + b·t
+and |Az + b|² = zᵀ(AᵀA)z + 2(Aᵀb)·z + b·b, so no 768-D feature is ever formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .features import CANONICAL_NEGATIVES, FeatureExtractor
+from .field import FeatureField
+
+
+@dataclass
+class QuerySettings:
+    spatial_threshold: float | None = None   # mask cut on normalised relevancy; None: Otsu's over the span
+    min_spatial_threshold: float = 0.5       # the automatic cut is never below this
+    temporal_threshold: float = 0.5   # of the peak temporal score: the span's cut
+    smoothing: float = 1.0            # Gaussian sigma (frames) of the temporal score
+    min_event_contrast: float = 0.25  # below this rise of the temporal score the match is steady, not an event
+    top_fraction: float = 0.001       # temporal score = mean of the top fraction of Gaussians (at least 16)
+
+
+@dataclass
+class QueryResult:
+    span: tuple[int, int] | None      # inclusive frames (timesteps) of the event, None when nothing matched
+    temporal_score: np.ndarray        # (T,) smoothed, in [0, 1]
+    masks: torch.Tensor               # (T, N) bool: the matching Gaussians per frame (empty outside the span)
+    relevancy: torch.Tensor           # (T, N) float16: normalised relevancy in [0, 1]
+    mask_start: np.ndarray            # (N,) int32 first frame in the mask, −1 if never
+    mask_end: np.ndarray              # (N,) int32 last frame in the mask, −1 if never
+    peak: np.ndarray                  # (N,) float32 highest normalised relevancy inside the span
+
+    def counts(self) -> np.ndarray:
+        return self.masks.sum(1).cpu().numpy()
+
+
+def raw_relevancy(field: FeatureField, positive: torch.Tensor, negatives: torch.Tensor,
+                  chunk: int = 16) -> torch.Tensor:
+    """(S, N) float16 LERF relevancy in [0, 1] at the field's sampled timesteps (0.5 where unseen)."""
+    device = field.codes.device
+    A = field.decoder_weight.float()                     # (D, d)
+    b = field.decoder_bias.float()                       # (D,)
+    texts = torch.cat([positive[None], negatives]).to(device).float()          # (1 + K, D)
+    proj = (texts @ A).T.contiguous()                    # (d, 1 + K)
+    offs = texts @ b                                     # (1 + K,)
+    gram = A.T @ A                                       # (d, d)
+    lin = 2.0 * (A.T @ b)                                # (d,)
+    const = b @ b
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    proj_c, gram_c, lin_c = proj.to(dtype), gram.to(dtype), lin.to(dtype)
+    out = torch.empty(field.codes.shape[:2], dtype=torch.float16, device=device)
+    for s in range(0, field.codes.shape[0], chunk):
+        z = field.codes[s:s + chunk].to(dtype)
+        dots = (z @ proj_c).float() + offs
+        sq = ((z @ gram_c) * z).sum(-1).float() + (z @ lin_c).float() + const
+        cos = dots * torch.rsqrt(sq.clamp_min(1e-12))[..., None]
+        rel = torch.sigmoid(10.0 * (cos[..., :1] - cos[..., 1:])).amin(-1)
+        out[s:s + chunk] = torch.where(field.seen[s:s + chunk], rel, torch.full_like(rel, 0.5)).half()
+    return out
+
+
+def per_frame(values: torch.Tensor, steps: np.ndarray, total: int) -> torch.Tensor:
+    """(S, N) at sampled timesteps → (T, N), linear in between."""
+    if len(steps) == total:
+        return values
+    t = np.arange(total)
+    hi = np.clip(np.searchsorted(steps, t), 1, len(steps) - 1)
+    lo = hi - 1
+    w = torch.as_tensor((t - steps[lo]) / np.maximum(steps[hi] - steps[lo], 1), dtype=torch.float32,
+                        device=values.device)[:, None]
+    lo_t, hi_t = torch.as_tensor(lo, device=values.device), torch.as_tensor(hi, device=values.device)
+    return (values[lo_t].float() * (1 - w) + values[hi_t].float() * w).to(values.dtype)
+
+
+def smooth(signal: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0 or len(signal) < 2:
+        return signal.copy()
+    radius = int(np.ceil(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    padded = np.pad(signal, radius, mode="edge")
+    return np.convolve(padded, kernel / kernel.sum(), mode="valid")
+
+
+def otsu_threshold(values: torch.Tensor, bins: int = 128) -> float:
+    """The cut in [0, 1] that best separates two groups of values (Otsu: largest between-class variance)."""
+    hist = torch.histc(values.float(), bins=bins, min=0.0, max=1.0).double()
+    if hist.sum() == 0:
+        return 1.0
+    p = hist / hist.sum()
+    centres = (torch.arange(bins, dtype=torch.float64, device=values.device) + 0.5) / bins
+    w0 = p.cumsum(0)
+    mu0 = (p * centres).cumsum(0)
+    between = (mu0[-1] * w0 - mu0) ** 2 / (w0 * (1 - w0)).clamp_min(1e-12)
+    return float((torch.argmax(between[:-1]) + 1) / bins)
+
+
+def longest_run(active: np.ndarray, around: int) -> tuple[int, int] | None:
+    """The inclusive run of True holding index `around` (else the longest run), or None."""
+    if not active.any():
+        return None
+    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    holding = np.flatnonzero((starts <= around) & (ends >= around))
+    i = holding[0] if len(holding) else int(np.argmax(ends - starts))
+    return int(starts[i]), int(ends[i])
+
+
+def query_field(field: FeatureField, extractor: FeatureExtractor, text: str,
+                settings: QuerySettings = QuerySettings(),
+                negatives: tuple[str, ...] = CANONICAL_NEGATIVES) -> QueryResult:
+    """Where (per frame) and when (the span) the text matches."""
+    embeddings = extractor.encode_text([text, *negatives])
+    return query_embeddings(field, embeddings[0], embeddings[1:], settings)
+
+
+def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: torch.Tensor,
+                     settings: QuerySettings = QuerySettings()) -> QueryResult:
+    raw = raw_relevancy(field, positive, negatives)
+    rel = per_frame(raw, field.timesteps, field.total_timesteps).float()
+    rel = (rel - 0.5).clamp_min(0)                      # 0.5 = as close to the text as to a negative
+    peak_value = float(rel.max())
+    if peak_value > 0:
+        rel = rel / peak_value
+    T, N = rel.shape
+    k = min(N, max(16, int(settings.top_fraction * N)))
+    score = rel.topk(k, dim=1).values.mean(1).cpu().numpy()
+    score = smooth(score, settings.smoothing)
+    if score.max() > 0:
+        score = score / score.max()
+    # A match that varies over time is an event: cut between its low and high levels. A steady match (a static
+    # object asked by name) holds for the whole sequence.
+    low = float(score.min())
+    if 1.0 - low > settings.min_event_contrast:
+        active = score >= low + settings.temporal_threshold * (1.0 - low)
+    else:
+        active = score > 0
+    span = longest_run(active, int(np.argmax(score))) if peak_value > 0 else None
+    in_span = torch.zeros(T, dtype=torch.bool, device=rel.device)
+    if span is not None:
+        in_span[span[0]:span[1] + 1] = True
+    cut = settings.spatial_threshold
+    if cut is None:
+        inside = rel[in_span] if span is not None else rel
+        cut = max(otsu_threshold(inside[inside > 0]), settings.min_spatial_threshold)
+    masks = (rel >= cut) & in_span[:, None]
+    any_frame = masks.any(0)
+    frames = torch.arange(T, device=rel.device)[:, None]
+    first = torch.where(masks, frames, T).amin(0)
+    last = torch.where(masks, frames, -1).amax(0)
+    peak = torch.where(in_span[:, None], rel, torch.zeros_like(rel)).amax(0)
+    return QueryResult(span=span, temporal_score=score.astype(np.float32), masks=masks, relevancy=rel.half(),
+                       mask_start=torch.where(any_frame, first, -1).cpu().numpy().astype(np.int32),
+                       mask_end=last.cpu().numpy().astype(np.int32),
+                       peak=peak.cpu().numpy().astype(np.float32))
