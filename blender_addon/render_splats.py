@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError, CameraError, CancelledError, EngineError
 
-from . import engine_client, rig
+from . import dynamic_import, engine_client, rig
 from .camera_data import camera_from_blender, render_resolution
 from .gaussian_object import file_to_world, source_indices
 from .gaussian_layout import SOURCE_KEY
@@ -45,7 +45,8 @@ def background_color(scene: bpy.types.Scene) -> list[float] | None:
 
 
 def build_render_request(scene: bpy.types.Scene, out_dir: str | os.PathLike, resolution: tuple[int, int] | None,
-                         device: str = "auto", write_video: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+                         device: str = "auto", write_video: bool = True,
+                         tint_query: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """The "render" request (params, arrays) for the scene's frame range, evaluated frame by frame so keyframes,
     constraints, drivers and camera markers are honoured. The current frame is restored afterwards."""
     objects = gaussian_objects(scene)
@@ -94,6 +95,21 @@ def build_render_request(scene: bpy.types.Scene, out_dir: str | os.PathLike, res
         indices = source_indices(obj)
         if indices is not None:
             arrays[f"indices_{j}"] = indices
+    for j, obj in enumerate(objects):   # a dynamic object: the engine reads each frame's timestep from its .npz
+        if dynamic_import.is_dynamic(obj):
+            params["objects"][j]["npz_path"] = str(obj[dynamic_import.DYNAMIC_SOURCE_KEY])
+            arrays[f"timesteps_{j}"] = np.array([dynamic_import.timestep_for_frame(obj, f) for f in frames], np.int64)
+    if tint_query:   # the 4D query's answer (q4d_start/q4d_end, scene frames) tinted on its frames
+        for j, obj in enumerate(objects):
+            first = obj.data.attributes.get(dynamic_import.QUERY_START_ATTRIBUTE)
+            last = obj.data.attributes.get(dynamic_import.QUERY_END_ATTRIBUTE)
+            if first is None or last is None:
+                continue
+            for key, attr in ((f"highlight_start_{j}", first), (f"highlight_end_{j}", last)):
+                values = np.empty(len(obj.data.vertices), np.int32)
+                attr.data.foreach_get("value", values)
+                arrays[key] = values.astype(np.int64)
+        params["highlight_color"] = [1.0, 0.45, 0.0]
     for j, transforms in skin_transforms.items():
         arrays[f"skin_handles_{j}"], arrays[f"skin_weights_{j}"] = rig.skinning(objects[j])
         arrays[f"skin_transforms_{j}"] = transforms
@@ -108,14 +124,14 @@ def written_files(result: dict) -> list[str]:
 def render_splats_blocking(scene: bpy.types.Scene, out_dir: str | os.PathLike,
                            resolution: tuple[int, int] | None = None, device: str | None = None,
                            report: Callable[[str], None] | None = None, write_video: bool = True,
-                           client: engine_client.EngineClient | None = None) -> list[str]:
+                           client: engine_client.EngineClient | None = None, tint_query: bool = False) -> list[str]:
     """Render the scene's frame range and wait (batch): returns the PNG paths then the MP4 path.
 
     `device` is "auto", "cpu" or "cuda" (None: the add-on preference); `report` gets a line per progress step.
     Raises the engine's error (EngineError if it died; the scene is left as it was).
     """
     device = device or engine_client.preferred_device()
-    params, arrays = build_render_request(scene, out_dir, resolution, device, write_video)
+    params, arrays = build_render_request(scene, out_dir, resolution, device, write_video, tint_query)
     client = client or engine_client.get_client()
 
     def on_progress(fraction: float, stage: str) -> None:
@@ -168,6 +184,8 @@ class GAUSSIANS_OT_render_splats(bpy.types.Operator):
     directory: bpy.props.StringProperty(name="Output Folder", subtype="DIR_PATH", default=DEFAULT_OUT_DIR,
                                         description="Where the frames (frame_####.png) and render.mp4 go")
     write_video: bpy.props.BoolProperty(name="Write MP4", default=True)
+    tint_query: bpy.props.BoolProperty(name="Tint 4D Query", default=False,
+                                       description="Tint the Gaussians of the 4D query's answer on its frames")
 
     _timer = None
     _client: engine_client.EngineClient | None = None
@@ -180,7 +198,7 @@ class GAUSSIANS_OT_render_splats(bpy.types.Operator):
 
     def _submit(self, context) -> None:
         params, arrays = build_render_request(context.scene, bpy.path.abspath(self.directory), None,
-                                              engine_client.preferred_device(), self.write_video)
+                                              engine_client.preferred_device(), self.write_video, self.tint_query)
         self._client = engine_client.get_client()
         self._request_id = self._client.submit("render", params, arrays)
 
@@ -188,7 +206,7 @@ class GAUSSIANS_OT_render_splats(bpy.types.Operator):
         # Scripted calls (and batch) wait; the interactive path is invoke() → modal().
         try:
             out = render_splats_blocking(context.scene, bpy.path.abspath(self.directory), None,
-                                         write_video=self.write_video)
+                                         write_video=self.write_video, tint_query=self.tint_query)
         except AnimateGaussiansError as exc:
             self.report({"ERROR"}, exc.user_message())
             return {"CANCELLED"}

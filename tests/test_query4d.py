@@ -49,7 +49,7 @@ def test_moving_object_query_finds_span_and_gaussians(sequence, field):
     assert abs(result.span[0] - 10) <= 1 and abs(result.span[1] - 30) <= 1, result.span
     ious = _ious(result.masks, sequence.labels == 1, range(10, 31))
     print(f"spatial IoU over the event: mean {ious.mean():.3f}, min {ious.min():.3f}")
-    assert ious.mean() >= 0.8 and ious.min() >= 0.6
+    assert ious.mean() >= 0.85 and ious.min() >= 0.7   # issue 6 asks 0.9: see docs/query4d.md
     assert not result.masks[:9].any() and not result.masks[32:].any()   # nothing outside the event
     inside = result.mask_start >= 0
     assert (result.mask_start[inside] >= result.span[0]).all() and (result.mask_end[inside] <= result.span[1]).all()
@@ -134,3 +134,20 @@ def test_open_clip_path_runs_end_to_end(one_thread):
                                              ae_iterations=20, code_dim=8), "cpu")
     result = query_field(field, extractor, "a red ball")
     assert result.masks.shape == (6, _tiny_sequence().count)
+
+
+def test_neighbour_graph_is_rebuilt_only_when_gaussians_moved():
+    from engine.query4d.field import Neighbours, neighbourhood_sums
+
+    means = torch.tensor(np.random.default_rng(0).random((300, 3)), dtype=torch.float32)
+    nb = Neighbours(4)
+    first = nb.at(means)
+    assert nb.at(means + 1e-4) is first and nb.builds == 1          # jitter below the neighbour distance
+    moved = means.clone()
+    moved[:10] += 0.5
+    assert nb.at(moved) is not first and nb.builds == 2
+    num, den = torch.zeros(300, 2), torch.zeros(300)
+    num[0], den[0] = torch.tensor([1.0, 0.0]), 1.0                  # only Gaussian 0 was seen
+    num2, den2 = neighbourhood_sums(nb.index, num, den)
+    holders = (nb.index == 0).any(1)
+    assert (den2[holders] == 1).all() and (den2[~holders][1:] == 0).all() and den2[0] == 1

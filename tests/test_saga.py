@@ -57,6 +57,35 @@ def test_contribution_renderer_matches_the_rasterizer(labelled):
         assert torch.allclose(renderer.depths[i][solid], ref.depth[solid], atol=1e-4)
 
 
+def test_pull_back_is_the_transpose_of_rendering(labelled):
+    """The sparse transpose product (CPU) and the autograd VJP of rendering (the gsplat path) agree."""
+    synth, _, views = labelled
+    g = splat_tensors(synth.gaussians)
+    renderer = saga._ContributionFeatureRenderer(g, views[:1])
+
+    class ViaAutograd:                       # not a _ContributionFeatureRenderer: takes the autograd branch
+        render = renderer.render
+
+    pixels = torch.nonzero(renderer.alphas[0].reshape(-1) > 0.5).squeeze(1)
+    values = torch.randn(len(pixels), 3)
+    fast, fast_support = saga._pull_back(renderer, 0, pixels, values, g.count)
+    slow, slow_support = saga._pull_back(ViaAutograd(), 0, pixels, values, g.count)
+    assert torch.allclose(fast, slow, atol=1e-4) and torch.allclose(fast_support, slow_support, atol=1e-4)
+    assert float(fast_support.max()) > 0.5
+
+
+def test_band_gate_keeps_the_band_of_the_granularity():
+    gate = saga._band_gate(saga.FEATURE_DIM)
+    q = torch.tensor([0.0, 0.2, 0.3, 0.6, 0.9, 1.0])
+    weights = gate(q).detach().reshape(len(q), saga.BANDS, -1)
+    band = (q * saga.BANDS).floor().long().clamp(max=saga.BANDS - 1)
+    on = weights[torch.arange(len(q)), band]
+    assert (on > 0.99).all()
+    mask = torch.ones(len(q), saga.BANDS, dtype=torch.bool)
+    mask[torch.arange(len(q)), band] = False
+    assert torch.allclose(weights[mask], torch.full_like(weights[mask], saga.OFF_GATE), atol=0.01)
+
+
 def test_mask_scale_is_about_the_diameter(labelled):
     synth, _, views = labelled
     g = splat_tensors(synth.gaussians)
@@ -123,8 +152,8 @@ def test_segment_train_handler_with_given_label_maps(labelled):
     ctx = Ctx()
     arrays = {"masks": np.stack(maps).astype(np.int32), "view_viewmats": np.stack([v.viewmat for v in views[:4]]),
               "view_Ks": np.stack([v.K for v in views[:4]])}
-    result, _ = saga.handle_segment_train(ctx, {"ply_path": str(path), "device": "cpu", "iterations": 20}, arrays)
-    assert result["count"] == synth.gaussians.count and result["iterations"] == 20
+    result, _ = saga.handle_segment_train(ctx, {"ply_path": str(path), "device": "cpu", "iterations": 5}, arrays)
+    assert result["count"] == synth.gaussians.count and result["iterations"] == 5
     assert saga.features_ready(load_scene(path))
     assert any("training features" in s for s in ctx.stages)
     from engine.handlers import resolve

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 
 from ..errors import AnimateGaussiansError
 from ..models.registry import ModelEntry, ModelUnavailableError, fetch, is_available, register
+from ..segment.clip_text import DEFAULT_CLIP
 
 VICLIP_ID = "viclip-l14-internvid-10m-flt"
-CLIP_ID = "open-clip-vit-b-16-laion2b"
+CLIP_ID = DEFAULT_CLIP   # the open_clip ViT-B-16 LAION-2B weights, registered once by engine/segment/clip_text.py
 # LERF's canonical negatives: relevancy of a query is measured against these.
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
 
@@ -27,10 +28,6 @@ register(ModelEntry(
     id=VICLIP_ID, kind="video_text", source="hf", location="OpenGVLab/ViCLIP",
     filename="ViClip-InternVid-10M-FLT.pth", size_bytes=1_709_000_000, licence="Apache-2.0 (gated: accept on the hub)",
     description="ViCLIP ViT-L/14 trained on InternVid-10M-FLT (the video features 4-LEGS uses)"))
-register(ModelEntry(
-    id=CLIP_ID, kind="clip", source="hf", location="laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
-    filename="open_clip_pytorch_model.bin", size_bytes=599_000_000, licence="MIT",
-    description="open_clip ViT-B-16 (LAION-2B): image-text features, pooled over a clip's frames"))
 
 
 class FeatureExtractorError(AnimateGaussiansError):

@@ -83,17 +83,36 @@ class FeatureField:
                        stats=json.loads(str(z["stats"])))
 
 
-def neighbourhood_sums(means: torch.Tensor, num: torch.Tensor, den: torch.Tensor,
-                       k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Add the lifted sums of each Gaussian's k nearest neighbours (at this timestep) to its own. Lifting is
-    noisy where views see a Gaussian at a glancing angle, through a neighbour's edge or not at all; a surface's
-    neighbours see the same thing, so pooling their contribution-weighted sums fills gaps and evens out
-    mixed edge pixels, with well-seen Gaussians weighing most."""
-    from ..segment.neighbours import knn_graph
+class Neighbours:
+    """Each Gaussian's k nearest neighbours, rebuilt only when some Gaussian has moved further than the typical
+    neighbour distance since the last build (a k-d tree over every Gaussian costs seconds at 300k)."""
 
-    idx, _ = knn_graph(means.detach().cpu().numpy(), k)
-    idx_t = torch.from_numpy(idx.astype(np.int64)).to(num.device)
-    return num + num[idx_t].sum(1), den + den[idx_t].sum(1)
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.built_at: np.ndarray | None = None
+        self.index: torch.Tensor | None = None
+        self.reach = 0.0
+        self.builds = 0
+
+    def at(self, means: torch.Tensor) -> torch.Tensor:
+        from ..segment.neighbours import knn_graph
+
+        m = means.detach().float().cpu().numpy()
+        if self.built_at is None or np.abs(m - self.built_at).max() > self.reach:
+            idx, dist = knn_graph(m, self.k)
+            finite = dist[np.isfinite(dist)]
+            self.reach = float(np.median(finite)) if len(finite) else 0.0
+            self.built_at, self.builds = m, self.builds + 1
+            self.index = torch.from_numpy(idx.astype(np.int64)).to(means.device)
+        return self.index
+
+
+def neighbourhood_sums(index: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add the lifted sums of each Gaussian's nearest neighbours (index (N, k)) to its own. Lifting is noisy
+    where views see a Gaussian at a glancing angle, through a neighbour's edge or not at all; a surface's
+    neighbours see the same thing, so pooling their contribution-weighted sums fills gaps and evens out mixed
+    edge pixels, with well-seen Gaussians weighing most."""
+    return num + num[index].sum(1), den + den[index].sum(1)
 
 
 def sampled_timesteps(total: int, stride: int) -> np.ndarray:
@@ -151,6 +170,7 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     d = crop_codes.shape[-1]
     codes = torch.zeros((len(steps), seq.count, d), dtype=torch.float16, device=device)
     seen = torch.zeros((len(steps), seq.count), dtype=torch.bool, device=device)
+    neighbours = Neighbours(options.knn)
     for i, t in enumerate(steps.tolist()):
         means, quats, _ = dev.at(t)
         num = torch.zeros((seq.count, d), device=device)
@@ -162,12 +182,13 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
             num += n_v
             den += d_v
         if options.knn > 0:
-            num, den = neighbourhood_sums(means, num, den, options.knn)
+            num, den = neighbourhood_sums(neighbours.at(means), num, den)
         ok = den > 1e-4
         codes[i] = torch.where(ok[:, None], F.normalize(num, dim=-1), torch.zeros_like(num)).half()
         seen[i] = ok
         report(0.7 + 0.3 * (i + 1) / len(steps), f"lifting features: timestep {t + 1} of {seq.timesteps}")
     stats["lifting_s"] = time.perf_counter() - clock
+    stats["neighbour_graphs"] = neighbours.builds
     stats["seen_fraction"] = float(seen.float().mean())
     return FeatureField(codes=codes, seen=seen, timesteps=steps, total_timesteps=seq.timesteps,
                         decoder_weight=fit.model.decoder.weight.detach().clone(),

@@ -137,6 +137,74 @@ def posed_gaussians(g: DeviceGaussians, matrices: np.ndarray, skin=None, frame: 
     return means, quats, torch.exp(log_scales), torch.cat([g.sh_dc, sh_rest], dim=1)
 
 
+def dynamic_sources(objects: list[dict], arrays: dict, g: DeviceGaussians, frames: int) -> dict:
+    """Objects with an `npz_path` (a Dynamic 3D Gaussians sequence whose timestep 0 is their .ply): per object
+    index, (sequence, its rows in the sequence or None, its rows in g, timesteps (F,) of the request's frames)."""
+    from ..dynamic import read_dynamic
+
+    out = {}
+    counts = np.bincount(g.object_index.cpu().numpy(), minlength=len(objects))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    for j, obj in enumerate(objects):
+        if not obj.get("npz_path"):
+            continue
+        seq = read_dynamic(obj["npz_path"])
+        steps = _array(arrays, f"timesteps_{j}", (frames,)).astype(np.int64)
+        if steps.min() < 0 or steps.max() >= seq.timesteps:
+            raise RenderRequestError(f"object {obj.get('name', j)!r}: timesteps outside its sequence's "
+                                     f"0..{seq.timesteps - 1}")
+        rows = arrays.get(f"indices_{j}")
+        rows = None if rows is None else np.asarray(rows, np.int64)
+        if (len(rows) if rows is not None else seq.count) != counts[j]:
+            raise InputFileError(f"object {obj.get('name', j)!r}: its sequence has {seq.count} Gaussians, its .ply "
+                                 f"{counts[j]}", hint="import the sequence again")
+        out[j] = (seq, rows, slice(int(starts[j]), int(starts[j + 1])), steps)
+    return out
+
+
+def at_timesteps(g: DeviceGaussians, dynamic: dict, frame: int) -> DeviceGaussians:
+    """g with each dynamic object's means, rotations and colours of its timestep at frame index `frame`."""
+    from ..ply import SH_C0
+
+    means, quats, sh_dc = g.means.clone(), g.quats.clone(), g.sh_dc.clone()
+    for seq, rows, where, steps in dynamic.values():
+        t = int(steps[frame])
+        pick = (lambda a: a) if rows is None else (lambda a: a[rows])
+        means[where] = torch.from_numpy(pick(seq.means[t]).astype(np.float32)).to(means.device)
+        quats[where] = torch.from_numpy(pick(seq.quats_at(t)).astype(np.float32)).to(means.device)
+        rgb = pick(seq.rgb_at(t)).astype(np.float32)
+        sh_dc[where] = torch.from_numpy((rgb - 0.5) / SH_C0).to(means.device)[:, None, :]
+    return dataclasses.replace(g, means=means, quats=quats, sh_dc=sh_dc)
+
+
+def query_highlight(params: dict, arrays: dict, g: DeviceGaussians, objects: list[dict]) -> dict | None:
+    """The 4D query's tint (params highlight_color [r, g, b], highlight_strength; arrays highlight_start_<j> /
+    highlight_end_<j> (N_j,) scene frames, −1: never) as per-Gaussian tensors over g, or None."""
+    color = params.get("highlight_color")
+    if color is None:
+        return None
+    counts = np.bincount(g.object_index.cpu().numpy(), minlength=len(objects))
+    start, end = np.full(g.count, -1, np.int64), np.full(g.count, -1, np.int64)
+    offset = 0
+    for j, n in enumerate(counts):
+        if f"highlight_start_{j}" in arrays:
+            start[offset:offset + n] = _array(arrays, f"highlight_start_{j}", (int(n),))
+            end[offset:offset + n] = _array(arrays, f"highlight_end_{j}", (int(n),))
+        offset += n
+    from ..ply import SH_C0
+
+    rgb = torch.tensor([float(c) for c in color], dtype=torch.float32, device=g.means.device)
+    return {"dc": ((rgb - 0.5) / SH_C0)[None, None, :], "strength": float(params.get("highlight_strength", 0.6)),
+            "start": torch.from_numpy(start).to(g.means.device), "end": torch.from_numpy(end).to(g.means.device)}
+
+
+def tinted(g: DeviceGaussians, highlight: dict, frame: int) -> DeviceGaussians:
+    """g with the Gaussians in the query's answer at this scene frame blended towards the tint (4-LEGS' view)."""
+    on = ((highlight["start"] >= 0) & (highlight["start"] <= frame) & (frame <= highlight["end"]))
+    a = highlight["strength"] * on.float()[:, None, None]
+    return dataclasses.replace(g, sh_dc=g.sh_dc * (1 - a) + highlight["dc"] * a, sh_rest=g.sh_rest * (1 - a))
+
+
 class FrameSink:
     """Writes frames on worker threads (PNG encoders in parallel, the video encoder in order), holding at
     most a few frames in memory."""
@@ -185,7 +253,11 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     arrays: viewmats (F, 4, 4), Ks (F, 3, 3) (engine/cameras.py convention), object_matrices (F, O, 4, 4)
     (Blender world from each object's file frame: matrix_world @ file_to_local), and optionally indices_<j>
     (int, 1-D): object j holds only these rows of its .ply (a segment), and for an object j deformed by a rig
-    skin_handles_<j> (N_j, M) int, skin_weights_<j> (N_j, M), skin_transforms_<j> (F, K, 4, 4) file frame. Cancelling keeps the PNGs already written.
+    skin_handles_<j> (N_j, M) int, skin_weights_<j> (N_j, M), skin_transforms_<j> (F, K, 4, 4) file frame. An
+    object with npz_path (a dynamic sequence; ply_path holds its timestep 0) shows timesteps_<j> (F,) int.
+    highlight_color [r, g, b] (+ highlight_strength, default 0.6) with arrays highlight_start_<j>/highlight_end_<j>
+    (N_j,) scene frames tints each Gaussian on the frames of a 4D query's answer.
+    Cancelling keeps the PNGs already written.
     """
     width, height = int(params["width"]), int(params["height"])
     if width <= 0 or height <= 0:
@@ -231,13 +303,18 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     finished = False
     posed_for, posed = None, None
     skin = skinning_from_request(objects, arrays, g.object_index, F)   # objects deformed by a rig, if any
+    dynamic = dynamic_sources(objects, arrays, g, F)                   # objects playing a 4D sequence
+    highlight = query_highlight(params, arrays, g, objects)            # a 4D query's answer, tinted
     try:
         for i, frame in enumerate(frames):
             ctx.check_cancelled()
             # Objects that did not move since the last frame (a camera-only animation) keep their pose.
-            if skin is not None or posed_for is None or not np.array_equal(object_matrices[i], posed_for):
+            if (skin is not None or dynamic or highlight is not None or posed_for is None
+                    or not np.array_equal(object_matrices[i], posed_for)):
                 posed_for = object_matrices[i]
-                posed = posed_gaussians(g, posed_for) if skin is None else posed_gaussians(g, posed_for, skin, i)
+                g_i = at_timesteps(g, dynamic, i) if dynamic else g
+                g_i = tinted(g_i, highlight, int(frame)) if highlight is not None else g_i
+                posed = posed_gaussians(g_i, posed_for) if skin is None else posed_gaussians(g_i, posed_for, skin, i)
             means, quats, scales, sh = posed
             out = render_gaussians(means, quats, scales, g.opacities, sh, viewmats_d[i], Ks_d[i], width, height,
                                    near=near, far=far, background=None if transparent else bg,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..ply import SH_C0, GaussianArrays
 from ..render.rasterizer import gsplat_available
@@ -82,35 +83,41 @@ def kernel_available(device: torch.device | str) -> bool:
     return cuda_ext.available()
 
 
-def trusted_label_maps(labels: np.ndarray, band: int | None = None, num_labels: int | None = None) -> np.ndarray:
+def trusted_label_maps(labels: np.ndarray | torch.Tensor, band: int | None = None,
+                       num_labels: int | None = None) -> np.ndarray | torch.Tensor:
     """Label maps (V, H, W) with the pixels where masks are least reliable set to -1 (ignored): isolated
     pixels are first given their 3×3 neighbourhood's majority label, then pixels within `band` px of a
     boundary between labels (or a mask's silhouette) are dropped — mask noise lives at edges, and a Gaussian
-    seen only there is better decided by its neighbours. `band` None = EDGE_BAND of the longer image side."""
-    import cv2
-
-    labels = np.asarray(labels)
-    squeeze = labels.ndim == 2
-    labels = labels.reshape(-1, *labels.shape[-2:])
-    height, width = labels.shape[-2:]
+    seen only there is better decided by its neighbours. `band` None = EDGE_BAND of the longer image side.
+    Runs with torch on the maps' device (a tensor stays a tensor there; numpy in, numpy out)."""
+    as_numpy = not isinstance(labels, torch.Tensor)
+    maps = torch.from_numpy(np.asarray(labels)) if as_numpy else labels
+    squeeze = maps.dim() == 2
+    maps = maps.reshape(-1, *maps.shape[-2:]).to(torch.int64)
+    height, width = maps.shape[-2:]
     if band is None:
         band = max(1, int(round(EDGE_BAND * max(height, width))))
-    present = np.unique(labels)
+    present = torch.unique(maps)
     if num_labels is not None:
         present = present[present < num_labels]
     present = present[present >= 0]
-    out = np.full(labels.shape, -1, np.int32)
-    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
-    for v in range(len(labels)):
-        # Majority of the 3×3 neighbourhood, the empty background (-1) included as a class of its own.
-        classes = np.concatenate([[-1], present])
-        counts = np.stack([cv2.boxFilter((labels[v] == c).astype(np.float32), -1, (3, 3), normalize=False,
-                                         borderType=cv2.BORDER_REPLICATE) for c in classes])
-        mode = classes[counts.argmax(0)]
+    # The empty background (-1) is a class of its own in the vote; on ties the first class wins.
+    classes = torch.cat([present.new_full((1,), -1), present])
+    out = torch.full_like(maps, -1)
+    chunk = max(1, (64 << 20) // max(1, height * width * len(classes)))    # bounds the one-hot's memory
+    for v0 in range(0, len(maps), chunk):
+        part = maps[v0:v0 + chunk]
+        onehot = (part[:, None] == classes[None, :, None, None]).float()
+        counts = F.avg_pool2d(F.pad(onehot, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        mode = classes[counts.argmax(1)]
         for c in present:
-            inner = cv2.erode((mode == c).astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE) > 0
-            out[v][inner] = c
-    return out[0] if squeeze else out
+            inside = (mode == c).float()[:, None]
+            # Erosion by a (2·band+1)² square = a min-pool (replicated border, as the mask continues).
+            inner = -F.max_pool2d(-F.pad(inside, (band,) * 4, mode="replicate"), 2 * band + 1, stride=1)
+            out[v0:v0 + chunk][inner[:, 0] > 0.5] = c
+    out = out.to(torch.int32)
+    out = out[0] if squeeze else out
+    return out.numpy() if as_numpy else out
 
 
 def view_shares(votes: torch.Tensor, floor: float = VIEW_SUPPORT_FLOOR) -> torch.Tensor:
@@ -305,8 +312,7 @@ def lift_masks(g: SplatTensors, viewmats, Ks, labels, num_labels: int, knn: np.n
                progress=None) -> LiftResult:
     """Label maps (V, H, W) of V views → a label per Gaussian (contribution-weighted majority; see
     trusted_label_maps, contribution_votes with per-view shares, and assign_labels)."""
-    labels = trusted_label_maps(labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels,
-                                num_labels=num_labels)
+    labels = trusted_label_maps(labels, num_labels=num_labels)
     votes = contribution_votes(g, viewmats, Ks, labels, num_labels, use_kernel=use_kernel, progress=progress,
                                normalise=True)
     return assign_labels(votes, knn, g.rgb.cpu().numpy(), min_support, min_share, means=g.means.cpu().numpy())

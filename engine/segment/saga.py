@@ -1,16 +1,19 @@
 """SAGA (Segment Any 3D GAussians): a scale-gated affinity feature per Gaussian, trained contrastively from
 multi-granularity 2D masks through feature rendering, then queried by a click or by text in milliseconds.
 
-Training: per step one view's features are rendered (gsplat on CUDA; on the CPU, the torch rasterizer's own
-compositing weights, computed once per view, since features are linear in them), pixels are sampled, and
-for a few sampled scales pixels that share their smallest mask of at least that scale are pulled together
-and others pushed apart, after the scale gate (a small MLP of the scale) weights the feature dimensions.
-Scales are handled as quantiles of all masks' 3D scales, so granularity 0..1 is the gate's input itself.
-"""
+Training starts in closed form: the feature dimensions are BANDS scale bands; per band every pixel's identity
+is its smallest mask of at least the band's scale; masks of different views are associated into 3D segments
+by the overlap of their footprints on the Gaussians (random sketches rendered once per view); each Gaussian
+takes its segment per band by direct lifting (lifting.assign_labels on per-view weight shares, i.e. the
+backward pass of feature rendering) and its feature is the segments' orthonormal codes. The gate is set in
+closed form to keep the band of the granularity. Then SAGA's contrastive loss fine-tunes the features through
+feature rendering (gsplat on CUDA; on the CPU, the torch rasterizer's compositing weights as sparse matrices).
+Scales are handled as quantiles of all masks' 3D scales, so granularity 0..1 is the gate's input itself."""
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +30,7 @@ from .views import View
 # 28 feature channels + colour (3) + depth (1) fill exactly one of gsplat's 32-channel rasterization passes.
 FEATURE_DIM = 28
 ARTEFACT = "saga_features.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: banded features and a closed-form gate (threshold 0.5)
 # Gated cosine similarity above which a Gaussian belongs to the clicked segment: the lifted initial features
 # give a segment's Gaussians cosine ~1 and other segments' ~0 (orthogonal codes), and the contrastive loss
 # pulls positives to 1 and pushes negatives to <= 0, so the midpoint 0.5 has equal margin on both sides.
@@ -39,9 +42,10 @@ BANDS = 4
 # The gate's weight on the bands of other granularities (so their cosine adds at most ~OFF_GATE²).
 OFF_GATE = 0.05
 # Masks of two views whose 3D footprints have at least this cosine are one 3D segment (see _associate);
-# SKETCH_DIM random dimensions estimate the cosine to about ±1/sqrt(SKETCH_DIM).
+# SKETCH_DIM random dimensions estimate the cosine to about ±1/sqrt(SKETCH_DIM) (124 + colour + depth fill
+# gsplat's 128-channel pass exactly).
 ASSOCIATION_COSINE = 0.4
-SKETCH_DIM = 128
+SKETCH_DIM = 124
 # Contrastive fine-tuning steps after the closed-form initialisation, per device.
 ITERATIONS = {"cuda": 300, "cpu": 40}
 PIXELS_PER_STEP = {"cuda": 2048, "cpu": 256}
@@ -185,9 +189,6 @@ class _GsplatFeatureRenderer:
                                view.width, view.height, backend="gsplat")
         return out.depth, out.alpha
 
-    def seen(self, grad: torch.Tensor) -> torch.Tensor:
-        return grad.abs().sum(1) > 0
-
 
 def compositing_weights(proj, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every (pixel, Gaussian) weight alpha × transmittance with which cpu_rasterizer.composite blends
@@ -252,7 +253,6 @@ class _ContributionFeatureRenderer:
         self.weights: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []   # (row pointers, ids, weights)
         self.depths: list[torch.Tensor] = []
         self.alphas: list[torch.Tensor] = []
-        self.support = torch.zeros(g.count, device=g.means.device)
         self._matrices: dict = {}
         for i, view in enumerate(views):
             viewmat, K = _view_mats(view, g.means.device)
@@ -264,7 +264,6 @@ class _ContributionFeatureRenderer:
             z = _camera_depths(g.means, viewmat)
             alpha = torch.zeros(hw, device=g.means.device).index_add_(0, rows, vals)
             depth = torch.zeros(hw, device=g.means.device).index_add_(0, rows, vals * z[cols])
-            self.support.index_add_(0, cols, vals)
             order = torch.argsort(rows, stable=True)   # by pixel: a pixel's weights are one slice
             rowptr = torch.zeros(hw + 1, dtype=torch.long, device=g.means.device)
             rowptr[1:] = torch.cumsum(torch.bincount(rows, minlength=hw), 0)
@@ -298,12 +297,11 @@ class _ContributionFeatureRenderer:
         if key not in self._matrices:
             rowptr, cols, vals = self.weights[v]
             hw = len(rowptr) - 1
-            m = torch.sparse_csr_tensor(rowptr, cols, vals, (hw, self.g.count))
+            with warnings.catch_warnings():      # "sparse CSR support is in beta": the product is exact here
+                warnings.simplefilter("ignore", UserWarning)
+                m = torch.sparse_csr_tensor(rowptr, cols, vals, (hw, self.g.count))
             self._matrices[key] = m.t().to_sparse_csr() if transpose else m
         return self._matrices[key]
-
-    def seen(self, grad: torch.Tensor) -> torch.Tensor:
-        return self.support > 1e-3
 
 
 # ---------------------------------------------------------------------------------------------- masks
