@@ -20,12 +20,12 @@ from engine.errors import AnimateGaussiansError, CameraError, CancelledError, En
 from . import engine_client, gaussian_object, keyframes, motion_result
 from .camera_data import camera_from_blender, render_resolution
 from .gaussian_layout import SOURCE_KEY
+from .modal_engine import EngineModalMixin
 from .preferences import generator_credentials
 
 GENERATORS = ("preset", "video", "diffusers", "runway", "kling")
 MOTIONS = ("auto", "rigid", "nonrigid")
 OBJECT_GROUP = "Object Transforms"
-_POLL_SECONDS = 0.1
 # Request images are at most this wide (the motion stage works on small frames; keeps the pipe light).
 _MAX_REQUEST_WIDTH = 512
 _MOTION_PATHS = ("location", "rotation_quaternion", "rotation_euler", "rotation_axis_angle")
@@ -306,7 +306,7 @@ class AnimateProgress:
         return self
 
 
-class GAUSSIANS_OT_animate(bpy.types.Operator):
+class GAUSSIANS_OT_animate(EngineModalMixin, bpy.types.Operator):
     """Animate the active Gaussian object from the prompt (or a video): keys on the object, or a rig"""
 
     bl_idname = "gaussians.animate"
@@ -349,27 +349,8 @@ class GAUSSIANS_OT_animate(bpy.types.Operator):
         except AnimateGaussiansError as exc:
             self.report({"ERROR"}, exc.user_message())
             return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(_POLL_SECONDS, window=context.window)
-        wm.progress_begin(0, 100)
         self._progress = AnimateProgress()
-        self._status(context, self._progress.status)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def _status(self, context, text: str | None) -> None:
-        if context.workspace is not None:
-            context.workspace.status_text_set(text)
-        if context.area is not None:
-            context.area.header_text_set(text)
-
-    def _end(self, context) -> None:
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
-        wm.progress_end()
-        self._status(context, None)
+        return self._begin_modal(context, self._progress.status)
 
     def modal(self, context, event):
         if event.type == "ESC" and event.value == "PRESS":
@@ -383,7 +364,7 @@ class GAUSSIANS_OT_animate(bpy.types.Operator):
             context.window_manager.progress_update(int(100 * state.fraction))
             self._status(context, state.status)
             return {"RUNNING_MODAL"}
-        self._end(context)
+        self._end_modal(context)
         if state.error is not None:
             if isinstance(state.error, CancelledError):
                 self.report({"WARNING"}, "Animate cancelled; the scene is unchanged")

@@ -19,11 +19,11 @@ from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
 from . import dynamic_import, engine_client, gaussian_object, object_subsets
 from .gaussian_layout import SOURCE_KEY
+from .modal_engine import EngineModalMixin
 
 EXTRACTOR_ENV = "ANIMATE_GAUSSIANS_QUERY4D_EXTRACTOR"
 FIELD_OPTIONS: dict = {}
 MARKER_PREFIX = "4D: "
-_POLL_SECONDS = 0.1
 
 
 class Query4DError(AnimateGaussiansError):
@@ -275,7 +275,7 @@ def _query_poll(cls, context) -> bool:
     return True
 
 
-class GAUSSIANS_OT_query4d(bpy.types.Operator):
+class GAUSSIANS_OT_query4d(EngineModalMixin, bpy.types.Operator):
     """Find when and where the text happens (the active dynamic object, else the scene's animated Gaussians);
     the answer is highlighted while scrubbing and marked on the timeline"""
 
@@ -329,26 +329,7 @@ class GAUSSIANS_OT_query4d(bpy.types.Operator):
         except AnimateGaussiansError as error:
             self.report({"ERROR"}, error.user_message())
             return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(_POLL_SECONDS, window=context.window)
-        wm.progress_begin(0, 100)
-        self._status(context, "4D Query: starting — Esc cancels")
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def _status(self, context, text: str | None) -> None:
-        if context.workspace is not None:
-            context.workspace.status_text_set(text)
-        if context.area is not None:
-            context.area.header_text_set(text)
-
-    def _end(self, context) -> None:
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
-        wm.progress_end()
-        self._status(context, None)
+        return self._begin_modal(context, "4D Query: starting — Esc cancels")
 
     def modal(self, context, event):
         if event.type == "ESC" and event.value == "PRESS":
@@ -362,7 +343,7 @@ class GAUSSIANS_OT_query4d(bpy.types.Operator):
                 context.window_manager.progress_update(int(100 * ev.fraction))
                 self._status(context, f"4D Query: {100 * ev.fraction:.0f}% {ev.stage} — Esc cancels")
                 continue
-            self._end(context)
+            self._end_modal(context)
             if ev.kind == "result":
                 return self._finish_answer(context, ev.params, ev.arrays)
             if isinstance(ev.error, CancelledError):

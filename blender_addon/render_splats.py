@@ -22,9 +22,9 @@ from . import dynamic_import, engine_client, rig
 from .camera_data import camera_from_blender, render_resolution
 from .gaussian_object import file_to_world, source_indices
 from .gaussian_layout import SOURCE_KEY
+from .modal_engine import EngineModalMixin
 
 DEFAULT_OUT_DIR = "//splat_render/"
-_POLL_SECONDS = 0.1
 
 
 def gaussian_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
@@ -174,7 +174,7 @@ class RenderProgress:
         return self
 
 
-class GAUSSIANS_OT_render_splats(bpy.types.Operator):
+class GAUSSIANS_OT_render_splats(EngineModalMixin, bpy.types.Operator):
     """Render the frame range with the engine (photoreal splats) from the active camera to PNGs and an MP4"""
 
     bl_idname = "gaussians.render_splats"
@@ -219,27 +219,8 @@ class GAUSSIANS_OT_render_splats(bpy.types.Operator):
         except AnimateGaussiansError as exc:
             self.report({"ERROR"}, exc.user_message())
             return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(_POLL_SECONDS, window=context.window)
-        wm.progress_begin(0, 100)
         self._progress = RenderProgress(bpy.path.abspath(self.directory))
-        self._status(context, self._progress.status)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
-
-    def _status(self, context, text: str | None) -> None:
-        if context.workspace is not None:
-            context.workspace.status_text_set(text)
-        if context.area is not None:
-            context.area.header_text_set(text)
-
-    def _finish(self, context) -> None:
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
-        wm.progress_end()
-        self._status(context, None)
+        return self._begin_modal(context, self._progress.status)
 
     def modal(self, context, event):
         client = self._client
@@ -254,7 +235,7 @@ class GAUSSIANS_OT_render_splats(bpy.types.Operator):
             context.window_manager.progress_update(int(100 * state.fraction))
             self._status(context, state.status)
             return {"RUNNING_MODAL"}
-        self._finish(context)
+        self._end_modal(context)
         self.report({state.report_type}, state.report)
         return {"FINISHED"} if state.report_type == "INFO" else {"CANCELLED"}
 

@@ -10,6 +10,7 @@ from engine.errors import AnimateGaussiansError
 
 from . import engine_client, gaussian_object, object_subsets, segment_query
 from .camera_data import camera_from_blender, render_resolution
+from .modal_engine import set_status
 from .viewport_camera import region_camera, region_pixel, window_region_at
 
 _POLL_SECONDS = 0.05
@@ -102,9 +103,7 @@ class _ViewportTool:
         return True
 
     def _status(self, context, text: str | None) -> None:
-        if context.workspace is not None:
-            context.workspace.status_text_set(text)
-        context.area.header_text_set(text)
+        set_status(context, text)
 
     def _view_at(self, context, event):
         """(region, viewmat, K, width, height) of the viewport under the mouse, or None when not over it."""

@@ -113,3 +113,42 @@ def test_segment_request_through_the_engine_process(tmp_path, monkeypatch):
         assert final.kind == "error" and "clip" in (final["message"] + final["hint"]).lower()
     finally:
         eng.close()
+
+
+class _QuietContext:
+    def progress(self, fraction: float, stage: str) -> None:
+        pass
+
+    def check_cancelled(self) -> None:
+        pass
+
+
+def test_real_capture_segments_with_the_offline_default(real_ply, tmp_path, monkeypatch):
+    """A real .ply nobody here made: a click and a box with no model weights give a bounded, compact
+    selection of what is under the click / inside the box (no ground truth exists for it)."""
+    from engine.ply import read_gaussians
+    from engine.segment.handler import handle_segment
+
+    monkeypatch.setenv("ANIMATE_GAUSSIANS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ANIMATE_GAUSSIANS_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("ANIMATE_GAUSSIANS_OFFLINE", "1")
+    g = read_gaussians(real_ply)
+    (view,) = orbit_views(g.means, count=1, width=160, height=120, elevations=(30.0,))
+    arrays = {"viewmat": view.viewmat, "K": view.K, "file_to_world": np.eye(4)}
+    params = {"ply_path": str(real_ply), "mode": "click", "x": 80.0, "y": 60.0, "granularity": 0.3,
+              "method": "auto", "width": 160, "height": 120, "device": "cpu"}
+    result, out = handle_segment(_QuietContext(), params, arrays)
+    mask = out["mask"]
+    assert result["method"] == "region" and mask.shape == (g.count,)
+    assert 0.001 * g.count <= mask.sum() <= 0.9 * g.count
+    # Compact: the selection spans less of the scene than the whole capture does.
+    spread = lambda p: np.percentile(p, 95, axis=0) - np.percentile(p, 5, axis=0)  # noqa: E731
+    assert np.linalg.norm(spread(g.means[mask])) < np.linalg.norm(spread(g.means))
+
+    box = [40.0, 30.0, 120.0, 90.0]
+    result, out = handle_segment(_QuietContext(), {**params, "mode": "box", "box": box}, arrays)
+    selected = out["mask"]
+    assert selected.any()
+    uv, z = project_points(g.means[selected], view.viewmat, view.K)
+    inside = (uv[:, 0] >= box[0]) & (uv[:, 0] <= box[2]) & (uv[:, 1] >= box[1]) & (uv[:, 1] <= box[3]) & (z > 0)
+    assert inside.mean() >= 0.9

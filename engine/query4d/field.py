@@ -23,6 +23,7 @@ from .autoencoder import train_autoencoder
 from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
 from .features import FeatureExtractor, clip_crop_features, crop_boxes, crop_membership
 from .lifting import lift_feature_image
+from ..segment.lifting import view_shares
 
 FIELD_VERSION = 2
 
@@ -37,6 +38,8 @@ class FieldOptions:
     time_stride: int = 1
     ae_iterations: int = 400
     knn: int = 8          # neighbours pooled into each Gaussian's lifted feature (0: none)
+    elevations: tuple[float, ...] = (15.0, 40.0)   # degrees above the horizon of the orbit views' rings
+    view_shares: bool = False   # lift each view's sums as shares of the Gaussian's weight in that view
     backend: str = "auto"
 
     def key(self, extractor_name: str) -> str:
@@ -130,7 +133,7 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     stats: dict = {}
     clock = time.perf_counter()
     dev = to_device(seq, device)
-    views = sequence_views(seq, options.views, options.width, options.height)
+    views = sequence_views(seq, options.views, options.width, options.height, options.elevations)
     steps = sampled_timesteps(seq.timesteps, options.time_stride)
     frames = render_all_frames(dev, views, with_aux=extractor.name == "oracle", backend=options.backend,
                                progress=lambda f, s: report(0.2 * f, s),
@@ -179,6 +182,10 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
             pixel_codes = (member_w.T @ crop_codes[i, v].float()) / norm[:, None]
             n_v, d_v = lift_feature_image(means, quats, dev.scales, dev.opacities, viewmats[v], Ks[v],
                                           pixel_codes.reshape(options.height, options.width, d), options.backend)
+            if options.view_shares:
+                # One vote per view for a Gaussian shown well, however large it appears there.
+                scale = view_shares(d_v[:, None])[:, 0] / d_v.clamp_min(1e-12)
+                n_v, d_v = n_v * scale[:, None], d_v * scale
             num += n_v
             den += d_v
         if options.knn > 0:
