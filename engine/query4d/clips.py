@@ -65,13 +65,12 @@ def to_device(d: DynamicGaussians, device: torch.device | str) -> DeviceSequence
                           opacities=t(1.0 / (1.0 + np.exp(-d.opacity_logit))), labels_onehot=onehot)
 
 
-def sequence_views(d: DynamicGaussians, count: int, width: int, height: int,
-                   elevations: tuple[float, ...] = (15.0, 40.0)) -> list[View]:
+def sequence_views(d: DynamicGaussians, count: int, width: int, height: int) -> list[View]:
     """Orbit views framing where the Gaussians go over the whole sequence (a sample of timesteps)."""
     sample = d.means[np.linspace(0, d.timesteps - 1, min(d.timesteps, 8)).round().astype(int)]
     points = sample.reshape(-1, 3)
     points = points[:: max(1, len(points) // 200_000)]
-    return orbit_views(points, count, elevations=tuple(elevations), width=width, height=height)
+    return orbit_views(points, count, width=width, height=height)
 
 
 def clip_timesteps(t: int, timesteps: int, length: int) -> np.ndarray:

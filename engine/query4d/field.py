@@ -23,9 +23,8 @@ from .autoencoder import train_autoencoder
 from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
 from .features import FeatureExtractor, clip_crop_features, crop_boxes, crop_membership
 from .lifting import lift_feature_image
-from ..segment.lifting import view_shares
 
-FIELD_VERSION = 2
+FIELD_VERSION = 3
 
 
 @dataclass
@@ -37,9 +36,8 @@ class FieldOptions:
     code_dim: int = 16
     time_stride: int = 1
     ae_iterations: int = 400
-    knn: int = 8          # neighbours pooled into each Gaussian's lifted feature (0: none)
-    elevations: tuple[float, ...] = (15.0, 40.0)   # degrees above the horizon of the orbit views' rings
-    view_shares: bool = False   # lift each view's sums as shares of the Gaussian's weight in that view
+    knn: int = 32         # neighbours pooled into each Gaussian's lifted feature (0: none)
+    colour_sigma: float = 0.2   # RGB distance scale of the neighbours' weights in pooling (0: all weigh 1)
     backend: str = "auto"
 
     def key(self, extractor_name: str) -> str:
@@ -110,12 +108,26 @@ class Neighbours:
         return self.index
 
 
-def neighbourhood_sums(index: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def neighbourhood_sums(index: torch.Tensor, num: torch.Tensor, den: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Add the lifted sums of each Gaussian's nearest neighbours (index (N, k)) to its own. Lifting is noisy
     where views see a Gaussian at a glancing angle, through a neighbour's edge or not at all; a surface's
     neighbours see the same thing, so pooling their contribution-weighted sums fills gaps and evens out mixed
-    edge pixels, with well-seen Gaussians weighing most."""
-    return num + num[index].sum(1), den + den[index].sum(1)
+    edge pixels, with well-seen Gaussians weighing most. `weights` (N, k) scales each neighbour's sums."""
+    if weights is None:
+        weights = den.new_ones(index.shape)
+    out_num, out_den = num.clone(), den.clone()
+    for j in range(index.shape[1]):      # one neighbour at a time: no (N, k, d) gather at 300k Gaussians
+        out_num += weights[:, j, None] * num[index[:, j]]
+        out_den += weights[:, j] * den[index[:, j]]
+    return out_num, out_den
+
+
+def colour_weights(index: torch.Tensor, rgb: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, k) similarity of each Gaussian's colour to its neighbours' (a neighbour of another colour is likely
+    another object: the hidden underside of a ball touches the floor, whose sums must not flood it)."""
+    d2 = ((rgb[index] - rgb[:, None]) ** 2).sum(-1)
+    return torch.exp(-d2 / (2 * sigma ** 2))
 
 
 def sampled_timesteps(total: int, stride: int) -> np.ndarray:
@@ -133,7 +145,7 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     stats: dict = {}
     clock = time.perf_counter()
     dev = to_device(seq, device)
-    views = sequence_views(seq, options.views, options.width, options.height, options.elevations)
+    views = sequence_views(seq, options.views, options.width, options.height)
     steps = sampled_timesteps(seq.timesteps, options.time_stride)
     frames = render_all_frames(dev, views, with_aux=extractor.name == "oracle", backend=options.backend,
                                progress=lambda f, s: report(0.2 * f, s),
@@ -175,21 +187,19 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     seen = torch.zeros((len(steps), seq.count), dtype=torch.bool, device=device)
     neighbours = Neighbours(options.knn)
     for i, t in enumerate(steps.tolist()):
-        means, quats, _ = dev.at(t)
+        means, quats, rgb = dev.at(t)
         num = torch.zeros((seq.count, d), device=device)
         den = torch.zeros(seq.count, device=device)
         for v in range(len(views)):
             pixel_codes = (member_w.T @ crop_codes[i, v].float()) / norm[:, None]
             n_v, d_v = lift_feature_image(means, quats, dev.scales, dev.opacities, viewmats[v], Ks[v],
                                           pixel_codes.reshape(options.height, options.width, d), options.backend)
-            if options.view_shares:
-                # One vote per view for a Gaussian shown well, however large it appears there.
-                scale = view_shares(d_v[:, None])[:, 0] / d_v.clamp_min(1e-12)
-                n_v, d_v = n_v * scale[:, None], d_v * scale
             num += n_v
             den += d_v
         if options.knn > 0:
-            num, den = neighbourhood_sums(neighbours.at(means), num, den)
+            index = neighbours.at(means)
+            w = colour_weights(index, rgb, options.colour_sigma) if options.colour_sigma > 0 else None
+            num, den = neighbourhood_sums(index, num, den, w)
         ok = den > 1e-4
         codes[i] = torch.where(ok[:, None], F.normalize(num, dim=-1), torch.zeros_like(num)).half()
         seen[i] = ok
