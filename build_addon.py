@@ -58,6 +58,9 @@ def build_engine_wheel(out_dir: Path, version: str) -> Path:
     for package in ENGINE_PACKAGES:
         for path in _source_files(ROOT / package):
             files.append((path.relative_to(ROOT).as_posix(), path.read_bytes()))
+    # The data files travel inside the engine package (engine/data_files.py finds them there when installed).
+    for path in _source_files(ROOT / "presets"):
+        files.append(("engine/" + path.relative_to(ROOT).as_posix(), path.read_bytes()))
     metadata = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
                 "Summary: Animate Gaussians engine (torch process) and the modules the Blender add-on shares\n"
                 "Requires-Python: >=3.10\n").encode()

@@ -69,8 +69,13 @@ def test_zip_layout(extension_zip: Path) -> None:
     assert 'id = "animate_gaussians"' in manifest
     assert '"./wheels/plyfile-1.0.3-py3-none-any.whl"' in manifest
     assert f'"./{engine_wheel}"' in manifest
-    for module in ("engine/__init__.py", "engine/ply.py", "engine/protocol.py", "cuda_ext/__init__.py"):
+    for module in ("engine/__init__.py", "engine/ply.py", "engine/protocol.py", "cuda_ext/__init__.py",
+                   "engine/motion/handler.py", "engine/segment/handler.py", "engine/query4d/handler.py"):
         assert module in wheel_names
+    # The presets and model profiles the engine loads when installed from the wheel (engine/data_files.py).
+    presets = {n for n in wheel_names if n.startswith("engine/presets/motion/") and n.endswith(".json")}
+    assert len(presets) >= 12 and "engine/presets/motion/bounce.json" in wheel_names
+    assert any(n.startswith("engine/presets/models/") and n.endswith(".json") for n in wheel_names)
 
 
 def test_installs_enables_and_imports(extension_zip: Path, tmp_path: Path, primitives_ply: Path,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data_files import presets_dir
 from .generators.base import GeneratorError
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "presets" / "motion"
+PRESET_DIR = presets_dir() / "motion"
 DIRECTIONS = ("up", "down", "right", "left", "forward", "back")
 OPPOSITE = {"up": "down", "down": "up", "right": "left", "left": "right", "forward": "back", "back": "forward"}
 TRACK_TYPES = ("translate", "rotate", "roll", "drop")

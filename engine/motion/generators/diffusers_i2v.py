@@ -14,13 +14,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...data_files import presets_dir
 from ...errors import CancelledError
 from ...models.registry import OFFLINE_ENV, ModelEntry, ModelUnavailableError, fetch, is_available, register
 from ...render.video import to_uint8
 from ..video_framing import from_model_video, plan_framing, resample_frames, to_model_frame
 from .base import GeneratedMotion, GeneratorError, MotionRequest, Progress
 
-PROFILES_DIR = Path(__file__).resolve().parents[3] / "presets" / "models"
+PROFILES_DIR = presets_dir() / "models"
 DEFAULT_FIRST_LAST = "wan2.1-flf2v-14b-720p"
 DEFAULT_FIRST_ONLY = "wan2.1-i2v-14b-480p"
 _LOADED: dict[tuple[str, str], Any] = {}   # (profile id, device) -> pipeline: load once per engine process
