@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnimateGaussiansError, InputFileError
+from .gaussian_transform import quat_multiply
 from .ply import SH_C0, GaussianArrays
 
 REQUIRED_KEYS = ("means3D", "unnorm_rotations", "rgb_colors", "logit_opacities", "log_scales")
@@ -162,13 +163,6 @@ def speeds(d: DynamicGaussians, t: int) -> np.ndarray:
     return (np.linalg.norm(d.means[b] - d.means[a], axis=1) / (b - a)).astype(np.float32)
 
 
-def _quat_multiply(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    w1, x1, y1, z1 = np.moveaxis(q1, -1, 0)
-    w2, x2, y2, z2 = np.moveaxis(q2, -1, 0)
-    return np.stack([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2], axis=-1)
-
-
 def make_moving_sequence(gaussians_per_object: int = 1500, timesteps: int = 40, moving_label: int = 1,
                          move_start: int = 10, move_end: int = 30, distance: float = 1.2,
                          seed: int = 0) -> DynamicGaussians:
@@ -192,7 +186,7 @@ def make_moving_sequence(gaussians_per_object: int = 1500, timesteps: int = 40, 
         R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
         means[t, moving] = local @ R.T + obj.center + np.array([distance * fraction[t], 0.0, 0.0])
         q = np.array([np.cos(-angle[t] / 2), 0.0, 0.0, np.sin(-angle[t] / 2)])
-        quats[t, moving] = _quat_multiply(q[None], g.quats_wxyz[moving])
+        quats[t, moving] = quat_multiply(q[None], g.quats_wxyz[moving])
     rgb = g.colors()[None].astype(np.float32)
     seg = np.zeros((N, 3), np.float32)
     seg[scene.labels != 0, 0] = 1.0                         # foreground in channel 0, as Dynamic 3D Gaussians

@@ -295,6 +295,22 @@ class HostedGenerator:
             return False, "install requests in the engine environment (pip install requests)"
         return True, ""
 
+    def await_video(self, session: ApiSession, fetch_state: Callable[[], TaskState], request: Any, framing: Any,
+                    options: Mapping, interval: float, max_interval: float, timeout: float, progress: Progress,
+                    check_cancelled: Callable[[], None], info: dict) -> Any:
+        """Poll the created task until it ends (its own defaults, overridable by the request's options), then
+        download its video as camera frames: the GeneratedMotion both services return."""
+        from .generators.base import GeneratedMotion
+
+        state = poll_task(fetch_state, session.service, interval=float(options.get("poll_interval", interval)),
+                          max_interval=float(options.get("max_poll_interval", max_interval)),
+                          timeout=float(options.get("timeout", timeout)),
+                          progress=lambda f, s: progress(0.05 + 0.8 * f, s), check_cancelled=check_cancelled,
+                          sleep=self.sleep, clock=self.clock)
+        check_cancelled()
+        video, clip_info = self.fetch_video(session, state.output_urls[0], framing, request.frames, progress)
+        return GeneratedMotion(video=video, fps=request.fps, info={"generator": self.name, **info, **clip_info})
+
     def fetch_video(self, session: ApiSession, url: str, framing: Any, frames: int, progress: Progress
                     ) -> tuple[np.ndarray, dict]:
         """Download the result, decode it, map it back to the camera's pixels and resample it to `frames`;

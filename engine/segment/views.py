@@ -17,6 +17,7 @@ import numpy as np
 
 from ..cameras import intrinsics_from_fov, look_at
 from ..errors import AnimateGaussiansError
+from ..gaussian_transform import quat_to_matrix
 
 # Longest side of a view used for segmentation; captures are scaled down to it (never up).
 WORKING_SIZE = 1024
@@ -61,13 +62,6 @@ def _colmap_K(model: str, params: np.ndarray) -> np.ndarray:
         fx, cx, cy = params[:3]
         fy = fx
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-
-
-def _quat_to_rotmat(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
 def _read_cameras_bin(path: Path) -> dict[int, tuple[str, int, int, np.ndarray]]:
@@ -177,7 +171,7 @@ def load_colmap_views(path: str | Path, max_size: int | None = WORKING_SIZE) -> 
             raise ViewsError(f"{sparse}: image {name!r} refers to missing camera {cam_id}")
         model, width, height, params = cams[cam_id]
         viewmat = np.eye(4)
-        viewmat[:3, :3] = _quat_to_rotmat(qvec)
+        viewmat[:3, :3] = quat_to_matrix(qvec)
         viewmat[:3, 3] = tvec
         K, w, h = _scaled(_colmap_K(model, params), width, height, max_size)
         photo = image_dir / name if image_dir is not None and (image_dir / name).exists() else None

@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable
 
 from ..http_api import (ApiError, ApiKeyMissingError, ApiSession, HostedGenerator, RetryPolicy, TaskState,
-                        png_base64, poll_task)
+                        png_base64)
 from ..video_framing import plan_framing, to_model_frame
 from .base import GeneratedMotion, MotionRequest, Progress
 from .runway import closest_ratio
@@ -116,14 +116,8 @@ class KlingGenerator(HostedGenerator):
                              str(data.get("task_status_msg") or ""), data)
 
         # Kling takes minutes (the seed measured about 10): poll gently.
-        state = poll_task(fetch_state, "Kling", interval=float(options.get("poll_interval", 5.0)),
-                          max_interval=float(options.get("max_poll_interval", 30.0)),
-                          timeout=float(options.get("timeout", 1800.0)),
-                          progress=lambda f, s: progress(0.05 + 0.8 * f, s), check_cancelled=check_cancelled,
-                          sleep=self.sleep, clock=self.clock)
-        check_cancelled()
-        video, clip_info = self.fetch_video(session, state.output_urls[0], framing, request.frames, progress)
-        return GeneratedMotion(video=video, fps=request.fps,
-                               info={"generator": self.name, "model": model, "task_id": task_id,
-                                     "last_frame_used": request.last_frame is not None, "duration_s": int(duration),
-                                     "model_size": [width, height], **clip_info})
+        return self.await_video(session, fetch_state, request, framing, options, interval=5.0, max_interval=30.0,
+                                timeout=1800.0, progress=progress, check_cancelled=check_cancelled,
+                                info={"model": model, "task_id": task_id,
+                                      "last_frame_used": request.last_frame is not None,
+                                      "duration_s": int(duration), "model_size": [width, height]})

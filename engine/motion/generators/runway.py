@@ -12,7 +12,7 @@ import os
 from typing import Callable
 
 from ..http_api import (ApiError, ApiKeyMissingError, ApiSession, HostedGenerator, RetryPolicy, TaskState,
-                        png_data_uri, poll_task)
+                        png_data_uri)
 from ..video_framing import plan_framing, to_model_frame
 from .base import GeneratedMotion, MotionRequest, Progress
 
@@ -92,14 +92,7 @@ class RunwayGenerator(HostedGenerator):
             return TaskState(status, float(fraction) if isinstance(fraction, (int, float)) else None,
                              list(answer.get("output") or []), str(reason), answer)
 
-        state = poll_task(fetch_state, "Runway", interval=float(options.get("poll_interval", 2.0)),
-                          max_interval=float(options.get("max_poll_interval", 10.0)),
-                          timeout=float(options.get("timeout", 600.0)),
-                          progress=lambda f, s: progress(0.05 + 0.8 * f, s), check_cancelled=check_cancelled,
-                          sleep=self.sleep, clock=self.clock)
-        check_cancelled()
-        video, clip_info = self.fetch_video(session, state.output_urls[0], framing, request.frames, progress)
-        return GeneratedMotion(video=video, fps=request.fps,
-                               info={"generator": self.name, "model": model, "task_id": task_id,
-                                     "last_frame_used": sent_last, "duration_s": duration,
-                                     "model_size": [width, height], **clip_info})
+        return self.await_video(session, fetch_state, request, framing, options, interval=2.0, max_interval=10.0,
+                                timeout=600.0, progress=progress, check_cancelled=check_cancelled,
+                                info={"model": model, "task_id": task_id, "last_frame_used": sent_last,
+                                      "duration_s": duration, "model_size": [width, height]})
