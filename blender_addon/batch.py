@@ -356,6 +356,12 @@ def _keyframe_count(obj) -> tuple[int, list[float] | None]:
     return sum(len(fc.keyframe_points) for fc in fcurves), [float(f) for f in action.frame_range]
 
 
+def _warnings() -> list[dict]:
+    """Every fallback the engine (or the add-on) took in this run: {"source", "code", "message"}."""
+    from blender_addon import notices
+    return notices.history()
+
+
 def build_report(ctx: BatchContext) -> dict:
     import bpy
     from blender_addon.gaussian_object import gaussian_count, is_gaussian_object, object_layout
@@ -372,7 +378,7 @@ def build_report(ctx: BatchContext) -> dict:
         entry["keyframes"], entry["frame_range"] = _keyframe_count(obj)
         objects.append(entry)
     return {"ok": not ctx.errors, "objects": objects, "segments": ctx.segments, "queries": ctx.queries,
-            "files": ctx.files,
+            "files": ctx.files, "warnings": _warnings(),
             "seconds": {s["name"]: s["seconds"] for s in ctx.steps}, "steps": ctx.steps, "errors": ctx.errors}
 
 
@@ -381,7 +387,7 @@ def write_report(ctx: BatchContext) -> None:
     try:
         report = build_report(ctx)
     except Exception as error:   # the report must still say what went wrong
-        report = {"ok": False, "objects": [], "files": ctx.files, "steps": ctx.steps,
+        report = {"ok": False, "objects": [], "files": ctx.files, "steps": ctx.steps, "warnings": _warnings(),
                   "seconds": {s["name"]: s["seconds"] for s in ctx.steps},
                   "errors": ctx.errors + [f"report: {error}"]}
     path.write_text(json.dumps(report, indent=2))
@@ -424,10 +430,13 @@ def run(argv: Sequence[str]) -> int:
         _start_scene(args)
         for step in steps:
             start = time.perf_counter()
+            seen = len(_warnings())
             try:
                 step.run(ctx)
             finally:
                 ctx.steps.append({"name": step.name, "seconds": round(time.perf_counter() - start, 4)})
+                for w in _warnings()[seen:]:
+                    print(f"{PROG}: warning: {_one_line(w['message'])}", file=sys.stderr, flush=True)
     except (AnimateGaussiansError, OSError) as error:
         message = error.user_message() if isinstance(error, AnimateGaussiansError) else f"{type(error).__name__}: {error}"
         ctx.errors.append(_one_line(message))

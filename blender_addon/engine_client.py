@@ -28,6 +28,8 @@ import engine
 from engine import protocol
 from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
+from . import notices
+
 ENV_PYTHON = "ANIMATE_GAUSSIANS_PYTHON"
 ENGINE_ENV_DIR = "engine-env"
 ADDON_PACKAGE = __package__ or "blender_addon"
@@ -144,6 +146,7 @@ class _EngineProcess:
         self.events = events
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=stderr_lines)
         self.pending: set[int] = set()
+        self.request_types: dict[int, str] = {}    # id → request type, so results' warnings are filed by kind
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
         self.ready = threading.Event()
@@ -206,6 +209,9 @@ class _EngineProcess:
             event = EngineEvent("progress", msg.id, fraction=float(msg["fraction"]), stage=msg["stage"])
         elif msg.kind == "result":
             event = EngineEvent("result", msg.id, fraction=1.0, params=msg["params"], arrays=msg.arrays)
+            with self.lock:
+                request_type = self.request_types.get(msg.id, "engine")
+            notices.record(request_type, msg["params"])
         elif msg.kind == "error":
             event = EngineEvent("error", msg.id, error=protocol.exception_from_error(msg))
         else:
@@ -214,6 +220,7 @@ class _EngineProcess:
         if event.final:
             with self.lock:
                 self.pending.discard(msg.id)
+                self.request_types.pop(msg.id, None)
         self.events.put(event)
 
     def _finish(self, problem: EngineError | None) -> None:
@@ -358,6 +365,7 @@ class EngineClient:
             msg.id = request_id
             with proc.lock:
                 proc.pending.add(request_id)
+                proc.request_types[request_id] = request_type
         try:
             proc.send(msg)
         except (OSError, ValueError):

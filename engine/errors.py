@@ -51,3 +51,9 @@ class CameraError(AnimateGaussiansError):
     """No usable camera."""
 
     hint = "add a camera and make it the scene's active camera"
+
+
+class FallbackRefusedError(AnimateGaussiansError):
+    """The engine would have fallen back to a lesser method, and the user asked it not to (`--require-…`)."""
+
+    hint = "install what the message names, or leave out the --require option to accept the fallback"

@@ -35,6 +35,9 @@ def handle_sleep_steps(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str,
         ctx.check_cancelled()
         time.sleep(seconds)
         ctx.progress((i + 1) / steps, f"step {i + 1} of {steps}")
+    if params.get("warn"):  # what a fallback does (checks that warnings reach the add-on, and --require-…)
+        from engine import fallbacks
+        fallbacks.warn(str(params.get("warn_code", "diagnostic")), str(params["warn"]))
     if params.get("fail"):
         raise RuntimeError(str(params["fail"]))
     if params.get("exit_code") is not None:  # simulates the engine dying mid-request (tests)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Mapping
 
 import engine
-from engine import protocol
+from engine import fallbacks, protocol
 from engine.errors import AnimateGaussiansError, CancelledError
 from engine.handlers import HANDLERS, Handler, resolve
 
@@ -143,8 +143,10 @@ class EngineServer:
         try:
             ctx.check_cancelled()
             handler = resolve(request_type, self._registry)
-            out = handler(ctx, msg["params"], msg.arrays)
+            with fallbacks.collecting(msg["params"]) as warnings:
+                out = handler(ctx, msg["params"], msg.arrays)
             params, arrays = out if out is not None else ({}, {})
+            params = fallbacks.attach(dict(params), warnings)
             reply = protocol.result(msg.id, params, arrays)
             protocol.encode(reply)  # fail here (as an error reply) if the handler returned something unsendable
         except AnimateGaussiansError as exc:

@@ -1,0 +1,77 @@
+"""Warnings the user must see: every engine fallback (no depth, torch instead of gsplat, region growing instead
+of SAM, ...) arrives with its result as `params["warnings"]` (engine/fallbacks.py). The engine client records
+them here by request type as results arrive; the panel draws them, operators report them, and the batch report
+lists them under `warnings`. Pure Python (no bpy), so the batch and the tests read it directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Mapping
+
+from engine import fallbacks
+
+_lock = threading.Lock()
+_latest: dict[str, list[dict[str, str]]] = {}     # request type → warnings of its latest result
+_history: list[dict[str, str]] = []               # every warning of this session, in order (the batch report)
+
+
+def record(source: str, result_params: Mapping[str, Any] | None) -> list[str]:
+    """Store the warnings of `source`'s latest result (replacing the previous ones); returns their messages."""
+    found = fallbacks.warnings_of(result_params)
+    with _lock:
+        _latest[source] = found
+        for w in found:
+            entry = {"source": source, **w}
+            if entry not in _history:
+                _history.append(entry)
+    return [w["message"] for w in found]
+
+
+def add(source: str, code: str, message: str) -> None:
+    """A warning the add-on itself raises (e.g. no engine backend information)."""
+    with _lock:
+        _latest.setdefault(source, [])
+        if not any(w["message"] == message for w in _latest[source]):
+            _latest[source].append({"code": code, "message": message})
+        entry = {"source": source, "code": code, "message": message}
+        if entry not in _history:
+            _history.append(entry)
+
+
+def latest(source: str | None = None) -> list[str]:
+    """Messages of the latest result of `source` (all sources when None), for the panel."""
+    with _lock:
+        sources = [source] if source is not None else list(_latest)
+        return [w["message"] for s in sources for w in _latest.get(s, [])]
+
+
+def history() -> list[dict[str, str]]:
+    """Every warning of this session: {"source", "code", "message"}."""
+    with _lock:
+        return [dict(w) for w in _history]
+
+
+def clear(source: str | None = None) -> None:
+    with _lock:
+        if source is None:
+            _latest.clear()
+            _history.clear()
+        else:
+            _latest.pop(source, None)
+
+
+def report(operator, messages: list[str]) -> None:
+    """Show each warning through Operator.report (the status bar and the info log)."""
+    for message in messages:
+        operator.report({"WARNING"}, message)
+
+
+def draw(layout, source: str | None = None) -> None:
+    """A box of the latest warnings (of `source`, or all) in a panel; nothing when there are none."""
+    messages = latest(source)
+    if not messages:
+        return
+    box = layout.box()
+    for message in messages:
+        box.label(text=message, icon="ERROR")

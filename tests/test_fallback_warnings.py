@@ -1,0 +1,58 @@
+"""Fallbacks are never silent: a warning raised in the engine reaches the result, the add-on's notices (panel)
+and the batch report; a request that requires the method away fails with FallbackRefusedError."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from blender_addon import notices
+from blender_addon.engine_client import EngineClient
+from engine import fallbacks
+from engine.errors import FallbackRefusedError
+
+TIMEOUT = 20
+
+
+@pytest.fixture
+def client():
+    notices.clear()
+    c = EngineClient(python=sys.executable)
+    yield c
+    c.stop()
+    notices.clear()
+
+
+def test_a_warning_in_the_engine_arrives_with_the_result_and_is_recorded(client):
+    params, _ = client.request("sleep_steps", {"steps": 1, "seconds": 0.0, "warn": "no depth model: colour only",
+                                               "warn_code": "no_depth"}, timeout=TIMEOUT)
+    assert params["warnings"] == [{"code": "no_depth", "message": "no depth model: colour only"}]
+    assert notices.latest("sleep_steps") == ["no depth model: colour only"]
+    assert notices.history() == [{"source": "sleep_steps", "code": "no_depth",
+                                  "message": "no depth model: colour only"}]
+    # the next result of the same kind replaces what the panel shows; the history (batch report) keeps it
+    client.request("sleep_steps", {"steps": 1, "seconds": 0.0}, timeout=TIMEOUT)
+    assert notices.latest("sleep_steps") == []
+    assert len(notices.history()) == 1
+
+
+def test_a_required_method_turns_the_fallback_into_an_error(client):
+    with pytest.raises(FallbackRefusedError, match="no depth model.*--require-depth"):
+        client.request("sleep_steps", {"steps": 1, "seconds": 0.0, "warn": "no depth model",
+                                       "warn_code": "no_depth", "require": ["no_depth"]}, timeout=TIMEOUT)
+    assert notices.history() == []
+
+
+def test_collecting_outside_and_inside_a_request():
+    fallbacks.warn("no_depth", "outside any request: only logged")        # must not raise
+    with fallbacks.collecting({"require": "torch_rasterizer"}) as found:
+        fallbacks.warn("no_depth", "a")
+        fallbacks.warn("no_depth", "a")                                    # said once
+        assert fallbacks.required("torch_rasterizer") and not fallbacks.required("no_depth")
+        with pytest.raises(FallbackRefusedError):
+            fallbacks.warn("torch_rasterizer", "b")
+    assert found == [{"code": "no_depth", "message": "a"}]
+    assert fallbacks.attach({"warnings": [{"code": "x", "message": "y"}]}, found)["warnings"] == [
+        {"code": "x", "message": "y"}, {"code": "no_depth", "message": "a"}]
+    assert fallbacks.messages({"warnings": ["plain", {"code": "c", "message": "m"}]}) == ["plain", "m"]
