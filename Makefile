@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WHEELHOUSE := build/wheelhouse
 
-.PHONY: setup test test-gpu demo bench extension clean
+.PHONY: setup test test-gpu demo bench fuzz extension clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/import_speed.py
+
+# >= 10,000 malformed inputs per reader/decoder (tools/fuzz_targets.py); prints the counts, fails on a crash or hang
+fuzz: setup
+	$(PY) tools/fuzz.py -n $(or $(FUZZ_N),10000)
 
 extension: setup
 	$(PY) build_addon.py --wheel-dir $(WHEELHOUSE)

@@ -63,7 +63,9 @@ class PlyHeader:
     @property
     def f_rest_names(self) -> list[str]:
         rest = [n for n in self.names if n.startswith("f_rest_")]
-        return sorted(rest, key=lambda n: int(n[len("f_rest_"):]))
+        # a damaged suffix sorts last instead of failing here: read_header then names the numbering problem
+        return sorted(rest, key=lambda n: (0, int(n[7:]), "") if n[7:].isascii() and n[7:].isdigit()
+                      else (1, 0, n))
 
     @property
     def sh_degree(self) -> int:

@@ -203,7 +203,10 @@ def _read_exact(stream: BinaryIO, n: int, what: str, allow_eof: bool = False) ->
 
 def _read_body(stream: BinaryIO, n: int) -> np.ndarray:
     # np.empty does not touch the pages, so a large declared body costs nothing until its bytes arrive.
-    body = np.empty(n, np.uint8)
+    try:
+        body = np.empty(n, np.uint8)
+    except MemoryError:   # a system without overcommit refuses even untouched pages
+        raise FrameError(f"cannot allocate a {n}-byte frame body", in_sync=False) from None
     view = memoryview(body)
     got = 0
     readinto = getattr(stream, "readinto", None)
@@ -234,7 +237,7 @@ def _decode_arrays(table: Any, body: np.ndarray, request_id: int | None) -> dict
         name, dtype, shape, offset = entry["name"], entry["dtype"], entry["shape"], entry["offset"]
         if not isinstance(name, str) or name in arrays:
             raise bad(f"array name {name!r} is not a new string")
-        if dtype not in WIRE_DTYPES:
+        if not isinstance(dtype, str) or dtype not in WIRE_DTYPES:
             raise bad(f"array {name!r} has dtype {dtype!r}; the protocol carries {sorted(WIRE_DTYPES)}")
         if (not isinstance(shape, list) or len(shape) > 32
                 or not all(type(d) is int and 0 <= d <= MAX_BODY_BYTES for d in shape)):
