@@ -29,6 +29,7 @@ from engine import protocol
 from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
 from . import notices
+from .engine_watchdog import StallWatch, stall_timeout, stop_if_hung
 
 ENV_PYTHON = "ANIMATE_GAUSSIANS_PYTHON"
 ENGINE_ENV_DIR = "engine-env"
@@ -152,6 +153,8 @@ class _EngineProcess:
         self.ready = threading.Event()
         self.hello: dict[str, Any] | None = None
         self.failure: EngineError | None = None
+        self.stall_error: EngineError | None = None   # set when the client stops a hung engine
+        self.watch = StallWatch()
         self.stopping = False
         self.popen = subprocess.Popen([python, "-m", "engine"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, env=dict(env), cwd=engine_pythonpath())
@@ -205,6 +208,7 @@ class _EngineProcess:
         if msg.id is None:  # an error about a frame it could not attribute; the stream may be lost next
             log.warning("engine: %s: %s", msg.fields.get("error_type"), msg.fields.get("message"))
             return
+        self.watch.heard(msg.id)
         if msg.kind == "progress":
             event = EngineEvent("progress", msg.id, fraction=float(msg["fraction"]), stage=msg["stage"])
         elif msg.kind == "result":
@@ -221,6 +225,7 @@ class _EngineProcess:
             with self.lock:
                 self.pending.discard(msg.id)
                 self.request_types.pop(msg.id, None)
+            self.watch.finished(msg.id)
         self.events.put(event)
 
     def _finish(self, problem: EngineError | None) -> None:
@@ -235,6 +240,7 @@ class _EngineProcess:
         with self.lock:
             owed = sorted(self.pending)
             self.pending.clear()
+            problem = self.stall_error or problem
             if problem is None and not self.stopping:
                 when = "" if self.hello is not None else " before it was ready"
                 problem = EngineError(f"the engine stopped{when}: it {_describe_exit(code)}")
@@ -286,8 +292,10 @@ class EngineClient:
     """
 
     def __init__(self, python: str | Callable[[], str] | None = None, env: Mapping[str, str] | None = None,
-                 stderr_lines: int = STDERR_LINES) -> None:
+                 stderr_lines: int = STDERR_LINES, stall_timeout_s: float | Callable[[], float] | None = None
+                 ) -> None:
         self._python = python
+        self._stall_timeout = stall_timeout_s
         self._env = env
         self._stderr_lines = stderr_lines
         self._events: queue.Queue[EngineEvent] = queue.Queue()
@@ -366,6 +374,7 @@ class EngineClient:
             with proc.lock:
                 proc.pending.add(request_id)
                 proc.request_types[request_id] = request_type
+            proc.watch.heard(request_id)
         try:
             proc.send(msg)
         except (OSError, ValueError):
@@ -376,6 +385,17 @@ class EngineClient:
             if owed:
                 raise proc.failure or EngineError("the engine stopped before it took the request") from None
         return request_id
+
+    def stall_limit(self) -> float:
+        """Seconds of engine silence on a request before it counts as hung (0: never)."""
+        value = self._stall_timeout() if callable(self._stall_timeout) else self._stall_timeout
+        return stall_timeout(value)
+
+    def check_stalled(self) -> None:
+        """Stop the engine if a request has been silent past the limit (poll and wait call this)."""
+        proc = self._proc
+        if proc is not None and proc.alive:
+            stop_if_hung(proc, self.stall_limit())
 
     def cancel(self, request_id: int) -> None:
         """Ask the engine to stop the request at its next step; it then ends with a CancelledError event."""
@@ -389,6 +409,7 @@ class EngineClient:
     def poll(self, request_id: int | None = None) -> list[EngineEvent]:
         """Events that arrived since the last poll, oldest first (never blocks): all of them, or only those of
         `request_id` (the others are kept for their own pollers)."""
+        self.check_stalled()
         with self._lock:
             while True:
                 try:
@@ -431,6 +452,7 @@ class EngineClient:
                 event = self._events.get(timeout=0.5 if remaining is None else min(0.5, remaining))
             except queue.Empty:
                 mine = []
+                self.check_stalled()
                 proc = self._proc
                 if proc is None or request_id not in proc.pending:  # its end went to poll(), or it never was
                     raise EngineError(f"request {request_id} is not running") from None
@@ -457,6 +479,12 @@ def _preferred_python() -> str:
     return preferences.settings().engine_python
 
 
+def _preferred_stall_timeout() -> float:
+    from . import preferences
+
+    return preferences.settings().stall_timeout
+
+
 def preferred_device() -> str:
     """The device preference as the protocol spells it: "auto", "cpu" or "cuda"."""
     from . import preferences
@@ -478,7 +506,7 @@ def get_client() -> EngineClient:
             _shared.stop()
             _shared = None
         if _shared is None:
-            _shared = EngineClient(python=lambda: find_engine_python(setting))
+            _shared = EngineClient(python=lambda: find_engine_python(setting), stall_timeout_s=_preferred_stall_timeout)
             _shared_setting = setting
         return _shared
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import bpy
 
+from .engine_watchdog import DEFAULT_STALL_TIMEOUT_S
 from .gaussian_object import DEFAULT_POINTS_ONLY_THRESHOLD
 
 ADDON_ID = __package__
@@ -19,6 +20,7 @@ class Settings:
     engine_python: str = ""
     device: str = "AUTO"
     points_only_threshold: int = DEFAULT_POINTS_ONLY_THRESHOLD
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
 
 
 class GaussiansPreferences(bpy.types.AddonPreferences):
@@ -43,6 +45,15 @@ class GaussiansPreferences(bpy.types.AddonPreferences):
         description="Imports with more Gaussians than this start in the fast points-only display",
         default=DEFAULT_POINTS_ONLY_THRESHOLD,
         min=0,
+    )
+    stall_timeout: bpy.props.FloatProperty(
+        name="Hung After",
+        description="Seconds the engine may go without progress on a request before it counts as hung: it is then "
+                    "stopped, the request fails with a clear error and the scene is unchanged (0: never). "
+                    "$ANIMATE_GAUSSIANS_STALL_TIMEOUT overrides it",
+        default=DEFAULT_STALL_TIMEOUT_S,
+        min=0.0,
+        unit="TIME_ABSOLUTE",
     )
     # Hosted video API keys live in the add-on preferences (never in a .blend); they travel to the engine in the
     # request options only. Empty: the engine reads $RUNWAY_API_KEY / $KLING_ACCESS_KEY + $KLING_SECRET_KEY.
@@ -70,6 +81,7 @@ class GaussiansPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "engine_python")
         layout.prop(self, "device")
         layout.prop(self, "points_only_threshold")
+        layout.prop(self, "stall_timeout")
         box = layout.box()
         box.label(text="Hosted video generators (keys are not saved in .blend files)")
         box.prop(self, "runway_api_key")
@@ -84,7 +96,8 @@ def settings(context: bpy.types.Context | None = None) -> Settings:
         return Settings()
     prefs = addon.preferences
     return Settings(engine_python=bpy.path.abspath(prefs.engine_python) if prefs.engine_python else "",
-                    device=prefs.device, points_only_threshold=prefs.points_only_threshold)
+                    device=prefs.device, points_only_threshold=prefs.points_only_threshold,
+                    stall_timeout=prefs.stall_timeout)
 
 
 classes = (GaussiansPreferences,)

@@ -1,0 +1,97 @@
+"""Engine faults in every request type (segment, animate, query4d, render): the engine is killed, hangs (no
+progress: the client's stall limit stops it with a clear message) or answers garbage in the middle of the
+request. Each time the call raises one EngineError that says what happened, the scene is exactly as it was, and
+the next request of that type, on the same client, works."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+from blender_fixtures import addon, bpy  # noqa: F401 (fixtures)
+from engine_faults import FAULTS, FAULTS_ENV, REQUEST_TYPES, faulty_engine_python
+from scene_state import differences, scene_state
+
+from blender_addon import animate_ops, camera_data, engine_client, gaussian_object, query4d_ops, render_splats
+from blender_addon import segment_query
+from blender_addon.engine_watchdog import STALL_ENV
+from engine.errors import EngineError
+from engine.synthetic_scene import make_primitives_scene
+
+pytestmark = pytest.mark.blender
+SIZE = (24, 18)
+HANG_LIMIT_S = 1.0
+MESSAGES = {"kill": "SIGKILL", "hang": "no progress", "garbage": "unreadable frame"}
+
+
+@pytest.fixture(scope="module")
+def small_ply(tmp_path_factory):
+    path = tmp_path_factory.mktemp("faults") / "small.ply"
+    return make_primitives_scene(gaussians_per_object=60, sh_degree=1, seed=3).write(path)
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """(client, fault file): every engine the client starts reads the same fault file."""
+    folder = tmp_path_factory.mktemp("faulty")
+    faults = folder / "faults.json"
+    client = engine_client.EngineClient(python=faulty_engine_python(folder),
+                                        env={**os.environ, FAULTS_ENV: str(faults)})
+    yield client, faults
+    client.stop()
+
+
+def make_scene(ply):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    obj = gaussian_object.import_ply(ply, bpy.context)
+    camera = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(camera)
+    camera.location = (0.0, -8.0, 3.0)
+    camera.rotation_euler = (math.radians(70.0), 0.0, 0.0)
+    scene.camera = camera
+    scene.frame_start, scene.frame_end = 1, 3
+    scene.render.resolution_x, scene.render.resolution_y = SIZE
+    bpy.context.view_layer.update()
+    return scene, obj
+
+
+def run_request(request_type, scene, obj, client, out_dir):
+    """One request of that type through the add-on's own blocking call (what batch and scripts use)."""
+    if request_type == "segment":
+        viewmat, K, _, _ = camera_data.camera_from_blender(scene, scene.camera)
+        query = segment_query.make_query(obj, "click", viewmat, K, *SIZE, point=(SIZE[0] / 2, SIZE[1] / 2))
+        return segment_query.segment_blocking(obj, query, 0.5, device="cpu", client=client)
+    if request_type == "animate":
+        options = animate_ops.AnimateOptions(prompt="the ball rolls", frames=6, fps=24.0, device="cpu")
+        return animate_ops.animate_blocking(scene, obj, options, client=client)
+    if request_type == "query4d":
+        return query4d_ops.query_blocking(scene, obj, "a ball", device="cpu", client=client)
+    return render_splats.render_splats_blocking(scene, out_dir, SIZE, "cpu", write_video=False, client=client)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("request_type", REQUEST_TYPES)
+def test_a_fault_leaves_the_scene_unchanged_and_the_next_request_works(addon, small_ply, faulty, tmp_path,
+                                                                       monkeypatch, request_type, fault):
+    faulty_client, faults = faulty
+    scene, obj = make_scene(small_ply)
+    faults.write_text(json.dumps({request_type: fault}))
+    if fault == "hang":
+        monkeypatch.setenv(STALL_ENV, str(HANG_LIMIT_S))
+    before = scene_state()
+    with pytest.raises(EngineError) as info:
+        run_request(request_type, scene, obj, faulty_client, tmp_path / "out")
+    message = str(info.value)
+    assert MESSAGES[fault] in message, message
+    if fault == "hang":
+        assert request_type in message and "raise 'Hung After'" in info.value.hint
+    assert differences(before, scene_state()) == []
+    assert json.loads(faults.read_text()) == {}          # the fault was used: the retry runs the real handler
+    monkeypatch.delenv(STALL_ENV, raising=False)
+    answer = run_request(request_type, bpy.context.scene, bpy.data.objects[obj.name], faulty_client, tmp_path / "out")
+    assert answer is not None
+    if request_type == "render":
+        assert len(answer) == 3 and all((tmp_path / "out").joinpath(f).exists() or f for f in answer)
