@@ -1,7 +1,7 @@
 """An engine that fails on purpose: the real engine server whose segment, animate, query4d and render handlers
 first do what a fault file tells them (be killed, hang, or write garbage on the protocol stream) after their
-first progress step. Each fault is used once, so the retry runs the handler: render is the real one; segment,
-animate and query4d are quick fakes (their real models are too slow for CI), answering the same shapes.
+first progress step. Each fault is used once, so the retry runs the handler: quick fakes that answer what the real
+ones answer (the real models, and torch's import alone, are too slow for a CI test that restarts engines).
 
 The fault file is JSON {request type: "kill" | "hang" | "garbage"}, named by $ANIMATE_GAUSSIANS_TEST_FAULTS.
 """
@@ -60,6 +60,18 @@ def fake_query4d(ctx, params, arrays):
             {"mask_start": start, "mask_end": end, "peak": np.ones(n, np.float32)})
 
 
+def fake_render(ctx, params, arrays):
+    out = Path(params["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i, frame in enumerate(params["frames"]):
+        ctx.progress((i + 1) / len(params["frames"]), f"frame {frame}")
+        path = out / f"frame_{int(frame):04d}.png"
+        path.write_bytes(b"")   # the add-on only lists what the answer names
+        frames.append(str(path))
+    return {"frames": frames, "video": None}, {}
+
+
 def _with_fault(request_type: str, handler):
     def run(ctx, params, arrays):
         fault = take_fault(request_type)
@@ -80,7 +92,7 @@ def main() -> int:
     from engine.server import EngineServer, claim_stdio
 
     real = {"segment": fake_segment, "animate": handle_animate, "query4d": fake_query4d,
-            "render": lambda ctx, params, arrays: handlers.resolve("render")(ctx, params, arrays)}
+            "render": fake_render}
     registry = dict(handlers.HANDLERS)
     registry.update({t: _with_fault(t, real[t]) for t in REQUEST_TYPES})
     rx, _stream = claim_stdio()

@@ -191,3 +191,33 @@ def test_a_request_right_after_a_crash_still_reports_the_crash_to_the_old_reques
     assert client.wait(second, timeout=TIMEOUT)[0] == {"n": 2}
     with pytest.raises(EngineError, match="exited with code 7"):
         client.wait(first, timeout=TIMEOUT)
+
+
+def test_a_silent_engine_is_stopped_with_a_clear_error_through_poll(client, monkeypatch):
+    """The UI's path (poll from a timer): a request without progress past the stall limit ends with an error
+    event, the hung engine is gone, and the next request starts a new one."""
+    from blender_addon.engine_watchdog import STALL_ENV
+
+    monkeypatch.setenv(STALL_ENV, "0.5")
+    pid = client.wait_ready(TIMEOUT)["pid"]
+    request_id = client.submit("sleep_steps", {"steps": 1, "seconds": 60})
+    events = poll_until_final(client, request_id)
+    error = events[-1].error
+    assert isinstance(error, EngineError) and "no progress on 'sleep_steps'" in str(error)
+    assert "$ANIMATE_GAUSSIANS_STALL_TIMEOUT" in error.hint
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    monkeypatch.setenv(STALL_ENV, "0")          # 0: never; a slow step with progress is fine either way
+    assert client.request("sleep_steps", {"steps": 3, "seconds": 0.7}, timeout=TIMEOUT)[0] == {"steps": 3}
+
+
+def test_stall_limit_comes_from_env_then_preference_then_default(monkeypatch):
+    from blender_addon.engine_watchdog import DEFAULT_STALL_TIMEOUT_S, STALL_ENV, stall_timeout
+
+    monkeypatch.delenv(STALL_ENV, raising=False)
+    assert stall_timeout() == DEFAULT_STALL_TIMEOUT_S and stall_timeout(30) == 30
+    monkeypatch.setenv(STALL_ENV, "12.5")
+    assert stall_timeout(30) == 12.5
+    monkeypatch.setenv(STALL_ENV, "soon")
+    assert stall_timeout(30) == 30

@@ -6,22 +6,21 @@ the next request of that type, on the same client, works."""
 from __future__ import annotations
 
 import json
-import math
 import os
+from pathlib import Path
 
 import pytest
 from blender_fixtures import addon, bpy  # noqa: F401 (fixtures)
 from engine_faults import FAULTS, FAULTS_ENV, REQUEST_TYPES, faulty_engine_python
+from fault_scene import make_scene, run_request
 from scene_state import differences, scene_state
 
-from blender_addon import animate_ops, camera_data, engine_client, gaussian_object, query4d_ops, render_splats
-from blender_addon import segment_query
+from blender_addon import engine_client
 from blender_addon.engine_watchdog import STALL_ENV
 from engine.errors import EngineError
 from engine.synthetic_scene import make_primitives_scene
 
 pytestmark = pytest.mark.blender
-SIZE = (24, 18)
 HANG_LIMIT_S = 1.0
 MESSAGES = {"kill": "SIGKILL", "hang": "no progress", "garbage": "unreadable frame"}
 
@@ -41,35 +40,6 @@ def faulty(tmp_path_factory):
                                         env={**os.environ, FAULTS_ENV: str(faults)})
     yield client, faults
     client.stop()
-
-
-def make_scene(ply):
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    scene = bpy.context.scene
-    obj = gaussian_object.import_ply(ply, bpy.context)
-    camera = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
-    scene.collection.objects.link(camera)
-    camera.location = (0.0, -8.0, 3.0)
-    camera.rotation_euler = (math.radians(70.0), 0.0, 0.0)
-    scene.camera = camera
-    scene.frame_start, scene.frame_end = 1, 3
-    scene.render.resolution_x, scene.render.resolution_y = SIZE
-    bpy.context.view_layer.update()
-    return scene, obj
-
-
-def run_request(request_type, scene, obj, client, out_dir):
-    """One request of that type through the add-on's own blocking call (what batch and scripts use)."""
-    if request_type == "segment":
-        viewmat, K, _, _ = camera_data.camera_from_blender(scene, scene.camera)
-        query = segment_query.make_query(obj, "click", viewmat, K, *SIZE, point=(SIZE[0] / 2, SIZE[1] / 2))
-        return segment_query.segment_blocking(obj, query, 0.5, device="cpu", client=client)
-    if request_type == "animate":
-        options = animate_ops.AnimateOptions(prompt="the ball rolls", frames=6, fps=24.0, device="cpu")
-        return animate_ops.animate_blocking(scene, obj, options, client=client)
-    if request_type == "query4d":
-        return query4d_ops.query_blocking(scene, obj, "a ball", device="cpu", client=client)
-    return render_splats.render_splats_blocking(scene, out_dir, SIZE, "cpu", write_video=False, client=client)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -94,4 +64,4 @@ def test_a_fault_leaves_the_scene_unchanged_and_the_next_request_works(addon, sm
     answer = run_request(request_type, bpy.context.scene, bpy.data.objects[obj.name], faulty_client, tmp_path / "out")
     assert answer is not None
     if request_type == "render":
-        assert len(answer) == 3 and all((tmp_path / "out").joinpath(f).exists() or f for f in answer)
+        assert [Path(f).name for f in answer] == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
