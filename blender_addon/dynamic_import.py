@@ -15,6 +15,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from engine.atomic_files import atomic_write
 from engine.dynamic import DynamicGaussians, read_dynamic
 from engine.ply import gaussians_to_structured, write_ply
 from engine.scene_cache import cache_dir, content_hash
@@ -182,10 +183,8 @@ def _frame0_ply(path: Path, seq: DynamicGaussians, digest: str) -> Path:
     """Timestep 0 as a .ply in the engine cache (the object's base values and its source for the engine)."""
     target = cache_dir() / "dynamic" / f"{path.stem}_{digest[:16]}_t0.ply"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        write_ply(partial, gaussians_to_structured(seq.frame(0)))
-        os.replace(partial, target)
+        with atomic_write(target) as partial:
+            write_ply(partial, gaussians_to_structured(seq.frame(0)))
     return target
 
 

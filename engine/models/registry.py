@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..atomic_files import partial_path
 from ..errors import AnimateGaussiansError
 
 MODELS_ENV = "ANIMATE_GAUSSIANS_MODELS"
@@ -121,8 +122,7 @@ def _sha256(path: Path) -> str:
 
 
 def _download_url(entry: ModelEntry, target: Path, progress: Progress | None, timeout: float) -> None:
-    partial = target.with_name(target.name + ".partial")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(target)   # unique: two engines fetching the same model never share it
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(entry.location, timeout=timeout) as response, open(partial, "wb") as out:

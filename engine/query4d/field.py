@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic_files import atomic_write
 from ..dynamic import DynamicGaussians
 from .autoencoder import train_autoencoder
 from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
@@ -64,14 +65,11 @@ class FeatureField:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, codes=self.codes.cpu().numpy(), seen=self.seen.cpu().numpy(), timesteps=self.timesteps,
                      total_timesteps=self.total_timesteps, decoder_weight=self.decoder_weight.cpu().numpy(),
                      decoder_bias=self.decoder_bias.cpu().numpy(), extractor=self.extractor,
                      stats=json.dumps(self.stats))
-        tmp.replace(path)
         return path
 
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..atomic_files import atomic_write
+
 DEFAULT_K = 16
 
 
@@ -42,9 +44,8 @@ def scene_knn(scene, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
             except (OSError, ValueError, KeyError):
                 pass   # a damaged cache file is rebuilt
         idx, dist = knn_graph(scene.gaussians.means, k)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, indices=idx, distances=dist)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            np.savez(tmp, indices=idx, distances=dist)
         return idx, dist
 
     return scene.cached(f"knn_{k}", make)

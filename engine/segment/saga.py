@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic_files import atomic_write
 from ..errors import AnimateGaussiansError
 from ..render import cpu_rasterizer
 from ..render.rasterizer import gsplat_available, render_gaussians
@@ -106,11 +107,10 @@ class AffinityFeatures:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, version=FORMAT_VERSION, features=self.features.astype(np.float16),
-                 scale_quantiles=self.scale_quantiles, iterations=self.iterations, seconds=self.seconds,
-                 **{"gate." + k: v for k, v in self.gate_state.items()})
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            np.savez(tmp, version=FORMAT_VERSION, features=self.features.astype(np.float16),
+                     scale_quantiles=self.scale_quantiles, iterations=self.iterations, seconds=self.seconds,
+                     **{"gate." + k: v for k, v in self.gate_state.items()})
         return path
 
     @classmethod
