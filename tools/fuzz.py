@@ -67,7 +67,7 @@ class FuzzCounts:
     def line(self) -> str:
         return (f"fuzz {self.target}: inputs {self.inputs}, parsed {self.parsed}, clean errors {self.clean_errors}, "
                 f"crashes {self.crashes}, hangs {self.hangs}, memory over 2x input {self.memory_over} "
-                f"(largest peak growth {self.max_growth_bytes / 2**20:.1f} MiB), {self.seconds:.1f} s")
+                f"(largest peak growth {self.max_growth_bytes >> 10} KiB), {self.seconds:.1f} s")
 
     @property
     def ok(self) -> bool:
