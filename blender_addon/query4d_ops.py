@@ -136,6 +136,10 @@ def build_query_request(scene: bpy.types.Scene, obj: bpy.types.Object | None, te
 
 def answer_from_result(target: QueryTarget, result: dict, arrays: dict) -> QueryAnswer:
     """Timesteps → scene frames, and the per-Gaussian arrays split per object (checked before any use)."""
+    missing = [name for name in ("mask_start", "mask_end", "peak") if name not in arrays]
+    if missing:
+        raise EngineError(f"the engine's 4D query answer has no {', '.join(missing)}",
+                          "the add-on and the engine differ in version: reinstall the engine")
     start, end = np.asarray(arrays["mask_start"]), np.asarray(arrays["mask_end"])
     peak = np.asarray(arrays["peak"], np.float32)
     T = len(target.frames)

@@ -139,6 +139,9 @@ def render_splats_blocking(scene: bpy.types.Scene, out_dir: str | os.PathLike,
             report(f"render: {100 * fraction:3.0f}% {stage}")
 
     result, _ = client.request("render", params, arrays, on_progress=on_progress)
+    if len(result.get("frames") or []) != len(params["frames"]):   # a finished render wrote every frame
+        raise EngineError(f"the engine answered {len(result.get('frames') or [])} rendered frames of "
+                          f"{len(params['frames'])}", "the add-on and the engine differ in version: reinstall it")
     return written_files(result)
 
 
@@ -160,6 +163,9 @@ class RenderProgress:
             if ev.kind == "progress":
                 self.fraction = ev.fraction
                 self.status = f"Render Splats: {100 * ev.fraction:.0f}% {ev.stage} — Esc cancels"
+            elif ev.kind == "result" and not ev.params.get("frames"):
+                self.done, self.report_type = True, "ERROR"
+                self.report = EngineError("the engine's render answer lists no frames").user_message()
             elif ev.kind == "result":
                 self.done, self.fraction, self.report_type = True, 1.0, "INFO"
                 video = " and render.mp4" if ev.params.get("video") else ""

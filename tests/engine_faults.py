@@ -3,7 +3,8 @@ first do what a fault file tells them (be killed, hang, or write garbage on the 
 first progress step. Each fault is used once, so the retry runs the handler: quick fakes that answer what the real
 ones answer (the real models, and torch's import alone, are too slow for a CI test that restarts engines).
 
-The fault file is JSON {request type: "kill" | "hang" | "garbage"}, named by $ANIMATE_GAUSSIANS_TEST_FAULTS.
+The fault file is JSON {request type: "kill" | "hang" | "garbage" | "empty_answer" (a well-formed result frame
+with nothing in it)}, named by $ANIMATE_GAUSSIANS_TEST_FAULTS.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 TESTS = Path(__file__).resolve().parent
 FAULTS_ENV = "ANIMATE_GAUSSIANS_TEST_FAULTS"
-FAULTS = ("kill", "hang", "garbage")
+FAULTS = ("kill", "hang", "garbage", "empty_answer")
 REQUEST_TYPES = ("segment", "animate", "query4d", "render")
 _stream = None   # the engine's protocol output, for the garbage fault
 
@@ -77,6 +78,8 @@ def _with_fault(request_type: str, handler):
         fault = take_fault(request_type)
         if fault:
             ctx.progress(0.05, f"about to {fault}")
+            if fault == "empty_answer":
+                return {}, {}
             _do(fault)
         return handler(ctx, params, arrays)
 

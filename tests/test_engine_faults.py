@@ -22,7 +22,7 @@ from engine.synthetic_scene import make_primitives_scene
 
 pytestmark = pytest.mark.blender
 HANG_LIMIT_S = 1.0
-MESSAGES = {"kill": "SIGKILL", "hang": "no progress", "garbage": "unreadable frame"}
+MESSAGES = {"kill": "SIGKILL", "hang": "no progress", "garbage": "unreadable frame", "empty_answer": "engine"}
 
 
 @pytest.fixture(scope="module")
