@@ -11,6 +11,7 @@ COLMAP), so the add-on's axis conversion applies unchanged. Our own files may ad
 from __future__ import annotations
 
 import os
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,8 @@ def read_dynamic(path: str | os.PathLike) -> DynamicGaussians:
             f32 = {k: np.asarray(npz[k], np.float32) for k in REQUIRED_KEYS}
             seg = np.asarray(npz["seg_colors"], np.float32) if "seg_colors" in keys else None
             labels = np.asarray(npz["labels"]).astype(np.int32) if "labels" in keys else None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    # numpy's .npy header parser lets tokenize/syntax errors out of a damaged header
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, tokenize.TokenError, SyntaxError) as exc:
         raise DynamicFormatError(f"{path.name} is not a readable .npz: {exc}") from None
     return validate(DynamicGaussians(means=f32["means3D"], quats_wxyz=f32["unnorm_rotations"], rgb=f32["rgb_colors"],
                                      opacity_logit=f32["logit_opacities"], log_scales=f32["log_scales"],

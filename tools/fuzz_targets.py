@@ -205,7 +205,63 @@ def parse_protocol(data: bytes, workdir: Path) -> None:
             array.sum()   # the buffers must be readable where the table says they are
 
 
+# ---- Dynamic 3D Gaussians params.npz (a zip of .npy arrays) -----------------------------------------------------
+
+def _dynamic_seeds() -> list[bytes]:
+    import tempfile
+
+    from engine.dynamic import make_moving_sequence, write_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_dynamic(Path(tmp) / "params.npz", make_moving_sequence(8, timesteps=3, move_start=1, move_end=2))
+        return [path.read_bytes()]
+
+
+def _mutate_dynamic(rng: np.random.Generator, data: bytes) -> bytes:
+    """Byte damage to the zip, or (more often) damage inside one member re-zipped with a valid CRC, so the .npy
+    headers (dtype, shape) and the arrays' values reach the reader: a member dropped, added, or damaged."""
+    import zipfile
+
+    if rng.random() < 0.25:
+        return mutate_bytes(rng, data)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    names = sorted(members)
+    name = names[int(rng.integers(0, len(names)))]
+    action = rng.choice(["damage", "damage", "drop", "extra", "values"])
+    if action == "drop":
+        del members[name]
+    elif action == "extra":
+        members["extra.npy"] = members[name]
+    elif action == "values":   # a valid .npy with other values, shape or dtype
+        arr = np.load(io.BytesIO(members[name]))
+        pick = int(rng.integers(0, 4))
+        arr = ([np.full_like(arr, np.nan), arr.reshape(-1), arr[..., :1], arr.astype(np.float64)][pick])
+        buffer = io.BytesIO()
+        np.save(buffer, arr)
+        members[name] = buffer.getvalue()
+    else:
+        member = members[name]
+        header_end = member.find(b"\n") + 1
+        members[name] = mutate_bytes(rng, member, text_end=header_end or None)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for member_name, member in members.items():
+            z.writestr(member_name, member)
+    return out.getvalue()
+
+
+def parse_dynamic(data: bytes, workdir: Path) -> None:
+    from engine.dynamic import read_dynamic
+
+    path = workdir / "params.npz"
+    path.write_bytes(data)
+    sequence = read_dynamic(path)
+    assert sequence.means.shape[0] == sequence.timesteps
+
+
 FUZZ_TARGETS: list[FuzzTarget] = [
     FuzzTarget("ply", _ply_seeds, _mutate_ply, parse_ply),
+    FuzzTarget("dynamic_npz", _dynamic_seeds, _mutate_dynamic, parse_dynamic),
     FuzzTarget("protocol", _protocol_seeds, _mutate_protocol, parse_protocol),
 ]
