@@ -129,8 +129,10 @@ def read_dynamic(path: str | os.PathLike) -> DynamicGaussians:
             f32 = {k: np.asarray(npz[k], np.float32) for k in REQUIRED_KEYS}
             seg = np.asarray(npz["seg_colors"], np.float32) if "seg_colors" in keys else None
             labels = np.asarray(npz["labels"]).astype(np.int32) if "labels" in keys else None
-    # numpy's .npy header parser lets tokenize/syntax errors out of a damaged header
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, tokenize.TokenError, SyntaxError) as exc:
+    # numpy's .npy header parser lets tokenize, syntax and type errors out of a damaged header, and a header
+    # that declares a huge shape fails to allocate; zipfile raises NotImplementedError for an unknown version
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, tokenize.TokenError, SyntaxError, TypeError,
+            MemoryError, NotImplementedError) as exc:
         raise DynamicFormatError(f"{path.name} is not a readable .npz: {exc}") from None
     return validate(DynamicGaussians(means=f32["means3D"], quats_wxyz=f32["unnorm_rotations"], rgb=f32["rgb_colors"],
                                      opacity_logit=f32["logit_opacities"], log_scales=f32["log_scales"],

@@ -236,7 +236,8 @@ def _mutate_dynamic(rng: np.random.Generator, data: bytes) -> bytes:
     elif action == "values":   # a valid .npy with other values, shape or dtype
         arr = np.load(io.BytesIO(members[name]))
         pick = int(rng.integers(0, 4))
-        arr = ([np.full_like(arr, np.nan), arr.reshape(-1), arr[..., :1], arr.astype(np.float64)][pick])
+        nan = np.full(arr.shape, np.nan, np.float32)
+        arr = ([nan, arr.reshape(-1), arr[..., :1], arr.astype(np.float64)][pick])
         buffer = io.BytesIO()
         np.save(buffer, arr)
         members[name] = buffer.getvalue()
