@@ -4,7 +4,6 @@ operator in UNDO_TABLE: add a row when you add an operator (a test below fails f
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,7 +18,6 @@ from segment_fakes import InProcessClient
 
 from blender_addon import engine_client, object_subsets
 from engine.dynamic import make_moving_sequence, write_dynamic
-from engine.ply import write_ply
 from engine.synthetic_scene import make_primitives_scene
 
 pytestmark = pytest.mark.blender
@@ -105,19 +103,22 @@ def animate_client(tmp_path_factory):
     client.stop()
 
 
+class ClientsByType:
+    """The engine client for the operators' blocking calls: each request type goes to its own fake."""
+
+    def __init__(self, clients: dict) -> None:
+        self.clients = clients
+
+    def request(self, request_type: str, *args, **kwargs):
+        return self.clients[request_type].request(request_type, *args, **kwargs)
+
+
 @pytest.fixture
 def fake_engines(monkeypatch, animate_client, tmp_path):
+    """animate: a real engine process with the known-motion fake; query4d: a fake answered in this process."""
     monkeypatch.setenv("ANIMATE_GAUSSIANS_CACHE", str(tmp_path / "cache"))
-    query = InProcessClient({"query4d": fake_query4d})
-    clients = {"animate": animate_client}
-
-    def get_client():
-        # the animate fake is a real engine process; the query answer is computed in this process
-        import inspect
-        caller = inspect.stack()[1].filename
-        return clients["animate"] if caller.endswith("animate_ops.py") else query
-
-    monkeypatch.setattr(engine_client, "get_client", get_client)
+    router = ClientsByType({"animate": animate_client, "query4d": InProcessClient({"query4d": fake_query4d})})
+    monkeypatch.setattr(engine_client, "get_client", lambda: router)
 
 
 @pytest.mark.parametrize("case", UNDO_TABLE, ids=[c.operator for c in UNDO_TABLE])
