@@ -127,15 +127,21 @@ def test_operator_is_one_undo_step(addon, files, fake_engines, case):
     scene.frame_end = 6
     kwargs = case.setup(scene, obj, files)
     bpy.ops.ed.undo_push(message="start")
+    # A step of our own just before the operator: if the operator pushed no step, Ctrl+Z would undo this one.
+    scene.collection.objects.link(bpy.data.objects.new("undo_probe", None))
     bpy.ops.ed.undo_push(message="before")
     before = scene_state()
     operator = getattr(bpy.ops.gaussians, case.operator)
     assert operator("EXEC_DEFAULT", True, **kwargs) == {"FINISHED"}    # undo=True: as from the UI
-    changed = differences(before, scene_state())
+    after = scene_state()
+    changed = differences(before, after)
     assert bool(changed) == case.changes_scene, changed
     bpy.ops.ed.undo()
     left = differences(before, scene_state())
     assert left == [], "\n".join(left)
+    if case.changes_scene:                                              # and exactly one step: redo brings it back
+        bpy.ops.ed.redo()
+        assert differences(after, scene_state()) == []
 
 
 def test_every_operator_is_in_the_table(addon):
