@@ -89,8 +89,10 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
                 raise CameraError("the scene has no active camera")
             viewmat, K, near, far = camera_from_blender(scene, camera_obj, width, height, depsgraph)
             camera = (viewmat, cropped_intrinsics(K, rect, height), near, far)
+            depth_pass = depsgraph.view_layer.use_pass_z
             params, arrays = build_pixels_request(scene, depsgraph, camera, rect.width, rect.height,
-                                                  engine_client.preferred_device())
+                                                  engine_client.preferred_device(),
+                                                  passes=("combined", "depth") if depth_pass else ("combined",))
             self.update_stats("", "Gaussian Splats: rendering")
             client = engine_client.get_client()
             request_id = client.submit(REQUEST_TYPE, params, arrays)
@@ -105,7 +107,7 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
             passes = result.layers[0].passes
             passes["Combined"].rect.foreach_set(pass_pixels(pixels["combined"][0]))
             depth = passes.get("Depth")
-            if depth is not None:
+            if depth is not None and "depth" in pixels:
                 depth.rect.foreach_set(pass_pixels(pixels["depth"][0]))
         finally:
             self.end_result(result)
@@ -133,7 +135,8 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
                 camera, w, h = scaled_view_camera(region_3d.view_matrix, region_3d.window_matrix, region.width,
                                                   region.height, space.clip_start, space.clip_end, scale)
                 params, arrays = build_pixels_request(context.scene, depsgraph, camera, w, h,
-                                                      engine_client.preferred_device(), viewport=True)
+                                                      engine_client.preferred_device(), viewport=True,
+                                                      passes=("combined",))
                 self._client = engine_client.get_client()
                 self._request_id = self._client.submit(REQUEST_TYPE, params, arrays)
                 self._request_size = (w, h)

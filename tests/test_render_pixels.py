@@ -104,3 +104,12 @@ def test_the_gaussians_stay_on_the_device_between_requests(ply):
     (second,) = job._device_cache.values()
     assert second is not first and second.count == (first.count + 1) // 2
     assert pixels["combined"].shape == (1, H, W, 4)
+
+
+def test_only_the_passes_asked_for_are_sent(ply):
+    params, arrays = _request(ply, None, return_pixels=True, frames=1, passes=["combined"])
+    _, pixels = handle_render(Ctx(), params, arrays)
+    assert set(pixels) == {"combined"}
+    params["passes"] = ["combined", "normal"]
+    with pytest.raises(job.RenderRequestError, match="passes"):
+        handle_render(Ctx(), params, arrays)

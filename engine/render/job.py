@@ -27,6 +27,7 @@ from .video import Mp4Writer, write_png
 
 VIDEO_NAME = "render.mp4"
 FRAME_PATTERN = "frame_{:04d}.png"
+PIXEL_PASSES = ("combined", "depth")   # what a return_pixels request may ask for, in blender_pixels' order
 
 
 class RenderRequestError(AnimateGaussiansError):
@@ -286,7 +287,7 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     Cancelling keeps the PNGs already written.
     With return_pixels (F12 and the viewport: Blender's render engine) nothing is written and out_dir is not
     needed: the result's arrays are combined (F, H, W, 4) and depth (F, H, W) as Blender's render result holds
-    them (engine.render.pixels.blender_pixels).
+    them (engine.render.pixels.blender_pixels); `passes` (default both) names the ones to send.
     """
     width, height = int(params["width"]), int(params["height"])
     if width <= 0 or height <= 0:
@@ -329,15 +330,19 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     frames_out = rendered_frames(ctx, g, objects, arrays, params, frames, viewmats_d, Ks_d, object_matrices,
                                  None if transparent else bg, backend)
     if return_pixels:
-        combined = np.empty((F, height, width, 4), np.float32)
-        depth = np.empty((F, height, width), np.float32)
+        passes = list(params.get("passes", PIXEL_PASSES))
+        if not passes or any(p not in PIXEL_PASSES for p in passes):
+            raise RenderRequestError(f"passes must name some of {', '.join(PIXEL_PASSES)}, got {passes!r}")
+        out_arrays = {"combined": np.empty((F, height, width, 4), np.float32),
+                      "depth": np.empty((F, height, width), np.float32)}
         for i, frame, out in frames_out:
             with torch.no_grad():
-                c, z = blender_pixels(out.rgb, out.alpha, out.depth, transparent)
-                combined[i], depth[i] = c.cpu().numpy(), z.cpu().numpy()
+                pixels = dict(zip(PIXEL_PASSES, blender_pixels(out.rgb, out.alpha, out.depth, transparent)))
+                for name in passes:
+                    out_arrays[name][i] = pixels[name].cpu().numpy()
             ctx.progress((i + 1) / F, f"frame {frame} ({i + 1} of {F})")
         return {"frames": [], "video": None, "backend": backend, "device": str(device), "gaussians": g.count}, \
-            {"combined": combined, "depth": depth}
+            {name: out_arrays[name] for name in passes}
     video_path = out_dir / VIDEO_NAME
     partial_video = out_dir / (VIDEO_NAME + ".partial.mp4")
     video = Mp4Writer(partial_video, width, height, fps) if write_video else None
