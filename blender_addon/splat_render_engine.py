@@ -60,10 +60,12 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._init_viewport_state()
+
+    def _init_viewport_state(self) -> None:
         self._schedule = ViewportSchedule()
         self._scene_serial = 0
         self._texture = None
-        self._texture_key = None
         self._request_id: int | None = None
         self._request_size: tuple[int, int] | None = None
         self._client: engine_client.EngineClient | None = None
@@ -160,7 +162,7 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
                 self._upload(event.arrays["combined"][0], w, h)
                 self._schedule.landed()
                 self._request_id = None
-            elif event.kind == "error":
+            elif event.kind != "progress":
                 self._schedule.failed()
                 self._request_id = None
                 self._viewport_error = (event.error or EngineError("the render failed")).user_message()

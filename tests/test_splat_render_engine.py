@@ -218,3 +218,87 @@ def test_the_viewport_camera_from_a_view_matrix_is_the_render_camera(scene):
     (_, K_half, _, _), w2, h2 = scaled_view_camera(view, window, 48, 32, 0.1, 100.0, scale=0.5)
     assert (w2, h2) == (24, 16)
     np.testing.assert_allclose(K_half[:2], ref_K[:2] / 2, rtol=1e-5)
+
+
+class ViewportEngine:
+    """The engine's viewport logic (view_update, view_draw, taking answers) on a plain object: a RenderEngine
+    cannot be instantiated from Python, and background Blender has no GPU to draw with, so the texture upload
+    is recorded instead (its layout is tested in test_render_region.py)."""
+
+    from blender_addon.splat_render_engine import GaussianSplatsRenderEngine as _E
+
+    view_update, view_draw, _collect, _init_viewport_state = (_E.view_update, _E.view_draw, _E._collect,
+                                                              _E._init_viewport_state)
+
+    def __init__(self):
+        self._init_viewport_state()
+        self.uploads, self.stats, self.timers = [], [], 0
+
+    def _upload(self, combined, width, height):
+        self.uploads.append((np.array(combined), width, height))
+
+    def _draw_texture(self, scene, width, height):
+        pass
+
+    def _start_timer(self):
+        self.timers += 1
+
+    def update_stats(self, stats, info):
+        self.stats.append(info)
+
+
+def _viewport_context(scene, window_matrix=None):
+    from types import SimpleNamespace
+
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    camera = scene.camera.evaluated_get(depsgraph)
+    region_3d = SimpleNamespace(view_matrix=camera.matrix_world.inverted(),
+                                window_matrix=window_matrix or camera.calc_matrix_camera(depsgraph, x=48, y=32))
+    context = SimpleNamespace(region=SimpleNamespace(width=48, height=32), region_data=region_3d, scene=scene,
+                              space_data=SimpleNamespace(clip_start=scene.camera.data.clip_start,
+                                                         clip_end=scene.camera.data.clip_end))
+    return context, depsgraph
+
+
+def _draw_until_uploaded(engine, context, depsgraph, count):
+    import time
+
+    deadline = time.monotonic() + 300
+    while len(engine.uploads) < count and time.monotonic() < deadline:
+        engine.view_draw(context, depsgraph)
+        time.sleep(0.05)
+    assert len(engine.uploads) == count, engine.stats
+
+
+def test_view_draw_renders_the_view_reduced_then_full_and_again_after_a_scene_change(scene, tmp_path):
+    expected = f12(scene, tmp_path / "f12.png")     # looking through the camera, the viewport shows the F12 frame
+    engine = ViewportEngine()
+    context, depsgraph = _viewport_context(scene)
+    _draw_until_uploaded(engine, context, depsgraph, 1)
+    combined, w, h = engine.uploads[0]
+    assert (w, h) == (24, 16) and combined.shape == (16, 24, 4)      # a new view comes at half size first
+    assert engine.timers >= 1                                          # ... and a redraw is due for the full one
+    engine._schedule.still_after = 0.0                                 # the view has been still long enough
+    _draw_until_uploaded(engine, context, depsgraph, 2)
+    combined, w, h = engine.uploads[1]
+    assert (w, h) == (48, 32)
+    srgb = np.where(combined[..., :3] <= 0.0031308, combined[..., :3] * 12.92,
+                    1.055 * np.power(np.clip(combined[..., :3], 0, None), 1 / 2.4) - 0.055)
+    image = (np.clip(srgb, 0, 1) * 255 + 0.5).astype(np.int32)[::-1]  # texture rows are bottom-up
+    assert np.abs(image - expected[..., :3]).max() <= 1
+    engine.view_draw(context, depsgraph)
+    assert len(engine.uploads) == 2 and engine._request_id is None     # nothing changed: no request
+    engine.view_update(context, depsgraph)                             # e.g. an object moved
+    engine.view_draw(context, depsgraph)
+    assert engine._request_id is not None
+
+
+def test_view_draw_of_an_orthographic_view_says_why_it_is_empty(scene):
+    from mathutils import Matrix
+
+    ortho = Matrix(((0.2, 0, 0, 0), (0, 0.3, 0, 0), (0, 0, -0.02, -1.0), (0, 0, 0, 1.0)))
+    engine = ViewportEngine()
+    context, depsgraph = _viewport_context(scene, ortho)
+    engine.view_draw(context, depsgraph)
+    assert engine._request_id is None and not engine.uploads
+    assert any("orthographic" in line for line in engine.stats)
