@@ -12,7 +12,7 @@ from PIL import Image
 from engine.cameras import intrinsics_from_fov, look_at
 from engine.render import job
 from engine.render.job import handle_render
-from engine.render.pixels import EMPTY_DEPTH, blender_pixels, srgb_to_linear
+from engine.render.pixels import EMPTY_DEPTH, blender_pixels, linear_to_srgb, srgb_to_linear
 from engine.synthetic_scene import make_primitives_scene
 
 W, H = 40, 30
@@ -48,13 +48,15 @@ def _request(ply, out_dir=None, background=(0.1, 0.2, 0.3), frames=2, **override
 
 
 def _linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
-    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.power(np.clip(linear, 0, None), 1 / 2.4) - 0.055)
+    srgb = linear_to_srgb(torch.from_numpy(np.ascontiguousarray(linear, np.float32))).numpy()
     return np.clip(srgb * 255 + 0.5, 0, 255).astype(np.int32)
 
 
-def test_srgb_to_linear_known_values():
+def test_srgb_to_linear_known_values_and_round_trip():
     c = torch.tensor([0.0, 0.04045, 0.5, 1.0])
     np.testing.assert_allclose(srgb_to_linear(c).numpy(), [0.0, 0.04045 / 12.92, 0.21404114, 1.0], rtol=1e-5)
+    c = torch.linspace(0, 1, 1001)
+    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(c)).numpy(), c.numpy(), atol=1e-6)
 
 
 def test_blender_pixels_premultiplies_flips_and_marks_empty_depth():

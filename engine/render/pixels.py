@@ -15,6 +15,11 @@ def srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
     return torch.where(c <= 0.04045, c / 12.92, ((c.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4)
 
 
+def linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
+    """The sRGB transfer function: srgb_to_linear's inverse (what Blender's Standard view applies)."""
+    return torch.where(c <= 0.0031308, c * 12.92, 1.055 * c.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
 def blender_pixels(rgb: torch.Tensor, alpha: torch.Tensor, depth: torch.Tensor, transparent: bool
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(combined (H, W, 4), depth (H, W)) float32, bottom row first, from the rasterizer's output.
