@@ -102,8 +102,8 @@ def assemble_request(scene: bpy.types.Scene, objects: list[bpy.types.Object], po
               "object_matrices": np.stack([p.matrices for p in poses]).astype(np.float32)}
     for j, obj in enumerate(objects):   # "indices_<j>": object j holds these rows of its .ply (in mesh order)
         indices = source_indices(obj)
-        if indices is not None:
-            arrays[f"indices_{j}"] = indices
+        if indices is not None:   # int32 as the mesh stores them: half the bytes to send and to compare
+            arrays[f"indices_{j}"] = indices.astype(np.int32)
     for j, obj in enumerate(objects):   # a dynamic object: the engine reads each frame's timestep from its .npz
         if dynamic_import.is_dynamic(obj):
             params["objects"][j]["npz_path"] = str(obj[dynamic_import.DYNAMIC_SOURCE_KEY])

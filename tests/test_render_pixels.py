@@ -98,12 +98,18 @@ def test_the_gaussians_stay_on_the_device_between_requests(ply):
     job._device_cache.clear()
     params, arrays = _request(ply, None, return_pixels=True, frames=1)
     handle_render(Ctx(), params, arrays)
-    (first,) = job._device_cache.values()
+    ((_, first),) = job._device_cache.values()
     handle_render(Ctx(), params, arrays)
-    assert next(iter(job._device_cache.values())) is first          # no reload, no upload
+    assert next(iter(job._device_cache.values()))[1] is first       # no reload, no upload
     arrays["indices_0"] = np.arange(0, first.count, 2)
     _, pixels = handle_render(Ctx(), params, arrays)
-    (second,) = job._device_cache.values()
+    ((_, second),) = job._device_cache.values()
+    handle_render(Ctx(), params, arrays)
+    assert next(iter(job._device_cache.values()))[1] is second
+    arrays["indices_0"] = arrays["indices_0"].copy()
+    arrays["indices_0"][0] = 1                                        # as many rows, one of them another
+    handle_render(Ctx(), params, arrays)
+    assert next(iter(job._device_cache.values()))[1] is not second
     assert second is not first and second.count == (first.count + 1) // 2
     assert pixels["combined"].shape == (1, H, W, 4)
 
