@@ -302,3 +302,13 @@ def test_view_draw_of_an_orthographic_view_says_why_it_is_empty(scene):
     engine.view_draw(context, depsgraph)
     assert engine._request_id is None and not engine.uploads
     assert any("orthographic" in line for line in engine.stats)
+
+
+@pytest.mark.gpu
+def test_f12_on_the_gpu_writes_the_engines_gsplat_frame(scene, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_client, "preferred_device", lambda: "cuda")
+    files = render_splats.render_splats_blocking(scene, tmp_path / "splats", None, "cuda", write_video=False)
+    expected = png(files[1])
+    image = f12(scene, tmp_path / "f12.png")
+    assert image[..., :3].std() > 5
+    assert np.abs(image - expected).max() <= 1
