@@ -55,7 +55,7 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
     bl_idname = ENGINE_ID
     bl_label = "Gaussian Splats"
     bl_use_preview = False
-    bl_use_postprocess = True
+    bl_use_postprocess = True      # Blender composites and sequences our result (False: the engine would own it)
     bl_use_eevee_viewport = True   # Material Preview keeps showing the Geometry Nodes display
 
     def __init__(self, *args, **kwargs):

@@ -312,3 +312,30 @@ def test_f12_on_the_gpu_writes_the_engines_gsplat_frame(scene, tmp_path, monkeyp
     image = f12(scene, tmp_path / "f12.png")
     assert image[..., :3].std() > 5
     assert np.abs(image - expected).max() <= 1
+
+
+def _invert_in_the_compositor(scene) -> None:
+    """Render Layers → Invert → output, in the compositor API of this Blender (5.0+: a node group; 4.x: use_nodes)."""
+    if hasattr(scene, "compositing_node_group"):
+        tree = bpy.data.node_groups.new("invert", "CompositorNodeTree")
+        scene.compositing_node_group = tree
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        out = tree.nodes.new("NodeGroupOutput")
+    else:
+        scene.use_nodes = True
+        tree = scene.node_tree
+        tree.nodes.clear()
+        out = tree.nodes.new("CompositorNodeComposite")
+    layers = tree.nodes.new("CompositorNodeRLayers")
+    invert = tree.nodes.new("CompositorNodeInvert")
+    tree.links.new(layers.outputs["Image"], invert.inputs["Color"])
+    tree.links.new(invert.outputs[0], out.inputs[0])
+
+
+def test_the_compositor_runs_on_the_splats(scene, tmp_path):
+    plain = f12(scene, tmp_path / "plain.png")[..., :3]
+    _invert_in_the_compositor(scene)
+    inverted = f12(scene, tmp_path / "inverted.png")[..., :3]
+    empty = plain.sum(axis=-1) == 0
+    assert empty.any() and (inverted[empty] == 255).all()        # black sky, inverted in scene-linear: white
+    assert np.abs(inverted - plain).mean() > 50
