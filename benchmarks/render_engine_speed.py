@@ -145,6 +145,10 @@ def main() -> None:
             figures[f"{label}_redraw_ms"] = (figures[f"{label}_request_build_ms"]
                                              + figures[f"{label}_render_transfer_ms"] + (upload or 0.0))
         figures["backend"] = client.request("render", params, arrays)[0].get("backend")
+        # What the pipe adds to a frame, whatever renders it: a Combined pass there and back (echo), halved.
+        combined = np.zeros((args.height, args.width, 4), np.float32)
+        figures["pipe_combined_one_way_ms"] = median_ms(lambda: client.request("echo", {}, {"c": combined}),
+                                                        args.repeats) / 2
     finally:
         client.stop()
     for key, value in figures.items():
