@@ -151,15 +151,19 @@ def build_render_request(scene: bpy.types.Scene, out_dir: str | os.PathLike, res
 
 def build_pixels_request(scene: bpy.types.Scene, depsgraph, camera: tuple[np.ndarray, np.ndarray, float, float],
                          width: int, height: int, device: str = "auto", viewport: bool = False,
-                         passes: tuple[str, ...] = ("combined", "depth")) -> tuple[dict, dict[str, np.ndarray]]:
+                         passes: tuple[str, ...] = ("combined", "depth"), shared_memory: str | None = None
+                         ) -> tuple[dict, dict[str, np.ndarray]]:
     """The "render" request of the one frame `depsgraph` is evaluated at, seen by `camera` (viewmat, K, near,
     far) at width × height, answered with pixels (Blender's Combined and/or Depth, `passes`) instead of files.
 
     `scene` is the original scene (its objects' custom properties and meshes are what the request reads);
-    nothing is re-evaluated, so a render engine may call it from render() / view_draw()."""
+    nothing is re-evaluated, so a render engine may call it from render() / view_draw(). With `shared_memory`
+    (engine/shared_pixels.py) the engine writes the passes into that segment instead of sending them."""
     objects = checked_objects(scene, viewport)
     frame = int(depsgraph.scene.frame_current)
     pose = FramePose(frame, *camera, *object_poses(objects, depsgraph))
     params, arrays = assemble_request(scene, objects, [pose], width, height, device)
     params.update(return_pixels=True, write_video=False, passes=list(passes))
+    if shared_memory:
+        params["shared_memory"] = shared_memory
     return params, arrays

@@ -9,12 +9,13 @@ objects (meshes, curves, lights) are ignored by this engine (docs/render_engine.
 
 from __future__ import annotations
 
+import atexit
 import time
 
 import bpy
 import numpy as np
 
-from engine import fallbacks
+from engine import fallbacks, shared_pixels
 from engine.errors import AnimateGaussiansError, CameraError, CancelledError, EngineError
 
 from . import engine_client
@@ -45,6 +46,18 @@ def wait_for(client: engine_client.EngineClient, request_id: int, cancelled=lamb
         time.sleep(POLL_SECONDS)
 
 
+_final_pixels = shared_pixels.PixelBuffer()   # F12 / animation frames land here (one render at a time)
+atexit.register(_final_pixels.close)
+
+
+def _shared_name(buffer: shared_pixels.PixelBuffer, shapes: dict) -> str | None:
+    """The segment for an answer of these shapes, or None (the pipe then carries it) where the OS gives none."""
+    try:
+        return buffer.name_for(shared_pixels.nbytes(shapes))
+    except OSError:
+        return None
+
+
 def _original(obj):
     return obj.original if obj is not None and obj.is_evaluated else obj
 
@@ -71,6 +84,12 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
         self._client: engine_client.EngineClient | None = None
         self._timer = None
         self._viewport_error = ""
+        self._pixels = shared_pixels.PixelBuffer()
+
+    def __del__(self):
+        pixels = getattr(self, "_pixels", None)
+        if pixels is not None:
+            pixels.close()
 
     # -- final render (F12, Render Animation, -a) -----------------------------------------------------------
     def update_render_passes(self, scene=None, renderlayer=None):
@@ -91,10 +110,11 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
                 raise CameraError("the scene has no active camera")
             viewmat, K, near, far = camera_from_blender(scene, camera_obj, width, height, depsgraph)
             camera = (viewmat, cropped_intrinsics(K, rect, height), near, far)
-            depth_pass = depsgraph.view_layer.use_pass_z
+            passes = ("combined", "depth") if depsgraph.view_layer.use_pass_z else ("combined",)
+            shapes = shared_pixels.pass_shapes(passes, 1, rect.height, rect.width)
             params, arrays = build_pixels_request(scene, depsgraph, camera, rect.width, rect.height,
-                                                  engine_client.preferred_device(),
-                                                  passes=("combined", "depth") if depth_pass else ("combined",))
+                                                  engine_client.preferred_device(), passes=passes,
+                                                  shared_memory=_shared_name(_final_pixels, shapes))
             self.update_stats("", "Gaussian Splats: rendering")
             client = engine_client.get_client()
             request_id = client.submit(REQUEST_TYPE, params, arrays)
@@ -104,14 +124,17 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
         except AnimateGaussiansError as exc:
             self._fail(exc.user_message())
             return
+        if result_params.get("shared_memory"):
+            pixels = _final_pixels.views(shapes)
         result = self.begin_result(0, 0, rect.width, rect.height, layer=layer_name)
         try:
-            passes = result.layers[0].passes
-            passes["Combined"].rect.foreach_set(pass_pixels(pixels["combined"][0]))
-            depth = passes.get("Depth")
+            render_passes = result.layers[0].passes
+            render_passes["Combined"].rect.foreach_set(pass_pixels(pixels["combined"][0]))
+            depth = render_passes.get("Depth")
             if depth is not None and "depth" in pixels:
                 depth.rect.foreach_set(pass_pixels(pixels["depth"][0]))
         finally:
+            del pixels
             self.end_result(result)
         for message in [w["message"] for w in fallbacks.warnings_of(result_params)]:
             self.report({"WARNING"}, message)
@@ -136,9 +159,11 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
             try:
                 camera, w, h = scaled_view_camera(region_3d.view_matrix, region_3d.window_matrix, region.width,
                                                   region.height, space.clip_start, space.clip_end, scale)
+                shapes = shared_pixels.pass_shapes(("combined",), 1, h, w)
                 params, arrays = build_pixels_request(context.scene, depsgraph, camera, w, h,
                                                       engine_client.preferred_device(), viewport=True,
-                                                      passes=("combined",))
+                                                      passes=("combined",),
+                                                      shared_memory=_shared_name(self._pixels, shapes))
                 self._client = engine_client.get_client()
                 self._request_id = self._client.submit(REQUEST_TYPE, params, arrays)
                 self._request_size = (w, h)
@@ -159,7 +184,10 @@ class GaussianSplatsRenderEngine(bpy.types.RenderEngine):
         for event in self._client.poll(self._request_id):
             if event.kind == "result":
                 w, h = self._request_size
-                self._upload(event.arrays["combined"][0], w, h)
+                pixels = (self._pixels.views(shared_pixels.pass_shapes(("combined",), 1, h, w))
+                          if event.params.get("shared_memory") else event.arrays)
+                self._upload(pixels["combined"][0], w, h)
+                del pixels
                 self._schedule.landed()
                 self._request_id = None
             elif event.kind != "progress":
@@ -247,3 +275,4 @@ def register_panels() -> None:
 def unregister_panels() -> None:
     for panel in _compatible_panels():
         panel.COMPAT_ENGINES.discard(ENGINE_ID)
+    _final_pixels.close()

@@ -121,3 +121,27 @@ def test_only_the_passes_asked_for_are_sent(ply):
     params["passes"] = ["combined", "normal"]
     with pytest.raises(job.RenderRequestError, match="passes"):
         handle_render(Ctx(), params, arrays)
+
+
+def test_pixels_written_into_shared_memory_equal_the_piped_ones(ply):
+    from engine import shared_pixels
+
+    params, arrays = _request(ply, None, return_pixels=True, frames=2)
+    _, piped = handle_render(Ctx(), params, arrays)
+    buffer = shared_pixels.PixelBuffer()
+    try:
+        shapes = shared_pixels.pass_shapes(("combined", "depth"), 2, H, W)
+        params["shared_memory"] = buffer.name_for(shared_pixels.nbytes(shapes))
+        result, sent = handle_render(Ctx(), params, arrays)
+        assert result["shared_memory"] is True and sent == {}        # nothing through the pipe
+        shared = buffer.views(shapes)
+        np.testing.assert_array_equal(shared["combined"], piped["combined"])
+        np.testing.assert_array_equal(shared["depth"], piped["depth"])
+        del shared
+        small = shared_pixels.PixelBuffer()
+        params["shared_memory"] = small.name_for(16)
+        with pytest.raises(job.RenderRequestError, match="shared pixel buffer"):
+            handle_render(Ctx(), params, arrays)
+        small.close()
+    finally:
+        buffer.close()

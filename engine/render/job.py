@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import shared_pixels
 from ..errors import AnimateGaussiansError, CameraError, InputFileError
 from .pixels import blender_pixels
 from .rasterizer import RenderBackendError, choose_backend, gsplat_available, render_gaussians
@@ -287,7 +288,8 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     Cancelling keeps the PNGs already written.
     With return_pixels (F12 and the viewport: Blender's render engine) nothing is written and out_dir is not
     needed: the result's arrays are combined (F, H, W, 4) and depth (F, H, W) as Blender's render result holds
-    them (engine.render.pixels.blender_pixels); `passes` (default both) names the ones to send.
+    them (engine.render.pixels.blender_pixels); `passes` (default both) names the ones to send. With
+    shared_memory (a segment's name, engine/shared_pixels.py) they are written there instead of sent.
     """
     width, height = int(params["width"]), int(params["height"])
     if width <= 0 or height <= 0:
@@ -333,16 +335,27 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
         passes = list(params.get("passes", PIXEL_PASSES))
         if not passes or any(p not in PIXEL_PASSES for p in passes):
             raise RenderRequestError(f"passes must name some of {', '.join(PIXEL_PASSES)}, got {passes!r}")
-        out_arrays = {"combined": np.empty((F, height, width, 4), np.float32),
-                      "depth": np.empty((F, height, width), np.float32)}
-        for i, frame, out in frames_out:
-            with torch.no_grad():
-                pixels = dict(zip(PIXEL_PASSES, blender_pixels(out.rgb, out.alpha, out.depth, transparent)))
-                for name in passes:
-                    out_arrays[name][i] = pixels[name].cpu().numpy()
-            ctx.progress((i + 1) / F, f"frame {frame} ({i + 1} of {F})")
-        return {"frames": [], "video": None, "backend": backend, "device": str(device), "gaussians": g.count}, \
-            {name: out_arrays[name] for name in passes}
+        shapes = shared_pixels.pass_shapes(passes, F, height, width)
+        shm = shared_pixels.attach(params["shared_memory"]) if params.get("shared_memory") else None
+        if shm is not None and shm.size < shared_pixels.nbytes(shapes):
+            shm.close()
+            raise RenderRequestError(f"the shared pixel buffer holds {shm.size} bytes, the answer needs "
+                                     f"{shared_pixels.nbytes(shapes)}")
+        out_arrays = (shared_pixels.views(shm.buf, shapes) if shm is not None
+                      else {name: np.empty(shape, np.float32) for name, shape in shapes.items()})
+        try:
+            for i, frame, out in frames_out:
+                with torch.no_grad():
+                    pixels = dict(zip(PIXEL_PASSES, blender_pixels(out.rgb, out.alpha, out.depth, transparent)))
+                    for name in passes:
+                        out_arrays[name][i] = pixels[name].cpu().numpy()
+                ctx.progress((i + 1) / F, f"frame {frame} ({i + 1} of {F})")
+        finally:
+            if shm is not None:
+                out_arrays = {}   # the views go before the segment is closed
+                shm.close()
+        return {"frames": [], "video": None, "backend": backend, "device": str(device), "gaussians": g.count,
+                "shared_memory": shm is not None}, out_arrays
     video_path = out_dir / VIDEO_NAME
     partial_video = out_dir / (VIDEO_NAME + ".partial.mp4")
     video = Mp4Writer(partial_video, width, height, fps) if write_video else None
