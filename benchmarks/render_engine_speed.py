@@ -30,6 +30,7 @@ from blender_addon.gaussian_object import import_ply  # noqa: E402
 from blender_addon.render_region import pass_pixels, scaled_camera  # noqa: E402
 from blender_addon.render_request import build_pixels_request  # noqa: E402
 from blender_addon.splat_render_engine import ENGINE_ID  # noqa: E402
+from engine import shared_pixels  # noqa: E402
 from engine.ply import write_gaussians  # noqa: E402
 from engine.synthetic_scene import make_random_gaussians  # noqa: E402
 
@@ -129,17 +130,29 @@ def main() -> None:
         viewmat, K, near, far = camera_from_blender(scene, scene.camera, args.width, args.height)
         for label, scale in (("viewport", 1.0), ("viewport_navigate", 0.5)):
             K_s, w, h = scaled_camera(K, args.width, args.height, scale)
-            build = lambda: build_pixels_request(scene, depsgraph, (viewmat, K_s, near, far), w, h,  # noqa: E731
-                                                 args.device, viewport=True, passes=("combined",))
+            shapes = shared_pixels.pass_shapes(("combined",), 1, h, w)
+            buffer = shared_pixels.PixelBuffer()
+            name = buffer.name_for(shared_pixels.nbytes(shapes))
+            build = lambda shm=None: build_pixels_request(  # noqa: E731
+                scene, depsgraph, (viewmat, K_s, near, far), w, h, args.device, viewport=True,
+                passes=("combined",), shared_memory=shm)
             params, arrays = build()
+            params_shm, _ = build(name)
             answer = {}
 
             def round_trip():
                 answer["pixels"] = client.request("render", params, arrays)[1]
 
+            def round_trip_shm():
+                client.request("render", params_shm, arrays)
+                answer["shared"] = float(buffer.views(shapes)["combined"][0, 0, 0, 0])
+
             round_trip()
+            round_trip_shm()
             figures[f"{label}_request_build_ms"] = median_ms(build, args.repeats)
-            figures[f"{label}_render_transfer_ms"] = median_ms(round_trip, args.repeats)
+            figures[f"{label}_render_pipe_ms"] = median_ms(round_trip, args.repeats)
+            figures[f"{label}_render_transfer_ms"] = median_ms(round_trip_shm, args.repeats)   # what view_draw does
+            buffer.close()
             upload = texture_upload_ms(answer["pixels"]["combined"][0], args.repeats)
             figures[f"{label}_texture_upload_ms"] = upload
             figures[f"{label}_redraw_ms"] = (figures[f"{label}_request_build_ms"]

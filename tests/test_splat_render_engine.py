@@ -84,9 +84,15 @@ def f12(scene, path) -> np.ndarray:
     return png(path)
 
 
-def test_f12_writes_the_engines_frame_for_the_camera(scene, tmp_path):
+def test_f12_writes_the_engines_frame_for_the_camera(scene, tmp_path, monkeypatch):
+    from blender_addon import splat_render_engine
+
     expected = render_splats_frames(scene, tmp_path / "splats")[1]   # frame 2 of 1..3
+    read = []
+    views = splat_render_engine._final_pixels.views
+    monkeypatch.setattr(splat_render_engine._final_pixels, "views", lambda shapes: read.append(shapes) or views(shapes))
     image = f12(scene, tmp_path / "f12.png")
+    assert read == [{"combined": (1, 32, 48, 4)}]                    # the frame came through shared memory
     assert image.shape == (32, 48, 4)                                # 96 × 64 at 50 %
     assert image[..., :3].std() > 5                                  # the primitives are in view
     assert np.abs(image - expected).max() <= 1                       # within 1/255
