@@ -15,8 +15,9 @@ _registered_modules: list = []
 
 def _modules():
     from . import (animate_ops, import_export, panels, preferences, query4d_ops, render_splats, segment_ops,
-                   segment_panel)
-    return [preferences, import_export, render_splats, segment_ops, animate_ops, query4d_ops, panels, segment_panel]
+                   segment_panel, splat_render_engine)
+    return [preferences, import_export, render_splats, segment_ops, animate_ops, query4d_ops, panels, segment_panel,
+            splat_render_engine]
 
 
 def register() -> None:
@@ -26,8 +27,9 @@ def register() -> None:
     for module in modules:
         for cls in module.classes:
             bpy.utils.register_class(cls)
-    from . import animate_ops, import_export, query4d_ops, segment_ops
+    from . import animate_ops, import_export, query4d_ops, segment_ops, splat_render_engine
     import_export.register_menus()
+    splat_render_engine.register_panels()
     segment_ops.register_properties()
     animate_ops.register_properties()
     query4d_ops.register_properties()
@@ -41,7 +43,8 @@ def unregister() -> None:
     engine_client.shutdown_client()
     if _registered_modules:
         import_export.unregister_menus()
-        from . import animate_ops, query4d_ops, segment_ops
+        from . import animate_ops, query4d_ops, segment_ops, splat_render_engine
+        splat_render_engine.unregister_panels()
         segment_ops.unregister_properties()
         animate_ops.unregister_properties()
         query4d_ops.unregister_properties()

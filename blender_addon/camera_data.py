@@ -9,15 +9,16 @@ from engine.errors import CameraError
 
 
 def render_resolution(scene) -> tuple[int, int]:
-    """The output size Blender renders at: resolution × percentage, as Blender rounds it."""
+    """The output size Blender renders at: resolution × percentage, in Blender's integer arithmetic."""
     render = scene.render
-    scale = render.resolution_percentage / 100.0
-    return max(1, int(render.resolution_x * scale)), max(1, int(render.resolution_y * scale))
+    percent = render.resolution_percentage
+    return max(1, render.resolution_x * percent // 100), max(1, render.resolution_y * percent // 100)
 
 
-def camera_from_blender(scene, camera_obj, width: int | None = None, height: int | None = None
+def camera_from_blender(scene, camera_obj, width: int | None = None, height: int | None = None, depsgraph=None
                         ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(viewmat (4, 4), K (3, 3), near, far) of `camera_obj` as evaluated now (animation and drivers applied).
+    """(viewmat (4, 4), K (3, 3), near, far) of `camera_obj` as evaluated now (animation and drivers applied),
+    in `depsgraph` (default: the context's; a render engine passes the render's own).
 
     The size comes from the scene's render settings (percentage included) unless width/height are given;
     the pixel aspect always comes from the scene.
@@ -28,7 +29,7 @@ def camera_from_blender(scene, camera_obj, width: int | None = None, height: int
         raise CameraError(f"object {camera_obj.name!r} is not a camera")
     import bpy
 
-    depsgraph = bpy.context.evaluated_depsgraph_get()
+    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
     evaluated = camera_obj.evaluated_get(depsgraph)
     cam = evaluated.data
     if width is None or height is None:

@@ -1,119 +1,25 @@
 """Render Splats: the engine renders the scene's frame range from the active camera, with every Gaussian object
 moved as animated in Blender, to PNG frames and an MP4. One request; the operator polls, batch waits.
 
-Blender only contributes what is evaluated per frame (camera viewmat + K, each object's file_to_world) and,
-for an object holding a subset of its .ply (a segment), the subset's rows; the engine reads the Gaussians from
-each object's source .ply.
+The request itself (render_request.py) is the one the Gaussian Splats render engine (F12) sends too; this is the
+fast path that skips Blender's image pipeline.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import bpy
-import numpy as np
 
-from engine.errors import AnimateGaussiansError, CameraError, CancelledError, EngineError
+from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
-from . import dynamic_import, engine_client, rig
-from .camera_data import camera_from_blender, render_resolution
-from .gaussian_object import file_to_world, source_indices
-from .gaussian_layout import SOURCE_KEY
+from . import engine_client
 from .modal_engine import EngineModalMixin
+from .render_request import background_color, build_render_request, gaussian_objects, scene_frames  # noqa: F401
 
 DEFAULT_OUT_DIR = "//splat_render/"
-
-
-def gaussian_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
-    """The scene's Gaussian objects that render: meshes with a source .ply, not disabled for rendering."""
-    return [obj for obj in scene.objects
-            if obj.type == "MESH" and obj.get(SOURCE_KEY) and not obj.hide_render]
-
-
-def scene_frames(scene: bpy.types.Scene) -> list[int]:
-    return list(range(scene.frame_start, scene.frame_end + 1, max(1, scene.frame_step)))
-
-
-def background_color(scene: bpy.types.Scene) -> list[float] | None:
-    """None (transparent PNGs) when the film is transparent, else the world colour (black without a world)."""
-    if scene.render.film_transparent:
-        return None
-    return [float(c) for c in scene.world.color] if scene.world is not None else [0.0, 0.0, 0.0]
-
-
-def build_render_request(scene: bpy.types.Scene, out_dir: str | os.PathLike, resolution: tuple[int, int] | None,
-                         device: str = "auto", write_video: bool = True,
-                         tint_query: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
-    """The "render" request (params, arrays) for the scene's frame range, evaluated frame by frame so keyframes,
-    constraints, drivers and camera markers are honoured. The current frame is restored afterwards."""
-    objects = gaussian_objects(scene)
-    if not objects:
-        raise AnimateGaussiansError("nothing to render: the scene has no Gaussian objects",
-                                    "import a 3DGS .ply first (File > Import > 3D Gaussian Splatting)")
-    for obj in objects:
-        if not Path(obj[SOURCE_KEY]).is_file():
-            raise AnimateGaussiansError(f"the source .ply of {obj.name!r} is missing: {obj[SOURCE_KEY]}",
-                                        "re-import the .ply or put the file back")
-    if scene.camera is None:
-        raise CameraError("the scene has no active camera")
-    width, height = resolution if resolution else render_resolution(scene)
-    frames = scene_frames(scene)
-    viewmats = np.empty((len(frames), 4, 4), np.float32)
-    Ks = np.empty((len(frames), 3, 3), np.float32)
-    matrices = np.empty((len(frames), len(objects), 4, 4), np.float32)
-    nears, fars = [], []
-    # objects deformed by a Gaussians rig: their handles' file-frame transforms per frame (rig.py)
-    rigs = {j: arm for j, obj in enumerate(objects) if (arm := rig.rig_of(obj)) is not None and rig.skinning(obj)}
-    skin_transforms = {j: np.empty((len(frames), len(arm.data.bones), 4, 4), np.float32) for j, arm in rigs.items()}
-    original = (scene.frame_current, scene.frame_subframe)
-    try:
-        for i, frame in enumerate(frames):
-            scene.frame_set(frame)
-            depsgraph = bpy.context.evaluated_depsgraph_get()
-            viewmat, K, near, far = camera_from_blender(scene, scene.camera, width, height)
-            viewmats[i], Ks[i] = viewmat, K
-            nears.append(near)
-            fars.append(far)
-            for j, obj in enumerate(objects):
-                matrices[i, j] = file_to_world(obj, obj.evaluated_get(depsgraph).matrix_world)
-                if j in rigs:
-                    skin_transforms[j][i] = rig.handle_transforms_now(obj, rigs[j], depsgraph, matrices[i, j])
-    finally:
-        scene.frame_set(original[0], subframe=original[1])
-    params = {
-        "width": int(width), "height": int(height), "out_dir": str(Path(out_dir).resolve()),
-        "fps": scene.render.fps / scene.render.fps_base, "frames": frames,
-        "near": min(nears), "far": max(fars), "device": device, "background": background_color(scene),
-        "write_video": bool(write_video),
-        "objects": [{"name": obj.name, "ply_path": str(obj[SOURCE_KEY])} for obj in objects],
-    }
-    arrays = {"viewmats": viewmats, "Ks": Ks, "object_matrices": matrices}
-    for j, obj in enumerate(objects):   # "indices_<j>": object j holds these rows of its .ply (in mesh order)
-        indices = source_indices(obj)
-        if indices is not None:
-            arrays[f"indices_{j}"] = indices
-    for j, obj in enumerate(objects):   # a dynamic object: the engine reads each frame's timestep from its .npz
-        if dynamic_import.is_dynamic(obj):
-            params["objects"][j]["npz_path"] = str(obj[dynamic_import.DYNAMIC_SOURCE_KEY])
-            arrays[f"timesteps_{j}"] = np.array([dynamic_import.timestep_for_frame(obj, f) for f in frames], np.int64)
-    if tint_query:   # the 4D query's answer (q4d_start/q4d_end, scene frames) tinted on its frames
-        for j, obj in enumerate(objects):
-            first = obj.data.attributes.get(dynamic_import.QUERY_START_ATTRIBUTE)
-            last = obj.data.attributes.get(dynamic_import.QUERY_END_ATTRIBUTE)
-            if first is None or last is None:
-                continue
-            for key, attr in ((f"highlight_start_{j}", first), (f"highlight_end_{j}", last)):
-                values = np.empty(len(obj.data.vertices), np.int32)
-                attr.data.foreach_get("value", values)
-                arrays[key] = values.astype(np.int64)
-        params["highlight_color"] = [1.0, 0.45, 0.0]
-    for j, transforms in skin_transforms.items():
-        arrays[f"skin_handles_{j}"], arrays[f"skin_weights_{j}"] = rig.skinning(objects[j])
-        arrays[f"skin_transforms_{j}"] = transforms
-    return params, arrays
 
 
 def written_files(result: dict) -> list[str]:

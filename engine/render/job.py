@@ -18,13 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import shared_pixels
 from ..errors import AnimateGaussiansError, CameraError, InputFileError
+from .pixels import blender_pixels
 from .rasterizer import RenderBackendError, choose_backend, gsplat_available, render_gaussians
 from .skinning import skinning_from_request
 from .video import Mp4Writer, write_png
 
 VIDEO_NAME = "render.mp4"
 FRAME_PATTERN = "frame_{:04d}.png"
+PIXEL_PASSES = ("combined", "depth")   # what a return_pixels request may ask for, in blender_pixels' order
 
 
 class RenderRequestError(AnimateGaussiansError):
@@ -120,6 +123,31 @@ def load_objects(ctx, objects: list[dict], device: torch.device,
         object_index=torch.from_numpy(np.concatenate(
             [np.full(g.count, i, np.int32) for i, g in enumerate(parts)])).to(device),
         sh_degree=degree)
+
+
+_device_cache: dict[tuple, tuple[list, DeviceGaussians]] = {}
+
+
+def cached_device_gaussians(ctx, objects: list[dict], device: torch.device,
+                            subsets: dict[int, np.ndarray]) -> DeviceGaussians:
+    """load_objects, kept on the device for the next request of the same objects (files unchanged, same rows):
+    viewport redraws and F12 frames then skip stacking and uploading the Gaussians. One entry is kept; its
+    rows are compared exactly (a memcmp, cheaper than hashing them)."""
+    key: list = [str(device)]
+    for obj in objects:
+        path = Path(obj.get("ply_path") or "")
+        st = path.stat() if path.is_file() else None
+        key.append((str(path), st and st.st_mtime_ns, st and st.st_size))
+    rows = [None if subsets.get(i) is None else np.asarray(subsets[i]) for i in range(len(objects))]
+    entry = _device_cache.get(tuple(key))
+    if entry is not None and all((a is None and b is None) or (a is not None and b is not None and
+                                                               np.array_equal(a, b))
+                                 for a, b in zip(entry[0], rows)):
+        return entry[1]
+    _device_cache.clear()   # free the old scene's device memory before the new one is uploaded
+    g = load_objects(ctx, objects, device, subsets)
+    _device_cache[tuple(key)] = ([None if r is None else r.copy() for r in rows], g)
+    return g
 
 
 def posed_gaussians(g: DeviceGaussians, matrices: np.ndarray, skin=None, frame: int = 0
@@ -258,6 +286,10 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     highlight_color [r, g, b] (+ highlight_strength, default 0.6) with arrays highlight_start_<j>/highlight_end_<j>
     (N_j,) scene frames tints each Gaussian on the frames of a 4D query's answer.
     Cancelling keeps the PNGs already written.
+    With return_pixels (F12 and the viewport: Blender's render engine) nothing is written and out_dir is not
+    needed: the result's arrays are combined (F, H, W, 4) and depth (F, H, W) as Blender's render result holds
+    them (engine.render.pixels.blender_pixels); `passes` (default both) names the ones to send. With
+    shared_memory (a segment's name, engine/shared_pixels.py) they are written there instead of sent.
     """
     width, height = int(params["width"]), int(params["height"])
     if width <= 0 or height <= 0:
@@ -275,50 +307,63 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     object_matrices = _array(arrays, "object_matrices", (F, O, 4, 4)).astype(np.float64)
     if not (np.isfinite(viewmats).all() and np.isfinite(Ks).all()):
         raise CameraError("the camera has NaN or infinite values", hint="check the camera's animation")
-    near = float(params.get("near", 0.01))
-    far = float(params.get("far", 1e10))
     background = params.get("background")
     transparent = background is None
-    write_video = bool(params.get("write_video", True))
+    return_pixels = bool(params.get("return_pixels", False))
+    write_video = bool(params.get("write_video", True)) and not return_pixels
     fps = float(params.get("fps", 24))
-    out_dir = Path(params["out_dir"]).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = None
+    if not return_pixels:
+        out_dir = Path(params["out_dir"]).expanduser()
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     device = resolve_device(params.get("device", "auto"))
     # On a GPU without gsplat the torch rasterizer still runs there; slow, but correct.
     backend = "gsplat" if device.type == "cuda" and gsplat_available() else "cpu"
     backend = choose_backend(backend)
     ctx.progress(0.0, "loading Gaussians")
-    g = load_objects(ctx, objects, device, {j: arrays[f"indices_{j}"] for j in range(O) if f"indices_{j}" in arrays})
+    g = cached_device_gaussians(ctx, objects, device,
+                                {j: arrays[f"indices_{j}"] for j in range(O) if f"indices_{j}" in arrays})
     bg = torch.tensor(background if background is not None else [0.0, 0.0, 0.0], dtype=torch.float32,
                       device=device)
     viewmats_d = torch.from_numpy(viewmats).to(device)
     Ks_d = torch.from_numpy(Ks).to(device)
 
+    frames_out = rendered_frames(ctx, g, objects, arrays, params, frames, viewmats_d, Ks_d, object_matrices,
+                                 None if transparent else bg, backend)
+    if return_pixels:
+        passes = list(params.get("passes", PIXEL_PASSES))
+        if not passes or any(p not in PIXEL_PASSES for p in passes):
+            raise RenderRequestError(f"passes must name some of {', '.join(PIXEL_PASSES)}, got {passes!r}")
+        shapes = shared_pixels.pass_shapes(passes, F, height, width)
+        shm = shared_pixels.attach(params["shared_memory"]) if params.get("shared_memory") else None
+        if shm is not None and shm.size < shared_pixels.nbytes(shapes):
+            shm.close()
+            raise RenderRequestError(f"the shared pixel buffer holds {shm.size} bytes, the answer needs "
+                                     f"{shared_pixels.nbytes(shapes)}")
+        out_arrays = (shared_pixels.views(shm.buf, shapes) if shm is not None
+                      else {name: np.empty(shape, np.float32) for name, shape in shapes.items()})
+        try:
+            for i, frame, out in frames_out:
+                with torch.no_grad():
+                    pixels = dict(zip(PIXEL_PASSES, blender_pixels(out.rgb, out.alpha, out.depth, transparent)))
+                    for name in passes:
+                        out_arrays[name][i] = pixels[name].cpu().numpy()
+                ctx.progress((i + 1) / F, f"frame {frame} ({i + 1} of {F})")
+        finally:
+            if shm is not None:
+                out_arrays = {}   # the views go before the segment is closed
+                shm.close()
+        return {"frames": [], "video": None, "backend": backend, "device": str(device), "gaussians": g.count,
+                "shared_memory": shm is not None}, out_arrays
     video_path = out_dir / VIDEO_NAME
     partial_video = out_dir / (VIDEO_NAME + ".partial.mp4")
     video = Mp4Writer(partial_video, width, height, fps) if write_video else None
     sink = FrameSink(video, workers=min(8, os.cpu_count() or 1))
     written: list[str] = []
     finished = False
-    posed_for, posed = None, None
-    skin = skinning_from_request(objects, arrays, g.object_index, F)   # objects deformed by a rig, if any
-    dynamic = dynamic_sources(objects, arrays, g, F)                   # objects playing a 4D sequence
-    highlight = query_highlight(params, arrays, g, objects)            # a 4D query's answer, tinted
     try:
-        for i, frame in enumerate(frames):
-            ctx.check_cancelled()
-            # Objects that did not move since the last frame (a camera-only animation) keep their pose.
-            if (skin is not None or dynamic or highlight is not None or posed_for is None
-                    or not np.array_equal(object_matrices[i], posed_for)):
-                posed_for = object_matrices[i]
-                g_i = at_timesteps(g, dynamic, i) if dynamic else g
-                g_i = tinted(g_i, highlight, int(frame)) if highlight is not None else g_i
-                posed = posed_gaussians(g_i, posed_for) if skin is None else posed_gaussians(g_i, posed_for, skin, i)
-            means, quats, scales, sh = posed
-            out = render_gaussians(means, quats, scales, g.opacities, sh, viewmats_d[i], Ks_d[i], width, height,
-                                   near=near, far=far, background=None if transparent else bg,
-                                   sh_degree=g.sh_degree, backend=backend)
+        for i, frame, out in frames_out:
             with torch.no_grad():
                 rgb8 = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
                 if transparent:
@@ -343,3 +388,30 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
                 partial_video.unlink()
     return {"frames": written, "video": str(video_path) if write_video else None,
             "backend": backend, "device": str(device), "gaussians": g.count}, {}
+
+
+def rendered_frames(ctx, g: DeviceGaussians, objects: list[dict], arrays: dict, params: dict, frames: list[int],
+                    viewmats: torch.Tensor, Ks: torch.Tensor, object_matrices: np.ndarray,
+                    background: torch.Tensor | None, backend: str):
+    """(index, frame, RenderOutput) of each frame in order, the objects posed as the request says (matrices,
+    rigs, dynamic timesteps, a query's tint); a cancel is honoured between frames."""
+    width, height = int(params["width"]), int(params["height"])
+    near, far = float(params.get("near", 0.01)), float(params.get("far", 1e10))
+    F = len(frames)
+    posed_for, posed = None, None
+    skin = skinning_from_request(objects, arrays, g.object_index, F)   # objects deformed by a rig, if any
+    dynamic = dynamic_sources(objects, arrays, g, F)                   # objects playing a 4D sequence
+    highlight = query_highlight(params, arrays, g, objects)            # a 4D query's answer, tinted
+    for i, frame in enumerate(frames):
+        ctx.check_cancelled()
+        # Objects that did not move since the last frame (a camera-only animation) keep their pose.
+        if (skin is not None or dynamic or highlight is not None or posed_for is None
+                or not np.array_equal(object_matrices[i], posed_for)):
+            posed_for = object_matrices[i]
+            g_i = at_timesteps(g, dynamic, i) if dynamic else g
+            g_i = tinted(g_i, highlight, int(frame)) if highlight is not None else g_i
+            posed = posed_gaussians(g_i, posed_for) if skin is None else posed_gaussians(g_i, posed_for, skin, i)
+        means, quats, scales, sh = posed
+        yield i, frame, render_gaussians(means, quats, scales, g.opacities, sh, viewmats[i], Ks[i], width, height,
+                                         near=near, far=far, background=background, sh_degree=g.sh_degree,
+                                         backend=backend)
