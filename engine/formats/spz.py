@@ -1,0 +1,153 @@
+"""Niantic `.spz` (Scaniverse), versions 2 and 3: a gzip stream of a 16-byte header and column blocks.
+
+Header (little endian): magic 0x5053474e ("NGSP"), version u32, point count u32, SH degree u8, fractional bits
+u8, flags u8 (1: antialiased), reserved u8. Blocks, each for all points: positions 3×24-bit signed fixed point
+(value / 2^fractional_bits), alpha u8 (sigmoid(opacity)·255), colour 3×u8 (f_dc·0.15·255 + 127.5), scale 3×u8
+((log-scale + 10)·16), rotation (v2: x y z as i8-like (q+1)·127.5 with w ≥ 0; v3: smallest three, 2-bit index of
+the largest of x y z w + 3×(sign + 9-bit magnitude of |q|·√2)), SH rest as u8 (coeff·128 + 128), coefficient-major
+with RGB inner. The values are in the RUB frame (x right, y up, z back): the reader returns them as stored and
+says so (`FRAME`); callers put the half turn about x into the object's axis conversion.
+Quantisation we write (v3): positions 1/2^12 (fewer fractional bits for scenes beyond ±2048), colour ≈ 1/(0.15·255)
+in f_dc, alpha 1/255, log-scale 1/16, rotation components √2/2/511, SH degree 1 in steps of 8/128, higher 16/128.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..ply import GaussianArrays
+from .common import RUB, check_finite, fail, from_smallest_three, logit, normalized_quats, \
+    sigmoid, smallest_three
+
+MAGIC = 0x5053474E
+VERSIONS = (2, 3)
+WRITE_VERSION = 3
+COLOR_SCALE = 0.15
+FRAME = RUB
+_HEADER = struct.Struct("<IIIBBBB")
+_SQRT1_2 = np.float32(np.sqrt(0.5))
+
+
+def _gunzip(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        if raw[:4] == b"NGSP":
+            raise fail(path, "is an .spz version 4 (zstd) file; versions 2 and 3 are supported")
+        raise fail(path, "is not an .spz file (not gzip compressed)")
+    try:
+        return zlib.decompress(raw, wbits=31)
+    except (zlib.error, EOFError) as exc:
+        raise fail(path, f"is truncated or damaged (gzip: {exc})") from None
+
+
+def read(path: str | os.PathLike) -> GaussianArrays:
+    path = Path(path)
+    data = _gunzip(path)
+    if len(data) < _HEADER.size:
+        raise fail(path, "is truncated: no complete .spz header")
+    magic, version, n, degree, frac_bits, _flags, _ = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise fail(path, f"is not an .spz file (magic {magic:#x}, expected {MAGIC:#x})")
+    if version not in VERSIONS:
+        raise fail(path, f"is .spz version {version}; versions {VERSIONS[0]} and {VERSIONS[1]} are supported")
+    if n == 0:
+        raise fail(path, "contains no Gaussians (point count is 0)")
+    if degree > 3:
+        raise fail(path, f"declares SH degree {degree}; 0 to 3 are valid")
+    if frac_bits > 24:
+        raise fail(path, f"declares {frac_bits} fractional bits; at most 24 are valid")
+    k = (degree + 1) ** 2 - 1
+    rot_bytes = 4 if version >= 3 else 3
+    sizes = [9 * n, n, 3 * n, 3 * n, rot_bytes * n, 3 * k * n]
+    expected = _HEADER.size + sum(sizes)
+    if len(data) != expected:
+        raise fail(path, f"holds {len(data) - _HEADER.size:,} bytes of data but its header ({n:,} points, SH degree "
+                         f"{degree}, version {version}) needs {expected - _HEADER.size:,}: truncated or damaged")
+    buf = np.frombuffer(data, dtype=np.uint8, offset=_HEADER.size)
+    offsets = np.cumsum([0] + sizes)
+    block = [buf[offsets[i]:offsets[i + 1]] for i in range(len(sizes))]
+
+    p = block[0].reshape(n * 3, 3).astype(np.int32)
+    fixed = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
+    fixed -= (fixed & 0x800000) << 1            # sign-extend 24 bits
+    means = (fixed.astype(np.float32) / np.float32(1 << frac_bits)).reshape(n, 3)
+    opacity = logit(block[1].astype(np.float32) / 255.0)
+    sh_dc = ((block[2].reshape(n, 3).astype(np.float32) / 255.0 - 0.5) / COLOR_SCALE).astype(np.float32)
+    log_scales = block[3].reshape(n, 3).astype(np.float32) / 16.0 - 10.0
+    if version >= 3:
+        packed = block[4].view("<u4").astype(np.uint32)
+        largest = packed >> 30
+        others = np.empty((n, 3), np.float32)
+        work = packed.copy()
+        for j in range(2, -1, -1):   # the last component packed is in the lowest bits
+            mag = (work & 0x1FF).astype(np.float32) / 511.0 * _SQRT1_2
+            others[:, j] = np.where((work >> 9) & 1, -mag, mag)
+            work >>= 10
+        xyzw = from_smallest_three(largest.astype(np.int64), others)
+    else:
+        xyz = block[4].reshape(n, 3).astype(np.float32) / 127.5 - 1.0
+        w = np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", xyz, xyz)))
+        xyzw = np.concatenate([xyz, w[:, None]], axis=1)
+    quats = np.ascontiguousarray(xyzw[:, [3, 0, 1, 2]], dtype=np.float32)
+    rest = (block[5].reshape(n, k, 3).astype(np.float32) - 128.0) / 128.0
+    g = GaussianArrays(means=means, sh_dc=sh_dc, sh_rest=rest, opacity_logit=opacity, log_scales=log_scales,
+                       quats_wxyz=quats)
+    check_finite(path, g)
+    return g
+
+
+def _fractional_bits(means: np.ndarray) -> int:
+    """12 (the reference's choice) unless the scene reaches beyond ±2^11: then fewer, so nothing overflows."""
+    extent = float(np.max(np.abs(means))) if means.size else 0.0
+    bits = 12
+    while bits > 0 and extent * (1 << bits) >= (1 << 23) - 1:
+        bits -= 1
+    return bits
+
+
+def _quantize_sh(values: np.ndarray, bits: int) -> np.ndarray:
+    bucket = 1 << (8 - bits)
+    q = np.round(values.astype(np.float64) * 128.0 + 128.0).astype(np.int64)
+    q = (q + bucket // 2) // bucket * bucket
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def encode(g: GaussianArrays) -> bytes:
+    """The uncompressed version-3 stream (header + blocks)."""
+    n = g.count
+    degree = g.sh_degree
+    frac_bits = _fractional_bits(g.means)
+    fixed = np.round(np.asarray(g.means, np.float64) * (1 << frac_bits)).astype(np.int64)
+    if np.abs(fixed).max(initial=0) >= 1 << 23:
+        raise ValueError("positions too large for .spz's 24-bit fixed point")
+    fixed &= 0xFFFFFF
+    positions = np.stack([fixed & 0xFF, (fixed >> 8) & 0xFF, (fixed >> 16) & 0xFF], axis=-1).astype(np.uint8)
+    alpha = np.clip(np.round(sigmoid(g.opacity_logit) * 255.0), 0, 255).astype(np.uint8)
+    colors = np.clip(np.round(np.asarray(g.sh_dc, np.float64) * (COLOR_SCALE * 255.0) + 127.5), 0, 255).astype(np.uint8)
+    scales = np.clip(np.round((np.asarray(g.log_scales, np.float64) + 10.0) * 16.0), 0, 255).astype(np.uint8)
+    xyzw = normalized_quats(g.quats_wxyz)[:, [1, 2, 3, 0]]
+    largest, others = smallest_three(xyzw)
+    packed = largest.astype(np.uint32) << 30
+    for j in range(3):
+        mag = np.clip(np.round(np.abs(others[:, j]) / float(_SQRT1_2) * 511.0), 0, 511).astype(np.uint32)
+        packed |= (((others[:, j] < 0).astype(np.uint32) << 9) | mag) << (10 * (2 - j))
+    rest = g.sh_rest
+    sh = np.empty(rest.shape, np.uint8)
+    if rest.shape[1]:
+        sh[:, :3] = _quantize_sh(rest[:, :3], 5)
+        sh[:, 3:] = _quantize_sh(rest[:, 3:], 4)
+    header = _HEADER.pack(MAGIC, WRITE_VERSION, n, degree, frac_bits, 0, 0)
+    return b"".join([header, positions.tobytes(), alpha.tobytes(), colors.tobytes(), scales.tobytes(),
+                     packed.astype("<u4").tobytes(), sh.tobytes()])
+
+
+def write(path: str | os.PathLike, g: GaussianArrays) -> None:
+    Path(path).write_bytes(gzip.compress(encode(g), compresslevel=6, mtime=0))
+
+
