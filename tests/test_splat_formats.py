@@ -148,3 +148,22 @@ def test_ply_goes_through_the_ply_reader(tmp_path):
     scene = read_scene(path)
     assert scene.format == PLY
     np.testing.assert_array_equal(scene.gaussians.means, g.means)
+
+
+@pytest.mark.parametrize("kind", ["spz", "compressed.ply", "splat", "sog_folder"])
+def test_engine_loads_every_format_the_addon_imports(tmp_path, monkeypatch, kind):
+    from engine import scene_cache
+
+    monkeypatch.setenv(scene_cache.CACHE_ENV, str(tmp_path / "cache"))
+    g = random_gaussians(300, 0 if kind == "splat" else 1, seed=9)
+    if kind == "sog_folder":
+        path = write_sog(tmp_path / "sog", g, as_zip=False)
+    elif kind == "splat":
+        path = tmp_path / "a.splat"
+        write_splat_by_hand(path, g)
+    else:
+        path = write_scene(tmp_path / f"a.{kind}", g)
+    scene_cache.clear_loaded()
+    scene = scene_cache.load_scene(path)
+    np.testing.assert_array_equal(scene.gaussians.means, read_scene(path).gaussians.means)
+    assert len(scene.hash) == 64 and scene_cache.load_scene(path) is scene
