@@ -109,3 +109,39 @@ def test_dynamic_object_exports_its_timesteps(clean_scene, tmp_path, monkeypatch
         np.testing.assert_allclose(written.means, g.means, atol=1e-5)
         dots = np.abs(np.sum(written.quats_wxyz * g.quats_wxyz, axis=1))
         assert dots.min() > 1 - 1e-5
+
+
+def test_rigged_object_exports_what_the_armature_deforms(clean_scene, tmp_path):
+    from blender_addon import rig
+    from blender_addon.gaussian_layout import AXIS_CONVERSION
+
+    g = random_gaussians(120, 0, seed=5)
+    write_gaussians(tmp_path / "still.ply", g)
+    obj = gaussian_object.import_ply(tmp_path / "still.ply")
+    weights = np.zeros((g.count, 2), np.float32)
+    weights[:60, 0] = 1.0
+    weights[60:, 1] = 0.7
+    weights[60:, 0] = 0.3
+    arm = rig.build_rig(obj, np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), weights, np.eye(4))
+    bone = arm.pose.bones[rig.bone_name(0)]
+    scene = clean_scene
+    scene.frame_start, scene.frame_end = 1, 2
+    bone.location = (0.0, 0.0, 0.0)
+    bone.keyframe_insert("location", frame=1)
+    bone.location = (0.2, 0.5, -0.3)
+    bone.keyframe_insert("location", frame=2)
+    paths = ply_sequence.export_sequence(obj, tmp_path / "rig" / "f_##.ply")
+    obj.modifiers["Gaussian Splats"].show_viewport = False
+    moved = 0.0
+    for frame, path in zip((1, 2), paths):
+        scene.frame_set(frame)
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        mesh = obj.evaluated_get(depsgraph).data
+        co = np.empty(len(mesh.vertices) * 3, np.float32)
+        mesh.vertices.foreach_get("co", co)
+        world = co.reshape(-1, 3) @ np.array(obj.matrix_world)[:3, :3].T + np.array(obj.matrix_world)[:3, 3]
+        expected = (world - AXIS_CONVERSION[:3, 3]) @ np.linalg.inv(AXIS_CONVERSION[:3, :3]).T
+        written = read_gaussians(path).means
+        np.testing.assert_allclose(written, expected, atol=1e-4)
+        moved = max(moved, float(np.abs(written - g.means).max()))
+    assert moved > 0.1     # the rig did move them
