@@ -23,7 +23,7 @@ from engine.formats import PLY
 from engine.ply import write_ply
 from engine.scene_cache import cache_dir
 
-from . import dynamic_import, rig
+from . import dynamic_import, notices, rig
 from .gaussian_layout import attribute_specs, from_buffer, relative_transform
 from .gaussian_object import _read_attribute, apply_transform, file_to_world, object_layout, object_to_vertices
 from .splat_export import target_axis_conversion
@@ -51,6 +51,8 @@ def import_sequence(spec: str | os.PathLike, context: bpy.types.Context | None =
     spec_path = Path(spec)
     obj.name = obj.data.name = (spec_path.name if spec_path.is_dir() else files[0].parent.name or files[0].stem)
     obj[SEQUENCE_KEY] = str(spec)
+    for note in notes:   # never silent: the panel, the operator and the batch report show it
+        notices.add("import", "sequence_first_frame", note)
     return obj, notes
 
 

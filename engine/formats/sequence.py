@@ -14,7 +14,7 @@ import numpy as np
 
 from ..dynamic import DynamicGaussians, validate
 from ..errors import InputFileError, SplatFormatError
-from ..ply import read_gaussians
+from ..ply import SH_C0, read_gaussians
 
 _HASHES = re.compile(r"#+")
 _PRINTF = re.compile(r"%0?(\d*)d")
@@ -75,7 +75,7 @@ def read_sequence(spec: str | os.PathLike) -> tuple[DynamicGaussians, list[Path]
         if g.sh_degree != first.sh_degree:
             raise SplatFormatError(f"{file.name} has SH degree {g.sh_degree}, {files[0].name} {first.sh_degree}")
         means[t], quats[t] = g.means, g.quats_wxyz
-        rgb[t] = g.colors()
+        rgb[t] = 0.5 + SH_C0 * g.sh_dc     # unclipped, so frame 0 renders exactly as its file
         for name, a, b in (("opacity", g.opacity_logit, first.opacity_logit), ("scale", g.log_scales, first.log_scales),
                            ("view-dependent colour (SH)", g.sh_rest, first.sh_rest)):
             if t and not np.array_equal(a, b):
