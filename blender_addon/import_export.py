@@ -147,12 +147,14 @@ class GAUSSIANS_FH_splats(bpy.types.FileHandler):
 def _menu_import(self, context):
     self.layout.operator(GAUSSIANS_OT_import_ply.bl_idname,
                          text="Gaussian Splats (.ply, .compressed.ply, .splat, .spz, .sog)")
+    self.layout.operator("gaussians.import_ply_sequence", text="Gaussian PLY Sequence (folder of .ply frames)")
 
 
 def _menu_export(self, context):
     self.layout.operator(GAUSSIANS_OT_export_ply.bl_idname, text="3D Gaussian Splatting (.ply)")
     self.layout.operator(GAUSSIANS_OT_export_splats.bl_idname,
                          text="Gaussian Splats (.spz, .compressed.ply, .splat, .ply)")
+    self.layout.operator("gaussians.export_ply_sequence", text="Gaussian PLY Sequence (one .ply per frame)")
 
 
 classes = (GAUSSIANS_OT_import_ply, GAUSSIANS_OT_export_ply, GAUSSIANS_OT_export_splats, GAUSSIANS_FH_splats)

@@ -145,3 +145,17 @@ def test_rigged_object_exports_what_the_armature_deforms(clean_scene, tmp_path):
         np.testing.assert_allclose(written, expected, atol=1e-4)
         moved = max(moved, float(np.abs(written - g.means).max()))
     assert moved > 0.1     # the rig did move them
+
+
+def test_sequence_operators_round_trip(clean_scene, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANIMATE_GAUSSIANS_CACHE", str(tmp_path / "cache"))
+    frames = _write_frames(tmp_path / "seq", count=3, seed=7)
+    assert bpy.ops.gaussians.import_ply_sequence(filepath=str(tmp_path / "seq" / "frame_0002.ply"),
+                                                 frame_start=1) == {"FINISHED"}
+    obj = bpy.context.view_layer.objects.active
+    assert obj.name == "seq"
+    assert bpy.ops.gaussians.export_ply_sequence(filepath=str(tmp_path / "out" / "x.ply")) == {"FINISHED"}
+    written = sorted((tmp_path / "out").glob("x_*.ply"))
+    assert [p.name for p in written] == ["x_0001.ply", "x_0002.ply", "x_0003.ply"]
+    for g, path in zip(frames, written):
+        np.testing.assert_allclose(read_gaussians(path).means, g.means, atol=1e-5)
