@@ -70,13 +70,25 @@ def smallest_three(quats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def from_smallest_three(largest: np.ndarray, others: np.ndarray) -> np.ndarray:
     """The reverse of smallest_three: (N,) index and (N, 3) values -> (N, 4) with the largest = sqrt(1 − Σ²)."""
-    n = len(largest)
-    out = np.empty((n, 4), dtype=np.float32)
-    big = np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", others, others)))
-    keep = np.ones((n, 4), dtype=bool)
-    keep[np.arange(n), largest] = False
-    out[keep] = others.reshape(-1).astype(np.float32)
-    out[np.arange(n), largest] = big
+    others = np.asarray(others, dtype=np.float32)
+    largest = np.asarray(largest)
+    big = np.sqrt(np.maximum(np.float32(0.0), np.float32(1.0) - np.einsum("ij,ij->i", others, others)))
+    out = np.empty((len(largest), 4), dtype=np.float32)
+    # Column c is the largest where largest == c, else the other that sits at c (c − 1 once past the largest):
+    # four vectorised selects instead of a scattered boolean assignment (much faster at 1M).
+    for c in range(4):
+        after = others[:, c - 1] if c > 0 else others[:, 0]
+        before = others[:, c] if c < 3 else others[:, 2]
+        out[:, c] = np.where(largest == c, big, np.where(largest < c, after, before))
+    return out
+
+
+def affine_bytes(codes: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """codes · scale + offset as float32 for uint8 codes, in two passes with no temporaries (at 1M Gaussians'
+    SH, 45M values, several times faster than a table lookup, which first widens every code to intp)."""
+    out = np.empty(codes.shape, np.float32)
+    np.multiply(np.ascontiguousarray(codes), np.float32(scale), out=out, casting="unsafe")
+    out += np.float32(offset)
     return out
 
 
