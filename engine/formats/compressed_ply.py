@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ply import GaussianArrays
-from .common import affine_bytes, color_to_dc, dc_to_color, fail, from_smallest_three, logit, \
+from .common import color_to_dc, decode_sh_bytes, dc_to_color, fail, from_smallest_three, logit, \
     sh_degree_for_coefficients, sigmoid, smallest_three
 
 CHUNK = 256
@@ -128,11 +128,8 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         if 3 * k != len(rest_names):
             raise fail(path, f"{len(rest_names)} f_rest properties is not 3 channels of SH")
         sh_degree_for_coefficients(k, path)
-        # (v + 0.5)/256·8 − 4, with 0 and 255 the range's ends (splat-transform), in (N, K, RGB) order
-        codes = np.ascontiguousarray(sh.reshape(n, 3, k).transpose(0, 2, 1))
-        rest = affine_bytes(codes, 8.0 / 256.0, 4.0 / 256.0 - 4.0)
-        np.putmask(rest, codes == 0, np.float32(-4.0))
-        np.putmask(rest, codes == 255, np.float32(4.0))
+        # (v + 0.5)/256·8 − 4, with 0 and 255 the range's ends (splat-transform); file order is channel-major
+        rest = decode_sh_bytes(sh.reshape(n, 3, k).transpose(0, 2, 1), 8.0 / 256.0, 4.0 / 256.0 - 4.0, (-4.0, 4.0))
     else:
         rest = np.zeros((n, 0, 3), np.float32)
     # Every value is finite by construction (bytes through finite bounds, checked above): no NaN scan needed.

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ply import GaussianArrays
-from .common import RUB, affine_bytes, fail, from_smallest_three, logit, normalized_quats, \
+from .common import RUB, decode_sh_bytes, fail, from_smallest_three, logit, normalized_quats, \
     sigmoid, smallest_three
 
 MAGIC = 0x5053474E
@@ -45,8 +45,11 @@ def _gunzip(path: Path) -> bytes:
         if raw[:4] == b"NGSP":
             raise fail(path, "is an .spz version 4 (zstd) file; versions 2 and 3 are supported")
         raise fail(path, "is not an .spz file (not gzip compressed)")
+    # The gzip trailer holds the size (mod 2^32): one output buffer instead of repeated growth. Capped, so a
+    # damaged trailer cannot ask for more than a real stream of this length could hold.
+    size = int.from_bytes(raw[-4:], "little") if len(raw) >= 4 else 0
     try:
-        return zlib.decompress(raw, wbits=31)
+        return zlib.decompress(raw, wbits=31, bufsize=max(1 << 16, min(size, 64 * len(raw))))
     except (zlib.error, EOFError) as exc:
         raise fail(path, f"is truncated or damaged (gzip: {exc})") from None
 
@@ -100,7 +103,7 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         w = np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", xyz, xyz)))
         xyzw = np.concatenate([xyz, w[:, None]], axis=1)
     quats = np.ascontiguousarray(xyzw[:, [3, 0, 1, 2]], dtype=np.float32)
-    rest = affine_bytes(block[5].reshape(n, k, 3), 1.0 / 128.0, -1.0)
+    rest = decode_sh_bytes(block[5].reshape(n, k, 3), 1.0 / 128.0, -1.0)
     # Finite by construction (fixed point and bytes): no NaN scan needed.
     return GaussianArrays(means=means, sh_dc=sh_dc, sh_rest=rest, opacity_logit=opacity, log_scales=log_scales,
                           quats_wxyz=quats)
