@@ -111,12 +111,17 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         padded += low[:, None, :]
         return padded.reshape(-1, 3)[:n]
 
-    means = lerp(_unpack_111011(vertex["packed_position"]), _POSITION)
-    log_scales = lerp(_unpack_111011(vertex["packed_scale"]), _SCALE)
+    with np.errstate(over="ignore", invalid="ignore"):   # absurd bounds overflow: caught just below
+        means = lerp(_unpack_111011(vertex["packed_position"]), _POSITION)
+        log_scales = lerp(_unpack_111011(vertex["packed_scale"]), _SCALE)
     color = vertex["packed_color"]
     rgb = np.stack([_unorm(color, 24, 8), _unorm(color, 16, 8), _unorm(color, 8, 8)], axis=1)
     if all(k in chunk_dt.names for k in _COLOR):
-        rgb = lerp(rgb, _COLOR)
+        with np.errstate(over="ignore", invalid="ignore"):
+            rgb = lerp(rgb, _COLOR)
+    for name, values in (("position", means), ("scale", log_scales), ("colour", rgb)):
+        if not np.isfinite(values).all():
+            raise fail(path, f"chunk {name} bounds overflow float32 (damaged file)")
     rot = vertex["packed_rotation"]
     others = np.stack([(_unorm(rot, s, 10) - 0.5) * np.float32(_SQRT2) for s in (20, 10, 0)], axis=1)
     quats = from_smallest_three((rot >> 30).astype(np.int64), others)
@@ -132,7 +137,7 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         rest = decode_sh_bytes(sh.reshape(n, 3, k).transpose(0, 2, 1), 8.0 / 256.0, 4.0 / 256.0 - 4.0, (-4.0, 4.0))
     else:
         rest = np.zeros((n, 0, 3), np.float32)
-    # Every value is finite by construction (bytes through finite bounds, checked above): no NaN scan needed.
+    # Everything else is finite by construction (bytes, unit quaternions): no NaN scan of the SH needed.
     return GaussianArrays(means=means, sh_dc=color_to_dc(rgb), sh_rest=rest,
                           opacity_logit=_LOGIT_TABLE[color & 0xFF], log_scales=log_scales, quats_wxyz=quats)
 
