@@ -12,7 +12,7 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from engine.errors import AnimateGaussiansError
 
 from . import gaussian_object, notices, ply_sequence
-from .import_export import _fail
+from .import_export import GAUSSIANS_OT_export_ply, _fail
 
 
 class GAUSSIANS_OT_import_ply_sequence(bpy.types.Operator, ImportHelper):
@@ -52,12 +52,7 @@ class GAUSSIANS_OT_export_ply_sequence(bpy.types.Operator, ExportHelper):
     filename_ext = ".ply"
     filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})
 
-    @classmethod
-    def poll(cls, context):
-        if not gaussian_object.is_gaussian_object(context.active_object):
-            cls.poll_message_set("Select a Gaussian object")
-            return False
-        return True
+    poll = GAUSSIANS_OT_export_ply.poll
 
     def execute(self, context):
         path = Path(self.filepath)
