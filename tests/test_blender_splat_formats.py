@@ -137,3 +137,18 @@ def test_bad_files_leave_the_scene_untouched(clean_scene, tmp_path, kind, messag
     with pytest.raises(RuntimeError, match=message):   # the operator's ERROR report
         bpy.ops.gaussians.import_ply(filepath=str(path))
     assert datablock_snapshot() == before
+
+
+def test_file_handler_and_export_operator(clean_scene, tmp_path):
+    handler = bpy.types.FileHandler.bl_rna_get_subclass_py("GAUSSIANS_FH_splats")
+    assert handler is not None and handler.bl_import_operator == "gaussians.import_ply"
+    assert set(handler.bl_file_extensions.split(";")) == {".ply", ".splat", ".spz", ".sog"}
+    g = random_gaussians(50, 1, seed=16)
+    src = write_scene(tmp_path / "drop.spz", g)
+    assert bpy.ops.gaussians.import_ply(filepath=str(src)) == {"FINISHED"}   # what a drop runs, after its popup
+    obj = bpy.context.view_layer.objects.active
+    assert obj.name == "drop" and gaussian_object.gaussian_count(obj) == 50
+    # the export operator: the chosen format's extension is added when the name has none
+    assert bpy.ops.gaussians.export_splats(filepath=str(tmp_path / "out"), format=".compressed.ply") == {"FINISHED"}
+    back = read_scene(tmp_path / "out.compressed.ply").gaussians
+    np.testing.assert_allclose(back.means, g.means * np.array([1, -1, -1], np.float32), atol=np.ptp(g.means) / 1023)
