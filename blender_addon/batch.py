@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -26,7 +25,7 @@ if __package__ in (None, ""):
 
 from engine.errors import AnimateGaussiansError, InputFileError  # noqa: E402
 from engine.formats.detect import export_format  # noqa: E402
-from engine.formats.sequence import is_sequence_spec  # noqa: E402
+from engine.formats.sequence import is_sequence_spec, is_sequence_target  # noqa: E402
 
 PROG = "batch.py"
 
@@ -217,21 +216,9 @@ def step_export_ply(ctx: BatchContext) -> None:
 
 
 def step_export(ctx: BatchContext) -> None:
-    """--export PATH: the format by extension; a folder (ending in /) or a '####' name: a PLY sequence of the
-    scene's frame range."""
-    from engine.formats.sequence import frame_paths
-
-    target = ctx.args.export
-    if target.endswith(("/", os.sep)) or is_sequence_spec(target):
-        from blender_addon import ply_sequence
-        frame_paths(target, [0])   # refuses a target that names no frame slot, before any frame is evaluated
-        paths = ply_sequence.export_sequence(ctx.gaussian_object, target)
-        ctx.files.extend(str(Path(p).resolve()) for p in paths)
-        return
     from blender_addon import splat_export
 
-    path = splat_export.export_gaussians(ctx.gaussian_object, target)
-    ctx.files.append(str(Path(path).resolve()))
+    ctx.files.extend(str(Path(p).resolve()) for p in splat_export.export_target(ctx.gaussian_object, ctx.args.export))
 
 
 def step_save(ctx: BatchContext) -> None:
@@ -366,7 +353,7 @@ def validate(args: argparse.Namespace) -> list[Step]:
             raise InputFileError(f"{option}: {value} is not a file")
         if kind == "dir" and not path.is_dir():
             raise InputFileError(f"{option}: {value} is not a folder")
-    if args.export is not None and not (args.export.endswith(("/", os.sep)) or is_sequence_spec(args.export)):
+    if args.export is not None and not is_sequence_target(args.export):
         export_format(args.export)   # refuses an unknown extension before anything runs
     for option, value in (("--export-ply", args.export_ply), ("--save", args.save), ("--report", args.report)):
         if value is not None and not Path(value).resolve().parent.is_dir():

@@ -52,3 +52,16 @@ def export_gaussians(obj: bpy.types.Object, path: str | os.PathLike, fmt: str | 
         write_ply(path, vertices, fmt=layout.fmt, comments=layout.comments)
         return path
     return write_scene(path, structured_to_gaussians(vertices), fmt)
+
+
+def export_target(obj: bpy.types.Object, target: str | os.PathLike) -> list[Path]:
+    """`--export`: a folder (ending in /) or a '####' name writes the scene's frame range as a PLY sequence
+    (ply_sequence); anything else one file in the format of its extension. Returns the files written."""
+    from engine.formats.sequence import frame_paths, is_sequence_target
+
+    if is_sequence_target(target):
+        from .ply_sequence import export_sequence
+
+        frame_paths(target, [0])   # refuses a target that names no frame slot before any frame is evaluated
+        return export_sequence(obj, target)
+    return [export_gaussians(obj, target)]

@@ -35,6 +35,12 @@ def is_sequence_spec(path: str | os.PathLike) -> bool:
     return p.is_dir() and not (p / "meta.json").is_file()
 
 
+def is_sequence_target(path: str | os.PathLike) -> bool:
+    """Whether an export path asks for a PLY sequence: a folder (existing, or ending in a separator) or a name
+    with '#', '%d' or '*'."""
+    return str(path).endswith(("/", os.sep)) or is_sequence_spec(path)
+
+
 def sequence_files(spec: str | os.PathLike) -> list[Path]:
     """The frame files of a sequence spec in frame order (by the last number in each name)."""
     text = str(spec)
