@@ -29,6 +29,8 @@ _TYPES = {"float": "<f4", "float32": "<f4", "uint": "<u4", "uint32": "<u4", "uch
 _SQRT2 = np.sqrt(2.0)
 _MAX_HEADER = 64 << 10
 _LOGIT_TABLE = logit(np.arange(256) / 255.0)       # 8-bit alpha -> opacity logit
+# SH byte -> coefficient as splat-transform decodes it: (v + 0.5)/256·8 − 4, with 0 and 255 the range's ends.
+_SH_TABLE = ((np.concatenate([[0.0], (np.arange(1, 255) + 0.5) / 256.0, [1.0]]) - 0.5) * 8.0).astype(np.float32)
 
 
 def _header(path: Path, head: bytes) -> tuple[list[tuple[str, int, np.dtype]], int]:
@@ -133,8 +135,7 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         if 3 * k != len(rest_names):
             raise fail(path, f"{len(rest_names)} f_rest properties is not 3 channels of SH")
         sh_degree_for_coefficients(k, path)
-        # (v + 0.5)/256·8 − 4, with 0 and 255 the range's ends (splat-transform); file order is channel-major
-        rest = decode_sh_bytes(sh.reshape(n, 3, k).transpose(0, 2, 1), 8.0 / 256.0, 4.0 / 256.0 - 4.0, (-4.0, 4.0))
+        rest = decode_sh_bytes(sh.reshape(n, 3, k).transpose(0, 2, 1), _SH_TABLE)   # the file is channel-major
     else:
         rest = np.zeros((n, 0, 3), np.float32)
     # Everything else is finite by construction (bytes, unit quaternions): no NaN scan of the SH needed.

@@ -37,6 +37,7 @@ _BYTES = np.arange(256, dtype=np.float64)
 _LOGIT_TABLE = logit(_BYTES / 255.0)
 _COLOR_TABLE = ((_BYTES / 255.0 - 0.5) / COLOR_SCALE).astype(np.float32)
 _SCALE_TABLE = (_BYTES / 16.0 - 10.0).astype(np.float32)
+_SH_TABLE = ((_BYTES - 128.0) / 128.0).astype(np.float32)
 
 
 def _gunzip(path: Path) -> bytes:
@@ -103,7 +104,7 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         w = np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", xyz, xyz)))
         xyzw = np.concatenate([xyz, w[:, None]], axis=1)
     quats = np.ascontiguousarray(xyzw[:, [3, 0, 1, 2]], dtype=np.float32)
-    rest = decode_sh_bytes(block[5].reshape(n, k, 3), 1.0 / 128.0, -1.0)
+    rest = decode_sh_bytes(block[5].reshape(n, k, 3), _SH_TABLE)
     # Finite by construction (fixed point and bytes): no NaN scan needed.
     return GaussianArrays(means=means, sh_dc=sh_dc, sh_rest=rest, opacity_logit=opacity, log_scales=log_scales,
                           quats_wxyz=quats)
