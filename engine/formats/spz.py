@@ -16,11 +16,13 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import SplatFormatError
 from ..ply import GaussianArrays
 from .common import RUB, decode_sh_bytes, fail, from_smallest_three, logit, normalized_quats, \
     sigmoid, smallest_three
@@ -40,27 +42,90 @@ _SCALE_TABLE = (_BYTES / 16.0 - 10.0).astype(np.float32)
 _SH_TABLE = ((_BYTES - 128.0) / 128.0).astype(np.float32)
 
 
-def _gunzip(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        if raw[:4] == b"NGSP":
-            raise fail(path, "is an .spz version 4 (zstd) file; versions 2 and 3 are supported")
-        raise fail(path, "is not an .spz file (not gzip compressed)")
-    # The gzip trailer holds the size (mod 2^32): one output buffer instead of repeated growth. Capped, so a
-    # damaged trailer cannot ask for more than a real stream of this length could hold.
-    size = int.from_bytes(raw[-4:], "little") if len(raw) >= 4 else 0
-    try:
-        return zlib.decompress(raw, wbits=31, bufsize=max(1 << 16, min(size, 64 * len(raw))))
-    except (zlib.error, EOFError) as exc:
-        raise fail(path, f"is truncated or damaged (gzip: {exc})") from None
+class _Inflater:
+    """gzip inflate on a worker thread (zlib releases the GIL), handing out byte ranges as they arrive, so the
+    decode of the first blocks overlaps the inflate of the SH block (half of an .spz import's time is inflate)."""
+
+    _PIECE = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        raw = path.read_bytes()
+        if raw[:2] != b"\x1f\x8b":
+            if raw[:4] == b"NGSP":
+                raise fail(path, "is an .spz version 4 (zstd) file; versions 2 and 3 are supported")
+            raise fail(path, "is not an .spz file (not gzip compressed)")
+        self.path = path
+        self._pieces: list[bytes] = []
+        self._total = 0
+        self._done = False
+        self._error: str | None = None
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(raw,), daemon=True)
+        self._thread.start()
+
+    def _run(self, raw: bytes) -> None:
+        inflater = zlib.decompressobj(wbits=31)
+        view = memoryview(raw)
+        try:
+            for start in range(0, len(raw), self._PIECE):
+                self._add(inflater.decompress(view[start:start + self._PIECE]))
+                if inflater.eof:
+                    break
+            self._add(inflater.flush())
+            if not inflater.eof:
+                self._error = "the gzip stream ends early"
+        except (zlib.error, EOFError) as exc:
+            self._error = str(exc)
+        finally:
+            with self._ready:
+                self._done = True
+                self._ready.notify_all()
+
+    def _add(self, piece: bytes) -> None:
+        if piece:
+            with self._ready:
+                self._pieces.append(piece)
+                self._total += len(piece)
+                self._ready.notify_all()
+
+    def take(self, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of the inflated stream, waiting for them; raises naming the file if it ends first."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._total >= stop or self._done)
+            if self._total < stop:
+                raise fail(self.path, f"is truncated or damaged (gzip: {self._error})" if self._error else
+                           "is truncated: its data ends before what its header declares")
+            if len(self._pieces) > 1:   # join once: later ranges slice one buffer
+                self._pieces = [b"".join(self._pieces)]
+            return self._pieces[0][start:stop]
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def finish(self) -> int:
+        """Wait for the end of the stream; its total length (raises naming the file on a damaged stream)."""
+        self._thread.join()
+        if self._error:
+            raise fail(self.path, f"is truncated or damaged (gzip: {self._error})")
+        return self._total
 
 
 def read(path: str | os.PathLike) -> GaussianArrays:
     path = Path(path)
-    data = _gunzip(path)
-    if len(data) < _HEADER.size:
-        raise fail(path, "is truncated: no complete .spz header")
-    magic, version, n, degree, frac_bits, _flags, _ = _HEADER.unpack_from(data)
+    stream = _Inflater(path)
+    try:
+        return _decode(path, stream)
+    finally:
+        stream.join()   # never leave the worker running (an error above may come before the stream's end)
+
+
+def _decode(path: Path, stream: _Inflater) -> GaussianArrays:
+    try:
+        head = stream.take(0, _HEADER.size)
+    except SplatFormatError:
+        stream.finish()   # a damaged stream says so; else the stream is just shorter than a header
+        raise fail(path, "is truncated: no complete .spz header") from None
+    magic, version, n, degree, frac_bits, _flags, _ = _HEADER.unpack(head)
     if magic != MAGIC:
         raise fail(path, f"is not an .spz file (magic {magic:#x}, expected {MAGIC:#x})")
     if version not in VERSIONS:
@@ -75,12 +140,17 @@ def read(path: str | os.PathLike) -> GaussianArrays:
     rot_bytes = 4 if version >= 3 else 3
     sizes = [9 * n, n, 3 * n, 3 * n, rot_bytes * n, 3 * k * n]
     expected = _HEADER.size + sum(sizes)
-    if len(data) != expected:
-        raise fail(path, f"holds {len(data) - _HEADER.size:,} bytes of data but its header ({n:,} points, SH degree "
-                         f"{degree}, version {version}) needs {expected - _HEADER.size:,}: truncated or damaged")
-    buf = np.frombuffer(data, dtype=np.uint8, offset=_HEADER.size)
-    offsets = np.cumsum([0] + sizes)
-    block = [buf[offsets[i]:offsets[i + 1]] for i in range(len(sizes))]
+
+    def mismatch(total: int):
+        return fail(path, f"holds {total - _HEADER.size:,} bytes of data but its header ({n:,} points, SH degree "
+                          f"{degree}, version {version}) needs {expected - _HEADER.size:,}: truncated or damaged")
+
+    offsets = np.cumsum([_HEADER.size] + sizes)
+    try:   # the blocks before the SH while the SH still inflates
+        first = np.frombuffer(stream.take(int(offsets[0]), int(offsets[5])), np.uint8)
+    except SplatFormatError:
+        raise mismatch(stream.finish()) from None
+    block = [first[offsets[i] - offsets[0]:offsets[i + 1] - offsets[0]] for i in range(5)]
 
     p = block[0].reshape(n * 3, 3).astype(np.int32)
     fixed = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
@@ -104,7 +174,11 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         w = np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", xyz, xyz)))
         xyzw = np.concatenate([xyz, w[:, None]], axis=1)
     quats = np.ascontiguousarray(xyzw[:, [3, 0, 1, 2]], dtype=np.float32)
-    rest = decode_sh_bytes(block[5].reshape(n, k, 3), _SH_TABLE)
+    total = stream.finish()
+    if total != expected:
+        raise mismatch(total)
+    sh = np.frombuffer(stream.take(int(offsets[5]), int(offsets[6])), np.uint8)
+    rest = decode_sh_bytes(sh.reshape(n, k, 3), _SH_TABLE)
     # Finite by construction (fixed point and bytes): no NaN scan needed.
     return GaussianArrays(means=means, sh_dc=sh_dc, sh_rest=rest, opacity_logit=opacity, log_scales=log_scales,
                           quats_wxyz=quats)
