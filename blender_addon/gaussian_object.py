@@ -31,7 +31,7 @@ _MAX_SIZE_FRACTION = 0.05
 class NotGaussianObjectError(AnimateGaussiansError):
     """The object is not an imported Gaussian object."""
 
-    hint = "select an object imported with File > Import > 3D Gaussian Splatting (.ply)"
+    hint = "select an object imported with File > Import > Gaussian Splats"
 
 
 @dataclass
