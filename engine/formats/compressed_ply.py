@@ -103,15 +103,15 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         if not np.isfinite(chunk[name]).all():
             raise fail(path, f"chunk bound {name!r} is NaN or infinite")
     def lerp(t: np.ndarray, keys: tuple[str, ...]) -> np.ndarray:
-        """Chunk-local t in [0, 1] -> values, broadcasting each chunk's bounds over its 256 rows."""
+        """Chunk-local t in [0, 1] (N, 3) -> values, broadcasting each chunk's bounds over its 256 rows."""
         low = np.stack([chunk[k] for k in keys[:3]], axis=1).astype(np.float32)
         span = np.stack([chunk[k] for k in keys[3:]], axis=1).astype(np.float32) - low
-        padded = np.empty((chunks * CHUNK, 3), np.float32)
+        padded = np.zeros((chunks * CHUNK, 3), np.float32)
         padded[:n] = t
-        padded = padded.reshape(chunks, CHUNK, 3)
-        padded *= span[:, None, :]
-        padded += low[:, None, :]
-        return padded.reshape(-1, 3)[:n]
+        blocks = padded.reshape(chunks, CHUNK, 3)
+        blocks *= span[:, None, :]
+        blocks += low[:, None, :]
+        return padded[:n]
 
     with np.errstate(over="ignore", invalid="ignore"):   # absurd bounds overflow: caught just below
         means = lerp(_unpack_111011(vertex["packed_position"]), _POSITION)
