@@ -68,6 +68,8 @@ def test_spz_written_by_gsply_reads_within_quantisation(tmp_path, degree):
     scene = read_scene(path)
     assert scene.format == SPZ and np.array_equal(scene.frame, RUB)
     _assert_close(scene.gaussians, g, **SPZ_TOL)
+    if degree:   # each coefficient's RGB is one contiguous block (the add-on copies them without a gather)
+        assert all(scene.gaussians.sh_rest[:, j].flags["C_CONTIGUOUS"] for j in range(15))
     ours = _from_gsply(gsply.read_spz(path))
     _assert_close(scene.gaussians, ours, pos=1e-6, color=1e-5, alpha=1e-5, scale=1e-6, rot=1e-6, sh=1e-6)
 
@@ -89,6 +91,8 @@ def test_compressed_ply_written_by_gsply_reads_within_quantisation(tmp_path, deg
     assert detect(path) == COMPRESSED_PLY
     scene = read_scene(path)
     _assert_close(scene.gaussians, g, **_cply_tol(g))
+    if degree:
+        assert all(scene.gaussians.sh_rest[:, j].flags["C_CONTIGUOUS"] for j in range(15))
     ours = _from_gsply(gsply.plyread(path))
     _assert_close(scene.gaussians, ours, pos=1e-5, color=1e-5, alpha=1e-5, scale=1e-5, rot=1e-5, sh=None)
 
