@@ -123,3 +123,23 @@ def write_sog(path: Path, g: GaussianArrays, as_zip: bool) -> Path:
         for name, data in files.items():
             (path / name).write_bytes(data)
     return path
+
+
+def spz_v2_bytes(g: GaussianArrays, fractional_bits: int = 12) -> bytes:
+    """Niantic .spz version 2 (rotation as 3 bytes of x y z with w ≥ 0), gzip-compressed, from the published
+    layout (independent of engine.formats.spz, which writes version 3)."""
+    import gzip
+
+    n, k = g.count, g.sh_rest.shape[1]
+    degree = {0: 0, 3: 1, 8: 2, 15: 3}[k]
+    fixed = np.round(g.means.astype(np.float64) * (1 << fractional_bits)).astype(np.int64) & 0xFFFFFF
+    positions = np.stack([fixed & 0xFF, (fixed >> 8) & 0xFF, fixed >> 16], axis=-1).astype(np.uint8)
+    alpha = np.round(255 / (1 + np.exp(-g.opacity_logit.astype(np.float64)))).astype(np.uint8)
+    colors = np.clip(np.round(g.sh_dc.astype(np.float64) * 0.15 * 255 + 127.5), 0, 255).astype(np.uint8)
+    scales = np.clip(np.round((g.log_scales.astype(np.float64) + 10) * 16), 0, 255).astype(np.uint8)
+    q = g.quats_wxyz / np.linalg.norm(g.quats_wxyz, axis=1, keepdims=True)
+    q = q * np.where(q[:, :1] < 0, -1, 1)          # w ≥ 0, then x y z stored
+    rot = np.clip(np.round((q[:, 1:] + 1) * 127.5), 0, 255).astype(np.uint8)
+    sh = np.clip(np.round(g.sh_rest.astype(np.float64) * 128 + 128), 0, 255).astype(np.uint8)
+    header = struct.pack("<IIIBBBB", 0x5053474E, 2, n, degree, fractional_bits, 0, 0)
+    return gzip.compress(header + b"".join(a.tobytes() for a in (positions, alpha, colors, scales, rot, sh)))

@@ -171,3 +171,15 @@ def test_engine_loads_every_format_the_addon_imports(tmp_path, monkeypatch, kind
     scene = scene_cache.load_scene(path)
     np.testing.assert_array_equal(scene.gaussians.means, read_scene(path).gaussians.means)
     assert len(scene.hash) == 64 and scene_cache.load_scene(path) is scene
+
+
+def test_spz_version_2_by_published_layout_reads(tmp_path):
+    from splat_format_fixtures import spz_v2_bytes
+
+    g = random_gaussians(300, 1, seed=10)
+    path = tmp_path / "v2.spz"
+    path.write_bytes(spz_v2_bytes(g))
+    scene = read_scene(path)
+    assert scene.format == SPZ
+    _assert_close(scene.gaussians, g, pos=1 / 4096, color=SPZ_TOL["color"], alpha=SPZ_TOL["alpha"],
+                  scale=SPZ_TOL["scale"], rot=3e-3, sh=0.5 / 128 + 1e-6)   # v2: 8-bit x y z, w rebuilt
