@@ -15,9 +15,9 @@ _registered_modules: list = []
 
 def _modules():
     from . import (animate_ops, import_export, panels, preferences, query4d_ops, render_splats, segment_ops,
-                   segment_panel, splat_render_engine)
-    return [preferences, import_export, render_splats, segment_ops, animate_ops, query4d_ops, panels, segment_panel,
-            splat_render_engine]
+                   segment_panel, sequence_ops, splat_render_engine)
+    return [preferences, import_export, sequence_ops, render_splats, segment_ops, animate_ops, query4d_ops, panels,
+            segment_panel, splat_render_engine]
 
 
 def register() -> None:

@@ -24,6 +24,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.errors import AnimateGaussiansError, InputFileError  # noqa: E402
+from engine.formats.detect import export_format  # noqa: E402
+from engine.formats.sequence import is_sequence_spec, is_sequence_target  # noqa: E402
 
 PROG = "batch.py"
 
@@ -86,8 +88,13 @@ def step_import_ply(ctx: BatchContext) -> None:
     from blender_addon import gaussian_object
     from blender_addon.preferences import settings
 
-    obj = gaussian_object.import_ply(ctx.args.ply, bpy.context,
-                                     points_only_threshold=settings().points_only_threshold)
+    if is_sequence_spec(ctx.args.ply):   # a folder or numbered pattern of .ply frames: one animated object
+        from blender_addon import ply_sequence
+        obj, _ = ply_sequence.import_sequence(ctx.args.ply, bpy.context)
+        ctx.last_dynamic = obj.name
+    else:
+        obj = gaussian_object.import_ply(ctx.args.ply, bpy.context,
+                                         points_only_threshold=settings().points_only_threshold)
     ctx.objects.append(obj.name)
 
 
@@ -208,6 +215,12 @@ def step_export_ply(ctx: BatchContext) -> None:
     ctx.files.append(str(Path(path).resolve()))
 
 
+def step_export(ctx: BatchContext) -> None:
+    from blender_addon import splat_export
+
+    ctx.files.extend(str(Path(p).resolve()) for p in splat_export.export_target(ctx.gaussian_object, ctx.args.export))
+
+
 def step_save(ctx: BatchContext) -> None:
     import bpy
 
@@ -238,6 +251,7 @@ STEPS: list[Step] = [
     Step("query", lambda a: a.query is not None, step_query, "--query"),
     Step("render", lambda a: a.render is not None, step_render, "--render"),
     Step("export_ply", lambda a: a.export_ply is not None, step_export_ply, "--export-ply"),
+    Step("export", lambda a: a.export is not None, step_export, "--export"),
     Step("save", lambda a: a.save is not None, step_save, "--save"),
 ]
 
@@ -269,7 +283,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Animate Gaussians in batch: import, segment, animate, render, export.")
     p.add_argument("--blend", metavar="PATH", help="open this .blend first (its active camera is used below)")
-    p.add_argument("--ply", metavar="PATH", help="import a 3DGS .ply; the object is named after the file stem")
+    p.add_argument("--ply", metavar="PATH",
+                   help="import a splat scene: .ply, .compressed.ply, .splat, .spz, .sog or a SOG folder (format from "
+                        "the content), or a PLY sequence (a folder of .ply frames or a frame_####.ply pattern)")
     p.add_argument("--dynamic", metavar="PATH", help="import a Dynamic 3D Gaussians params.npz sequence")
     p.add_argument("--images", metavar="DIR", help="the capture (COLMAP folder) of the imported scene")
     p.add_argument("--select", metavar="TEXT", help="segment by text")
@@ -293,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render", metavar="DIR", help="render splat frames from the active camera to DIR")
     p.add_argument("--resolution", nargs=2, type=int, metavar=("W", "H"), help="render resolution")
     p.add_argument("--export-ply", metavar="PATH", help="write the imported object back to a 3DGS .ply")
+    p.add_argument("--export", metavar="PATH",
+                   help="write the object in the format of PATH's extension (.ply, .compressed.ply, .splat, .spz), or "
+                        "as a PLY sequence of the frame range to a folder (ending in /) or a frame_####.ply pattern")
     p.add_argument("--save", metavar="PATH", help="save the .blend")
     p.add_argument("--report", metavar="PATH", help="write a JSON summary of the run")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where the engine runs (default: auto)")
@@ -322,10 +341,10 @@ def validate(args: argparse.Namespace) -> list[Step]:
         raise BatchError("give one of --select, --select-point and --select-box")
     if args.granularity is not None and not 0.0 <= args.granularity <= 1.0:
         raise BatchError(f"--granularity must be between 0 and 1, got {args.granularity:g}")
-    for option, value, kind in (("--blend", args.blend, "file"), ("--ply", args.ply, "file"),
+    for option, value, kind in (("--blend", args.blend, "file"), ("--ply", args.ply, "splats"),
                                 ("--dynamic", args.dynamic, "file"), ("--images", args.images, "dir"),
                                 ("--video", args.video, "file")):
-        if value is None:
+        if value is None or kind == "splats" and is_sequence_spec(value):   # a pattern: the import names what is missing
             continue
         path = Path(value)
         if not path.exists():
@@ -334,6 +353,8 @@ def validate(args: argparse.Namespace) -> list[Step]:
             raise InputFileError(f"{option}: {value} is not a file")
         if kind == "dir" and not path.is_dir():
             raise InputFileError(f"{option}: {value} is not a folder")
+    if args.export is not None and not is_sequence_target(args.export):
+        export_format(args.export)   # refuses an unknown extension before anything runs
     for option, value in (("--export-ply", args.export_ply), ("--save", args.save), ("--report", args.report)):
         if value is not None and not Path(value).resolve().parent.is_dir():
             raise InputFileError(f"{option}: the folder of {value} does not exist", hint="create it first")

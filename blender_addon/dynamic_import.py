@@ -189,14 +189,16 @@ def _frame0_ply(path: Path, seq: DynamicGaussians, digest: str) -> Path:
 
 
 def import_dynamic(path: str | os.PathLike, context: bpy.types.Context | None = None, frame_start: int | None = None,
-                   set_frame_range: bool = True, points_only: bool | None = None) -> bpy.types.Object:
+                   set_frame_range: bool = True, points_only: bool | None = None,
+                   base_ply: str | os.PathLike | None = None) -> bpy.types.Object:
     """Import a params.npz as an animated Gaussian object (named after the folder for 'params.npz', else the
-    file stem). Timestep t shows at scene frame frame_start + t (default: the scene's start frame)."""
+    file stem). Timestep t shows at scene frame frame_start + t (default: the scene's start frame).
+    `base_ply`: the object's base values and engine source instead of timestep 0 written out (a PLY
+    sequence's first frame, with its SH)."""
     context = context or bpy.context
     path = Path(path).expanduser().resolve()
     seq = read_dynamic(path)                      # validates completely before anything is made
-    digest = content_hash(path)
-    ply = _frame0_ply(path, seq, digest)
+    ply = Path(base_ply) if base_ply is not None else _frame0_ply(path, seq, content_hash(path))
     scene = context.scene
     start = scene.frame_start if frame_start is None else int(frame_start)
     obj = gaussian_object.import_ply(ply, context, points_only=points_only)

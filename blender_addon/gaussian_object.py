@@ -31,7 +31,7 @@ _MAX_SIZE_FRACTION = 0.05
 class NotGaussianObjectError(AnimateGaussiansError):
     """The object is not an imported Gaussian object."""
 
-    hint = "select an object imported with File > Import > 3D Gaussian Splatting (.ply)"
+    hint = "select an object imported with File > Import > Gaussian Splats"
 
 
 @dataclass
@@ -79,9 +79,11 @@ def _remove_datablocks(created: list) -> None:
 
 def build_object(parsed: ParsedPly, name: str, collection: bpy.types.Collection, convert_axes: bool = True,
                  points_only: bool | None = None,
-                 points_only_threshold: int = DEFAULT_POINTS_ONLY_THRESHOLD) -> bpy.types.Object:
+                 points_only_threshold: int = DEFAULT_POINTS_ONLY_THRESHOLD,
+                 file_frame: np.ndarray | None = None) -> bpy.types.Object:
     """Make the Gaussian object from a parsed file; consumes parsed.groups (each freed after its copy into
-    Blender, so peak memory stays near one copy of the data). On failure nothing is left behind."""
+    Blender, so peak memory stays near one copy of the data). On failure nothing is left behind.
+    `file_frame` (4×4, file frame -> INRIA frame) is folded into the axis conversion (e.g. .spz's RUB)."""
     created: list = []
     n = parsed.count
     try:
@@ -101,7 +103,7 @@ def build_object(parsed: ParsedPly, name: str, collection: bpy.types.Collection,
 
         obj = bpy.data.objects.new(name, mesh)
         created.append(obj)
-        axis = AXIS_CONVERSION if convert_axes else np.eye(4)
+        axis = (AXIS_CONVERSION @ (np.eye(4) if file_frame is None else file_frame)) if convert_axes else np.eye(4)
         obj.matrix_world = Matrix(axis.tolist())
         obj[LAYOUT_KEY] = layout_to_json(parsed.header, axis)
         obj[SOURCE_KEY] = str(Path(parsed.header.path).resolve())
@@ -120,12 +122,15 @@ def build_object(parsed: ParsedPly, name: str, collection: bpy.types.Collection,
 def import_ply(path: str | os.PathLike, context: bpy.types.Context | None = None, convert_axes: bool = True,
                points_only: bool | None = None,
                points_only_threshold: int = DEFAULT_POINTS_ONLY_THRESHOLD) -> bpy.types.Object:
-    """Import a 3DGS .ply as a Gaussian object named after the file stem, linked to the active collection,
-    made active and selected."""
+    """Import a splat file (3DGS .ply, compressed .ply, .splat, .spz, SOG; see splat_import) as a Gaussian
+    object named after the file, linked to the active collection, made active and selected."""
+    from . import splat_import
+
     context = context or bpy.context
-    parsed = parse_ply(path)
-    obj = build_object(parsed, Path(path).stem, context.collection, convert_axes=convert_axes,
-                       points_only=points_only, points_only_threshold=points_only_threshold)
+    parsed, fmt, frame = splat_import.parse_any(path)
+    obj = build_object(parsed, splat_import.object_name(path), context.collection, convert_axes=convert_axes,
+                       points_only=points_only, points_only_threshold=points_only_threshold, file_frame=frame)
+    obj[splat_import.FORMAT_KEY] = fmt
     view_layer = context.view_layer
     for other in view_layer.objects.selected:
         other.select_set(False)
@@ -221,8 +226,9 @@ def _undo_file_to_local(columns: dict[str, np.ndarray], layout: Layout, local: n
         apply_transform(columns, layout, np.linalg.inv(local))
 
 
-def object_to_vertices(obj: bpy.types.Object) -> tuple[np.ndarray, Layout]:
-    """The object's Gaussians as a structured vertex array in its file layout, edits and transform included."""
+def object_to_vertices(obj: bpy.types.Object, axis_conversion: np.ndarray | None = None) -> tuple[np.ndarray, Layout]:
+    """The object's Gaussians as a structured vertex array in its file layout, edits and transform included.
+    `axis_conversion` (default: the import's) is the target frame -> Blender world, for another format's frame."""
     layout = object_layout(obj)
     if obj.mode == "EDIT":
         obj.update_from_editmode()
@@ -237,7 +243,8 @@ def object_to_vertices(obj: bpy.types.Object) -> tuple[np.ndarray, Layout]:
     local = file_to_local(obj)
     if not is_identity(local):   # a segment holds its values relative to its origin: back to the file frame
         _undo_file_to_local(columns, layout, local)
-    matrix = relative_transform(layout.axis_conversion, file_to_world(obj))
+    matrix = relative_transform(layout.axis_conversion if axis_conversion is None else axis_conversion,
+                                file_to_world(obj))
     if not is_identity(matrix):
         apply_transform(columns, layout, matrix)
     vertices = np.empty(n, dtype=layout.structured_dtype())

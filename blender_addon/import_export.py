@@ -1,4 +1,5 @@
-"""Operators: import a 3DGS .ply as a Gaussian object, export one back, and their File menu entries."""
+"""Operators: import a splat file (.ply, compressed .ply, .splat, .spz, SOG) as a Gaussian object, export one back
+(.ply, or any format by extension), their File menu entries, and drag and drop onto the viewport (FileHandler)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from engine.errors import AnimateGaussiansError
+from engine.formats.detect import EXPORT_EXTENSIONS
+
+IMPORT_GLOB = "*.ply;*.splat;*.spz;*.sog;meta.json"
 
 from . import gaussian_object
 from .preferences import settings
@@ -22,14 +26,15 @@ def _fail(operator: bpy.types.Operator, error: Exception) -> set[str]:
 
 
 class GAUSSIANS_OT_import_ply(bpy.types.Operator, ImportHelper):
-    """Import a trained 3D Gaussian Splatting scene (.ply) as one point object keeping every Gaussian attribute"""
+    """Import a 3D Gaussian Splatting scene (.ply, compressed .ply, .splat, .spz, .sog or a SOG meta.json) as one
+    point object keeping every Gaussian attribute"""
 
     bl_idname = "gaussians.import_ply"
-    bl_label = "Import 3D Gaussian Splatting (.ply)"
+    bl_label = "Import Gaussian Splats"
     bl_options = {"REGISTER", "UNDO"}
 
     filename_ext = ".ply"
-    filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})
+    filter_glob: bpy.props.StringProperty(default=IMPORT_GLOB, options={"HIDDEN"})
     convert_axes: bpy.props.BoolProperty(
         name="Convert Axes",
         description="Turn the file's frame (3DGS/COLMAP: y down, z forward) to Blender's z up, as the object's "
@@ -43,6 +48,11 @@ class GAUSSIANS_OT_import_ply(bpy.types.Operator, ImportHelper):
                ("POINTS", "Points Only", "Round points: fast for multi-million scenes")],
         default="AUTO",
     )
+
+    def invoke(self, context, event):
+        if self.properties.is_property_set("filepath"):   # dropped on the viewport (FileHandler): options only
+            return self.invoke_popup(context)
+        return super().invoke(context, event)
 
     def execute(self, context):
         start = time.perf_counter()
@@ -85,15 +95,69 @@ class GAUSSIANS_OT_export_ply(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
+class GAUSSIANS_OT_export_splats(bpy.types.Operator, ExportHelper):
+    """Export the active Gaussian object as .ply, PlayCanvas .compressed.ply, .splat or .spz (by the format chosen;
+    the compressed formats quantise, see the documentation)"""
+
+    bl_idname = "gaussians.export_splats"
+    bl_label = "Export Gaussian Splats"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filename_ext = ".spz"
+    check_extension = None      # the extension follows the format (".compressed.ply" is two suffixes)
+    filter_glob: bpy.props.StringProperty(default="*.ply;*.splat;*.spz", options={"HIDDEN"})
+    format: bpy.props.EnumProperty(
+        name="Format",
+        items=[(ext, label, "") for ext, label in (
+            (".spz", "Niantic .spz", ), (".compressed.ply", "PlayCanvas .compressed.ply"),
+            (".splat", "antimatter15 .splat"), (".ply", "3DGS .ply"))],
+        default=".spz",
+    )
+
+    poll = GAUSSIANS_OT_export_ply.poll
+
+    def execute(self, context):
+        from . import splat_export
+
+        obj = context.active_object
+        path = self.filepath
+        if not any(path.lower().endswith(ending) for ending, _ in EXPORT_EXTENSIONS):
+            path += self.format
+        try:
+            written = splat_export.export_gaussians(obj, path)
+        except (AnimateGaussiansError, OSError) as error:
+            return _fail(self, error)
+        self.report({"INFO"}, f"Exported {gaussian_object.gaussian_count(obj):,} Gaussians to {written}")
+        return {"FINISHED"}
+
+
+class GAUSSIANS_FH_splats(bpy.types.FileHandler):
+    """Drop a splat file on the 3D viewport to import it (Blender 4.1+)."""
+
+    bl_idname = "GAUSSIANS_FH_splats"
+    bl_label = "Gaussian Splats"
+    bl_import_operator = GAUSSIANS_OT_import_ply.bl_idname
+    bl_file_extensions = ".ply;.splat;.spz;.sog"
+
+    @classmethod
+    def poll_drop(cls, context):
+        return context.area is not None and context.area.type == "VIEW_3D"
+
+
 def _menu_import(self, context):
-    self.layout.operator(GAUSSIANS_OT_import_ply.bl_idname, text="3D Gaussian Splatting (.ply)")
+    self.layout.operator(GAUSSIANS_OT_import_ply.bl_idname,
+                         text="Gaussian Splats (.ply, .compressed.ply, .splat, .spz, .sog)")
+    self.layout.operator("gaussians.import_ply_sequence", text="Gaussian PLY Sequence (folder of .ply frames)")
 
 
 def _menu_export(self, context):
     self.layout.operator(GAUSSIANS_OT_export_ply.bl_idname, text="3D Gaussian Splatting (.ply)")
+    self.layout.operator(GAUSSIANS_OT_export_splats.bl_idname,
+                         text="Gaussian Splats (.spz, .compressed.ply, .splat, .ply)")
+    self.layout.operator("gaussians.export_ply_sequence", text="Gaussian PLY Sequence (one .ply per frame)")
 
 
-classes = (GAUSSIANS_OT_import_ply, GAUSSIANS_OT_export_ply)
+classes = (GAUSSIANS_OT_import_ply, GAUSSIANS_OT_export_ply, GAUSSIANS_OT_export_splats, GAUSSIANS_FH_splats)
 
 
 def register_menus() -> None:

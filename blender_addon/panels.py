@@ -26,7 +26,7 @@ class GAUSSIANS_PT_main(GaussiansPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         row = layout.row(align=True)
-        row.operator(GAUSSIANS_OT_import_ply.bl_idname, text="Import .ply", icon="IMPORT")
+        row.operator(GAUSSIANS_OT_import_ply.bl_idname, text="Import Splats", icon="IMPORT")
         row.operator(GAUSSIANS_OT_export_ply.bl_idname, text="Export .ply", icon="EXPORT")
         obj = context.active_object
         if gaussian_object.is_gaussian_object(obj):

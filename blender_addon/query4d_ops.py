@@ -106,7 +106,7 @@ def build_query_request(scene: bpy.types.Scene, obj: bpy.types.Object | None, te
     else:
         from .render_splats import scene_frames
         for o in objects:
-            if not os.path.isfile(str(o[SOURCE_KEY])):
+            if not os.path.exists(str(o[SOURCE_KEY])):
                 raise Query4DError(f"the source .ply of {o.name!r} is missing: {o[SOURCE_KEY]}",
                                    hint="re-import the .ply or put the file back")
         frames = np.array(scene_frames(scene))

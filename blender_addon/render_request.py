@@ -67,7 +67,7 @@ def checked_objects(scene: bpy.types.Scene, viewport: bool = False) -> list[bpy.
         raise AnimateGaussiansError("nothing to render: the scene has no Gaussian objects",
                                     "import a 3DGS .ply first (File > Import > 3D Gaussian Splatting)")
     for obj in objects:
-        if not Path(obj[SOURCE_KEY]).is_file():
+        if not Path(obj[SOURCE_KEY]).exists():
             raise AnimateGaussiansError(f"the source .ply of {obj.name!r} is missing: {obj[SOURCE_KEY]}",
                                         "re-import the .ply or put the file back")
     return objects

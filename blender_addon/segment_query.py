@@ -89,7 +89,7 @@ def build_segment_request(obj: bpy.types.Object, query: SegmentQuery, granularit
                           device: str = "auto") -> tuple[dict, dict[str, np.ndarray]]:
     """The "segment" request (params, arrays) for `query` on `obj` (see engine/segment/handler.py)."""
     source = obj.get(SOURCE_KEY)
-    if not source or not Path(source).is_file():
+    if not source or not Path(source).exists():
         raise AnimateGaussiansError(f"the source .ply of {obj.name!r} is missing: {source}",
                                     "re-import the .ply or put the file back")
     if method not in METHODS:

@@ -57,3 +57,9 @@ class FallbackRefusedError(AnimateGaussiansError):
     """The engine would have fallen back to a lesser method, and the user asked it not to (`--require-…`)."""
 
     hint = "install what the message names, or leave out the --require option to accept the fallback"
+
+
+class SplatFormatError(PlyFormatError):
+    """A splat file (.splat, .spz, compressed .ply, SOG) that cannot be read: truncated, wrong magic or version."""
+
+    hint = "the file is damaged or not what its name says; export it again from the tool that made it"

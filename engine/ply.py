@@ -345,6 +345,22 @@ def gaussians_to_structured(g: GaussianArrays, include_normals: bool = True) -> 
     return arr
 
 
+def structured_to_gaussians(vertices: np.ndarray) -> GaussianArrays:
+    """The reverse of gaussians_to_structured: an INRIA-named structured array (extra fields ignored)."""
+    names = vertices.dtype.names or ()
+    k = sum(1 for n in names if n.startswith("f_rest_")) // 3
+
+    def cols(keys: Sequence[str]) -> np.ndarray:
+        return np.stack([np.asarray(vertices[key], np.float32) for key in keys], axis=1)
+
+    rest = cols([f"f_rest_{i}" for i in range(3 * k)]).reshape(-1, 3, k).transpose(0, 2, 1).copy() if k \
+        else np.zeros((len(vertices), 0, 3), np.float32)
+    return GaussianArrays(means=cols("xyz"), sh_dc=cols(["f_dc_0", "f_dc_1", "f_dc_2"]), sh_rest=rest,
+                          opacity_logit=np.asarray(vertices["opacity"], np.float32),
+                          log_scales=cols(["scale_0", "scale_1", "scale_2"]),
+                          quats_wxyz=cols(["rot_0", "rot_1", "rot_2", "rot_3"]))
+
+
 def write_ply(path: str | os.PathLike, vertices: np.ndarray, fmt: str = "binary_little_endian",
               comments: Sequence[str] = ()) -> None:
     """Write a structured vertex array as a binary PLY with plyfile (property order = field order).

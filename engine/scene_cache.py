@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.errors import InputFileError
-from engine.ply import GaussianArrays, read_gaussians
+from engine.formats import read_scene
+from engine.ply import GaussianArrays
 
 CACHE_ENV = "ANIMATE_GAUSSIANS_CACHE"
 MAX_LOADED_SCENES = 3
@@ -42,21 +43,27 @@ def path_for(scene_hash: str, name: str) -> Path:
 
 def _file_key(path: Path) -> tuple[str, int, int]:
     try:
-        st = path.stat()
+        st = (path / "meta.json").stat() if path.is_dir() else path.stat()   # a SOG folder: its meta.json
     except OSError as exc:
         raise InputFileError(f"cannot read scene file {str(path)!r}: {exc.strerror or exc}") from None
     return str(path), st.st_mtime_ns, st.st_size
 
 
 def content_hash(path: str | os.PathLike) -> str:
-    """sha256 of the file's bytes (hex), streamed in large chunks."""
+    """sha256 of the file's bytes (hex), streamed in large chunks; of a folder (a SOG), its files' names and
+    bytes in name order."""
     digest = hashlib.sha256()
+    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            buffer = bytearray(_HASH_CHUNK)
-            view = memoryview(buffer)
-            while n := f.readinto(buffer):
-                digest.update(view[:n])
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        buffer = bytearray(_HASH_CHUNK)
+        view = memoryview(buffer)
+        for file in files:
+            if path.is_dir():
+                digest.update(file.name.encode() + b"\0")
+            with open(file, "rb") as f:
+                while n := f.readinto(buffer):
+                    digest.update(view[:n])
     except OSError as exc:
         raise InputFileError(f"cannot read scene file {str(path)!r}: {exc.strerror or exc}") from None
     return digest.hexdigest()
@@ -94,7 +101,9 @@ def load_scene(path: str | os.PathLike, max_loaded: int = MAX_LOADED_SCENES) -> 
         if scene is not None:
             _loaded.move_to_end(key)
             return scene
-    scene = LoadedScene(resolved, content_hash(resolved), read_gaussians(resolved))
+    # Any format the add-on imports (engine.formats), in the file's own frame: the add-on's object matrices
+    # carry the frame change (.spz's RUB), so the values must stay as stored.
+    scene = LoadedScene(resolved, content_hash(resolved), read_scene(resolved).gaussians)
     with _lock:
         for old in [k for k in _loaded if k[0] == key[0]]:  # an older version of the same file
             del _loaded[old]

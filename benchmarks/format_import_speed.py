@@ -1,0 +1,98 @@
+"""Import time of the same 1M-Gaussian SH-3 scene as .ply, .spz and .compressed.ply, in one run, to a ready
+Gaussian object (decode + Blender attributes + display). Goal: .spz and .compressed.ply within 1.5× of .ply.
+Also the decode alone (engine.formats, no Blender), and the same files decoded by gsply when it is installed.
+
+Run: .venv/bin/python benchmarks/format_import_speed.py [--count N] [--runs R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _files(count: int) -> dict[str, Path]:
+    from engine.formats import write_scene
+    from engine.synthetic_scene import make_random_gaussians
+
+    folder = Path(tempfile.gettempdir())
+    paths = {ext: folder / f"animate_gaussians_formats_{count}_sh3{ext}" for ext in (".ply", ".spz", ".compressed.ply")}
+    if not all(p.exists() for p in paths.values()):
+        g = make_random_gaussians(count, sh_degree=3, seed=0)
+        for path in paths.values():
+            write_scene(path, g)
+    return paths
+
+
+def _time(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    import bpy
+
+    import blender_addon
+    from blender_addon import gaussian_object
+    from engine.formats import read_scene
+
+    paths = _files(args.count)
+    blender_addon.register()
+
+    def blender_import(path: Path) -> None:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        obj = gaussian_object.import_ply(path)
+        bpy.context.evaluated_depsgraph_get()
+        assert len(obj.data.vertices) == args.count
+
+    # Interleaved rounds (ply, spz, compressed, ply, ...) so load that drifts during the run hits every format
+    # alike; medians per format. The first round warms the page cache and is not counted.
+    imports: dict[str, list[float]] = {ext: [] for ext in paths}
+    decodes: dict[str, list[float]] = {ext: [] for ext in paths}
+    for round_index in range(args.runs + 1):
+        for ext, path in paths.items():
+            start = time.perf_counter()
+            blender_import(path)
+            imported = time.perf_counter() - start
+            start = time.perf_counter()
+            read_scene(path)
+            if round_index:
+                imports[ext].append(imported)
+                decodes[ext].append(time.perf_counter() - start)
+    results = {ext: statistics.median(v) for ext, v in imports.items()}
+    for ext, path in paths.items():
+        print(f"{ext:16s} {path.stat().st_size / 1e6:8.1f} MB  import {results[ext]:6.2f} s  "
+              f"decode only {statistics.median(decodes[ext]):6.2f} s", flush=True)
+    for ext in (".spz", ".compressed.ply"):
+        ratio = results[ext] / results[".ply"]
+        print(f"{ext} / .ply import time: {ratio:.2f}x  (goal <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
+    try:
+        import gsply
+    except ImportError:
+        return
+    gsply.read_spz(paths[".spz"])   # compile its kernels outside the timing
+    gsply.plyread(paths[".compressed.ply"])
+    print(f"gsply decode: .spz {_time(lambda: gsply.read_spz(paths['.spz']), args.runs):.2f} s, .compressed.ply "
+          f"{_time(lambda: gsply.plyread(paths['.compressed.ply']), args.runs):.2f} s")
+    blender_addon.unregister()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Niantic `.spz` (Scaniverse), versions 2 and 3: a gzip stream of a 16-byte header and column blocks.
+
+Header (little endian): magic 0x5053474e ("NGSP"), version u32, point count u32, SH degree u8, fractional bits
+u8, flags u8 (1: antialiased), reserved u8. Blocks, each for all points: positions 3×24-bit signed fixed point
+(value / 2^fractional_bits), alpha u8 (sigmoid(opacity)·255), colour 3×u8 (f_dc·0.15·255 + 127.5), scale 3×u8
+((log-scale + 10)·16), rotation (v2: x y z as i8-like (q+1)·127.5 with w ≥ 0; v3: smallest three, 2-bit index of
+the largest of x y z w + 3×(sign + 9-bit magnitude of |q|·√2)), SH rest as u8 (coeff·128 + 128), coefficient-major
+with RGB inner. The values are in the RUB frame (x right, y up, z back): the reader returns them as stored and
+says so (`FRAME`); callers put the half turn about x into the object's axis conversion.
+Quantisation we write (v3): positions 1/2^12 (fewer fractional bits for scenes beyond ±2048), colour ≈ 1/(0.15·255)
+in f_dc, alpha 1/255, log-scale 1/16, rotation components √2/2/511, SH degree 1 in steps of 8/128, higher 16/128.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SplatFormatError
+from ..ply import GaussianArrays
+from .common import RUB, decode_sh_bytes, fail, from_smallest_three, logit, normalized_quats, \
+    sigmoid, smallest_three
+
+MAGIC = 0x5053474E
+VERSIONS = (2, 3)
+WRITE_VERSION = 3
+COLOR_SCALE = 0.15
+FRAME = RUB
+_HEADER = struct.Struct("<IIIBBBB")
+_SQRT1_2 = np.float32(np.sqrt(0.5))
+# Byte -> value tables of the reference decoder (one lookup instead of float arithmetic per value).
+_BYTES = np.arange(256, dtype=np.float64)
+_LOGIT_TABLE = logit(_BYTES / 255.0)
+_COLOR_TABLE = ((_BYTES / 255.0 - 0.5) / COLOR_SCALE).astype(np.float32)
+_SCALE_TABLE = (_BYTES / 16.0 - 10.0).astype(np.float32)
+_SH_TABLE = ((_BYTES - 128.0) / 128.0).astype(np.float32)
+
+
+class _Inflater:
+    """gzip inflate on a worker thread (zlib releases the GIL), handing out byte ranges as they arrive, so the
+    decode of the first blocks overlaps the inflate of the SH block (half of an .spz import's time is inflate)."""
+
+    _PIECE = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        raw = path.read_bytes()
+        if raw[:2] != b"\x1f\x8b":
+            if raw[:4] == b"NGSP":
+                raise fail(path, "is an .spz version 4 (zstd) file; versions 2 and 3 are supported")
+            raise fail(path, "is not an .spz file (not gzip compressed)")
+        self.path = path
+        self._pieces: list[bytes] = []
+        self._total = 0
+        self._done = False
+        self._error: str | None = None
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(raw,), daemon=True)
+        self._thread.start()
+
+    def _run(self, raw: bytes) -> None:
+        inflater = zlib.decompressobj(wbits=31)
+        view = memoryview(raw)
+        try:
+            for start in range(0, len(raw), self._PIECE):
+                self._add(inflater.decompress(view[start:start + self._PIECE]))
+                if inflater.eof:
+                    break
+            self._add(inflater.flush())
+            if not inflater.eof:
+                self._error = "the gzip stream ends early"
+        except (zlib.error, EOFError) as exc:
+            self._error = str(exc)
+        finally:
+            with self._ready:
+                self._done = True
+                self._ready.notify_all()
+
+    def _add(self, piece: bytes) -> None:
+        if piece:
+            with self._ready:
+                self._pieces.append(piece)
+                self._total += len(piece)
+                self._ready.notify_all()
+
+    def take(self, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of the inflated stream, waiting for them; raises naming the file if it ends first."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._total >= stop or self._done)
+            if self._total < stop:
+                raise fail(self.path, f"is truncated or damaged (gzip: {self._error})" if self._error else
+                           "is truncated: its data ends before what its header declares")
+            if len(self._pieces) > 1:   # join once: later ranges slice one buffer
+                self._pieces = [b"".join(self._pieces)]
+            return self._pieces[0][start:stop]
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def finish(self) -> int:
+        """Wait for the end of the stream; its total length (raises naming the file on a damaged stream)."""
+        self._thread.join()
+        if self._error:
+            raise fail(self.path, f"is truncated or damaged (gzip: {self._error})")
+        return self._total
+
+
+def read(path: str | os.PathLike) -> GaussianArrays:
+    path = Path(path)
+    stream = _Inflater(path)
+    try:
+        return _decode(path, stream)
+    finally:
+        stream.join()   # never leave the worker running (an error above may come before the stream's end)
+
+
+def _decode(path: Path, stream: _Inflater) -> GaussianArrays:
+    try:
+        head = stream.take(0, _HEADER.size)
+    except SplatFormatError:
+        stream.finish()   # a damaged stream says so; else the stream is just shorter than a header
+        raise fail(path, "is truncated: no complete .spz header") from None
+    magic, version, n, degree, frac_bits, _flags, _ = _HEADER.unpack(head)
+    if magic != MAGIC:
+        raise fail(path, f"is not an .spz file (magic {magic:#x}, expected {MAGIC:#x})")
+    if version not in VERSIONS:
+        raise fail(path, f"is .spz version {version}; versions {VERSIONS[0]} and {VERSIONS[1]} are supported")
+    if n == 0:
+        raise fail(path, "contains no Gaussians (point count is 0)")
+    if degree > 3:
+        raise fail(path, f"declares SH degree {degree}; 0 to 3 are valid")
+    if frac_bits > 24:
+        raise fail(path, f"declares {frac_bits} fractional bits; at most 24 are valid")
+    k = (degree + 1) ** 2 - 1
+    rot_bytes = 4 if version >= 3 else 3
+    sizes = [9 * n, n, 3 * n, 3 * n, rot_bytes * n, 3 * k * n]
+    expected = _HEADER.size + sum(sizes)
+
+    def mismatch(total: int):
+        return fail(path, f"holds {total - _HEADER.size:,} bytes of data but its header ({n:,} points, SH degree "
+                          f"{degree}, version {version}) needs {expected - _HEADER.size:,}: truncated or damaged")
+
+    offsets = np.cumsum([_HEADER.size] + sizes)
+    try:   # the blocks before the SH while the SH still inflates
+        first = np.frombuffer(stream.take(int(offsets[0]), int(offsets[5])), np.uint8)
+    except SplatFormatError:
+        raise mismatch(stream.finish()) from None
+    block = [first[offsets[i] - offsets[0]:offsets[i + 1] - offsets[0]] for i in range(5)]
+
+    p = block[0].reshape(n * 3, 3).astype(np.int32)
+    fixed = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
+    fixed -= (fixed & 0x800000) << 1            # sign-extend 24 bits
+    means = (fixed.astype(np.float32) / np.float32(1 << frac_bits)).reshape(n, 3)
+    opacity = _LOGIT_TABLE[block[1]]
+    sh_dc = _COLOR_TABLE[block[2].reshape(n, 3)]
+    log_scales = _SCALE_TABLE[block[3].reshape(n, 3)]
+    if version >= 3:
+        packed = block[4].view("<u4").astype(np.uint32)
+        largest = packed >> 30
+        others = np.empty((n, 3), np.float32)
+        work = packed.copy()
+        for j in range(2, -1, -1):   # the last component packed is in the lowest bits
+            mag = (work & 0x1FF).astype(np.float32) / 511.0 * _SQRT1_2
+            others[:, j] = np.where((work >> 9) & 1, -mag, mag)
+            work >>= 10
+        xyzw = from_smallest_three(largest.astype(np.int64), others)
+    else:
+        xyz = block[4].reshape(n, 3).astype(np.float32) / 127.5 - 1.0
+        w = np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", xyz, xyz)))
+        xyzw = np.concatenate([xyz, w[:, None]], axis=1)
+    quats = np.ascontiguousarray(xyzw[:, [3, 0, 1, 2]], dtype=np.float32)
+    total = stream.finish()
+    if total != expected:
+        raise mismatch(total)
+    sh = np.frombuffer(stream.take(int(offsets[5]), int(offsets[6])), np.uint8)
+    rest = decode_sh_bytes(sh.reshape(n, k, 3), _SH_TABLE)
+    # Finite by construction (fixed point and bytes): no NaN scan needed.
+    return GaussianArrays(means=means, sh_dc=sh_dc, sh_rest=rest, opacity_logit=opacity, log_scales=log_scales,
+                          quats_wxyz=quats)
+
+
+def _fractional_bits(means: np.ndarray) -> int:
+    """12 (the reference's choice) unless the scene reaches beyond ±2^11: then fewer, so nothing overflows."""
+    extent = float(np.max(np.abs(means))) if means.size else 0.0
+    bits = 12
+    while bits > 0 and extent * (1 << bits) >= (1 << 23) - 1:
+        bits -= 1
+    return bits
+
+
+def _quantize_sh(values: np.ndarray, bits: int) -> np.ndarray:
+    bucket = 1 << (8 - bits)
+    q = np.round(values.astype(np.float64) * 128.0 + 128.0).astype(np.int64)
+    q = (q + bucket // 2) // bucket * bucket
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def encode(g: GaussianArrays) -> bytes:
+    """The uncompressed version-3 stream (header + blocks)."""
+    n = g.count
+    degree = g.sh_degree
+    frac_bits = _fractional_bits(g.means)
+    fixed = np.round(np.asarray(g.means, np.float64) * (1 << frac_bits)).astype(np.int64)
+    if np.abs(fixed).max(initial=0) >= 1 << 23:
+        raise ValueError("positions too large for .spz's 24-bit fixed point")
+    fixed &= 0xFFFFFF
+    positions = np.stack([fixed & 0xFF, (fixed >> 8) & 0xFF, (fixed >> 16) & 0xFF], axis=-1).astype(np.uint8)
+    alpha = np.clip(np.round(sigmoid(g.opacity_logit) * 255.0), 0, 255).astype(np.uint8)
+    colors = np.clip(np.round(np.asarray(g.sh_dc, np.float64) * (COLOR_SCALE * 255.0) + 127.5), 0, 255).astype(np.uint8)
+    scales = np.clip(np.round((np.asarray(g.log_scales, np.float64) + 10.0) * 16.0), 0, 255).astype(np.uint8)
+    xyzw = normalized_quats(g.quats_wxyz)[:, [1, 2, 3, 0]]
+    largest, others = smallest_three(xyzw)
+    packed = largest.astype(np.uint32) << 30
+    for j in range(3):
+        mag = np.clip(np.round(np.abs(others[:, j]) / float(_SQRT1_2) * 511.0), 0, 511).astype(np.uint32)
+        packed |= (((others[:, j] < 0).astype(np.uint32) << 9) | mag) << (10 * (2 - j))
+    rest = g.sh_rest
+    sh = np.empty(rest.shape, np.uint8)
+    if rest.shape[1]:
+        sh[:, :3] = _quantize_sh(rest[:, :3], 5)
+        sh[:, 3:] = _quantize_sh(rest[:, 3:], 4)
+    header = _HEADER.pack(MAGIC, WRITE_VERSION, n, degree, frac_bits, 0, 0)
+    return b"".join([header, positions.tobytes(), alpha.tobytes(), colors.tobytes(), scales.tobytes(),
+                     packed.astype("<u4").tobytes(), sh.tobytes()])
+
+
+def write(path: str | os.PathLike, g: GaussianArrays) -> None:
+    Path(path).write_bytes(gzip.compress(encode(g), compresslevel=6, mtime=0))
+
+
