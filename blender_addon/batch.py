@@ -395,13 +395,24 @@ def write_report(ctx: BatchContext) -> None:
 
 # ------------------------------------------------------------------------------------------------------- main
 
-def _register_addon() -> None:
+def _register_addon() -> bool:
+    """Register the add-on unless Blender already has it; True when this run registered it."""
     import bpy
     import blender_addon
 
     # Inside Blender the installed extension may already provide the operators; do not register twice.
     if not blender_addon.is_registered() and not hasattr(bpy.types, "GAUSSIANS_OT_import_ply"):
         blender_addon.register()
+        return True
+    return False
+
+
+def _unregister_addon() -> None:
+    # bpy 4.2 (the module) crashes at interpreter exit (SIGSEGV, exit 139) while an operator class is still
+    # registered: its exit handler frees the operator types after Python began finalising. Leave nothing behind.
+    import blender_addon
+    if blender_addon.is_registered():
+        blender_addon.unregister()
 
 
 def _start_scene(args: argparse.Namespace) -> None:
@@ -425,8 +436,9 @@ def run(argv: Sequence[str]) -> int:
         return 2
     ctx = BatchContext(args=args)
     status = 0
+    registered = False
     try:
-        _register_addon()
+        registered = _register_addon()
         _start_scene(args)
         for step in steps:
             start = time.perf_counter()
@@ -455,6 +467,8 @@ def run(argv: Sequence[str]) -> int:
         except OSError as error:
             ctx.errors.append(_one_line(f"cannot write the report: {error}"))
             status = status or 1
+    if registered:
+        _unregister_addon()
     if ctx.errors:
         print(f"{PROG}: error: {ctx.errors[0]}", file=sys.stderr)
     return status
