@@ -15,6 +15,8 @@ from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa
 from blender_addon import batch
 from engine.ply import read_header, read_structured
 
+pytestmark = pytest.mark.blender
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = ROOT / "blender_addon" / "batch.py"
 
