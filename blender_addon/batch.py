@@ -362,6 +362,12 @@ def _warnings() -> list[dict]:
     return notices.history()
 
 
+def _engine_backend() -> dict | None:
+    """The engine's rasterizer and device ({"rasterizer", "device"}); None when no step started the engine."""
+    from blender_addon import engine_backend
+    return engine_backend.current()
+
+
 def build_report(ctx: BatchContext) -> dict:
     import bpy
     from blender_addon.gaussian_object import gaussian_count, is_gaussian_object, object_layout
@@ -378,7 +384,7 @@ def build_report(ctx: BatchContext) -> dict:
         entry["keyframes"], entry["frame_range"] = _keyframe_count(obj)
         objects.append(entry)
     return {"ok": not ctx.errors, "objects": objects, "segments": ctx.segments, "queries": ctx.queries,
-            "files": ctx.files, "warnings": _warnings(),
+            "files": ctx.files, "warnings": _warnings(), "engine_backend": _engine_backend(),
             "seconds": {s["name"]: s["seconds"] for s in ctx.steps}, "steps": ctx.steps, "errors": ctx.errors}
 
 
@@ -388,6 +394,7 @@ def write_report(ctx: BatchContext) -> None:
         report = build_report(ctx)
     except Exception as error:   # the report must still say what went wrong
         report = {"ok": False, "objects": [], "files": ctx.files, "steps": ctx.steps, "warnings": _warnings(),
+                  "engine_backend": _engine_backend(),
                   "seconds": {s["name"]: s["seconds"] for s in ctx.steps},
                   "errors": ctx.errors + [f"report: {error}"]}
     path.write_text(json.dumps(report, indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import compat, display_nodes, gaussian_object, notices
+from . import compat, display_nodes, engine_backend, gaussian_object, notices
 from .import_export import GAUSSIANS_OT_export_ply, GAUSSIANS_OT_import_ply
 
 CATEGORY = "Gaussians"
@@ -34,6 +34,7 @@ class GAUSSIANS_PT_main(GaussiansPanel, bpy.types.Panel):
                               f"SH degree {gaussian_object.object_layout(obj).sh_degree}")
         else:
             layout.label(text="No Gaussian object selected")
+        engine_backend.draw(layout)   # the rasterizer and device, once the engine has started
         notices.draw(layout)     # every fallback the engine took, until the next result of that kind
 
 
