@@ -120,3 +120,27 @@ def test_gpu_hello_and_render_backend_agree():
         chosen = rasterizer.choose_backend("auto", "cuda")
     assert (chosen == "gsplat") == (backend["rasterizer"] == "gsplat")
     assert (found != []) == (backend["rasterizer"] == "torch CUDA")
+
+
+def test_panel_line_and_batch_value_come_from_the_shared_clients_hello(monkeypatch):
+    from types import SimpleNamespace
+
+    from blender_addon import engine_client
+
+    class Layout:
+        def __init__(self):
+            self.labels = []
+
+        def label(self, text="", icon="NONE"):
+            self.labels.append((text, icon))
+
+    hello = {"backend": backend_probe.describe("2.5.1+cu124", "12.4", "NVIDIA L4", True)}
+    monkeypatch.setattr(engine_client, "get_client", lambda: SimpleNamespace(hello=hello))
+    layout = Layout()
+    engine_backend.draw(layout)
+    assert layout.labels == [("Engine: gsplat on NVIDIA L4", "CHECKMARK")]
+    assert engine_backend.current() == {"rasterizer": "gsplat", "device": "NVIDIA L4"}
+    monkeypatch.setattr(engine_client, "get_client", lambda: SimpleNamespace(hello=None))   # not started yet
+    layout = Layout()
+    engine_backend.draw(layout)
+    assert layout.labels == [] and engine_backend.current() is None
