@@ -7,6 +7,7 @@ takes the right path; tests/test_compat.py pins which path each tested version t
 
 from __future__ import annotations
 
+import atexit
 import functools
 
 import bpy
@@ -47,3 +48,39 @@ def draw_modifier_input(layout, mod: bpy.types.Modifier, identifier: str, text: 
         layout.prop(_rna_input(mod, identifier), "value", text=text)
     else:
         layout.prop(mod, f'["{identifier}"]', text=text)
+
+
+# --------------------------------------------------------------------------------------- exit of the bpy module
+
+def _exit_like_blender() -> None:
+    """bpy.utils._on_exit of Blender 5.0 for 4.2: disable the add-ons, then unregister the startup modules
+    (bl_ui, bl_operators, ...) in reverse order of loading."""
+    import sys
+
+    import addon_utils
+    addon_utils.disable_all()
+    for name in reversed(getattr(bpy.utils, "_global_loaded_modules", [])):
+        module = sys.modules.get(name) if isinstance(name, str) else name
+        unregister = getattr(module, "unregister", None)
+        if unregister is not None:
+            try:
+                unregister()
+            except Exception as error:     # keep going: every class left registered is a crash at exit
+                print(f"Animate Gaussians: at exit, {getattr(module, '__name__', module)}.unregister: {error}",
+                      file=sys.stderr)
+
+
+@functools.lru_cache(maxsize=1)
+def install_exit_cleanup() -> bool:
+    """Unregister the Python classes when a process that imported the bpy module exits, where Blender does not.
+
+    Blender 5.0's exit (WM_exit_ex) calls bpy.utils._on_exit, which disables every add-on and unregisters the
+    startup modules before Blender frees its types. bpy 4.2 has no _on_exit: classes still registered at exit (ours, or Blender's default add-ons
+    such as io_anim_bvh) are freed by C++ static destructors after Python has finalised, and
+    bpy_class_free → PyGILState_Ensure on the dead interpreter is a SIGSEGV (exit 139, nothing printed).
+    An atexit hook registered after `import bpy` runs before bpy's own, while Python is alive. Only for the
+    module (no binary path): the Blender binary exits through its own path. True when installed."""
+    if hasattr(bpy.utils, "_on_exit") or bpy.app.binary_path:
+        return False
+    atexit.register(_exit_like_blender)
+    return True

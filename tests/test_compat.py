@@ -54,3 +54,18 @@ def test_unknown_input_is_a_key_error(clean_scene, primitives_ply):  # noqa: F81
     obj = import_ply(primitives_ply, bpy.context)
     with pytest.raises(KeyError):
         compat.get_modifier_input(display_nodes.display_modifier(obj), "Socket_999")
+
+
+def test_a_process_that_leaves_the_addon_registered_exits_cleanly(tmp_path):
+    """bpy 4.2 crashed at exit (SIGSEGV, 139) with classes still registered; register() installs the cleanup."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (f"import sys; sys.path.insert(0, {str(root)!r}); import bpy, blender_addon; "
+            "blender_addon.register(); print('registered', blender_addon.is_registered())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "registered True" in done.stdout
+    assert compat.install_exit_cleanup() is (not hasattr(bpy.utils, "_on_exit"))
