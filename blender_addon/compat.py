@@ -59,6 +59,9 @@ def _exit_like_blender() -> None:
 
     import addon_utils
     addon_utils.disable_all()
+    package = sys.modules.get(__package__ or "")
+    if package is not None and package.is_registered():   # registered directly (batch, scripts), not enabled
+        package.unregister()
     for name in reversed(getattr(bpy.utils, "_global_loaded_modules", [])):
         module = sys.modules.get(name) if isinstance(name, str) else name
         unregister = getattr(module, "unregister", None)
