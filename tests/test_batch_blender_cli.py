@@ -6,6 +6,7 @@ working directory, and SystemExit ends the process with its code. Runs on every 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def blender(tmp_path: Path, *args) -> subprocess.CompletedProcess:
     emulator.write_text(BLENDER_EMULATOR)
     command = [sys.executable, str(emulator), *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                          env={k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"})
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
 
 
 def test_script_form_imports_and_exports_bit_exact(tmp_path, primitives_ply, primitives_scene):

@@ -3,6 +3,10 @@ takes, and that setting, reading and drawing a Geometry Nodes modifier input wor
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 
@@ -58,10 +62,6 @@ def test_unknown_input_is_a_key_error(clean_scene, primitives_ply):  # noqa: F81
 
 def test_a_process_that_leaves_the_addon_registered_exits_cleanly(tmp_path):
     """bpy 4.2 crashed at exit (SIGSEGV, 139) with classes still registered; register() installs the cleanup."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     code = (f"import sys; sys.path.insert(0, {str(root)!r}); import bpy, blender_addon; "
             "blender_addon.register(); print('registered', blender_addon.is_registered())")

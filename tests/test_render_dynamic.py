@@ -10,10 +10,10 @@ from PIL import Image
 
 pytest.importorskip("torch")   # the render job runs in this process
 
-from engine.cameras import intrinsics_from_fov, look_at
-from engine.dynamic import make_moving_sequence, write_dynamic
-from engine.ply import gaussians_to_structured, write_ply
-from engine.render.job import RenderRequestError, handle_render
+from engine.cameras import intrinsics_from_fov, look_at  # noqa: E402
+from engine.dynamic import make_moving_sequence, write_dynamic  # noqa: E402
+from engine.ply import gaussians_to_structured, write_ply  # noqa: E402
+from engine.render.job import RenderRequestError, handle_render  # noqa: E402
 
 W, H = 64, 48
 AXIS_CONVERSION = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], np.float32)
