@@ -53,7 +53,7 @@ def draw_modifier_input(layout, mod: bpy.types.Modifier, identifier: str, text: 
 # --------------------------------------------------------------------------------------- exit of the bpy module
 
 def _exit_like_blender() -> None:
-    """bpy.utils._on_exit of Blender 5.0 for 4.2: disable the add-ons, then unregister the startup modules
+    """bpy.utils._on_exit of Blender 5.0, for the older modules: disable the add-ons, then unregister the startup modules
     (bl_ui, bl_operators, ...) in reverse order of loading."""
     import sys
 
@@ -73,17 +73,21 @@ def _exit_like_blender() -> None:
                       file=sys.stderr)
 
 
+MODULE_EXITS_CLEANLY = (5, 0, 0)    # the first bpy module whose exit unregisters everything itself (tested)
+
+
 @functools.lru_cache(maxsize=1)
 def install_exit_cleanup() -> bool:
-    """Unregister the Python classes when a process that imported the bpy module exits, where Blender does not.
+    """Unregister the Python classes when a process that imported the bpy module exits, where bpy does not.
 
     Blender 5.0's exit (WM_exit_ex) calls bpy.utils._on_exit, which disables every add-on and unregisters the
-    startup modules before Blender frees its types. bpy 4.2 has no _on_exit: classes still registered at exit (ours, or Blender's default add-ons
-    such as io_anim_bvh) are freed by C++ static destructors after Python has finalised, and
-    bpy_class_free → PyGILState_Ensure on the dead interpreter is a SIGSEGV (exit 139, nothing printed).
-    An atexit hook registered after `import bpy` runs before bpy's own, while Python is alive. Only for the
-    module (no binary path): the Blender binary exits through its own path. True when installed."""
-    if hasattr(bpy.utils, "_on_exit") or bpy.app.binary_path:
+    startup modules before Blender frees its types. The bpy module before 5.0 does not: classes still
+    registered at exit (ours, Blender's default add-ons such as io_anim_bvh, its UI panels such as
+    OUTLINER_PT_filter) are freed by C++ static destructors after Python has finalised, and bpy_class_free →
+    PyGILState_Ensure on the dead interpreter is a SIGSEGV on 4.2 (exit 139, nothing printed) and a hang on
+    4.5. An atexit hook registered after `import bpy` runs before bpy's own, while Python is alive. Only for
+    the module (no binary path): the Blender binary exits through its own path. True when installed."""
+    if tuple(bpy.app.version) >= MODULE_EXITS_CLEANLY or bpy.app.binary_path:
         return False
     atexit.register(_exit_like_blender)
     return True
