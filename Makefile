@@ -3,8 +3,14 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 WHEELHOUSE := build/wheelhouse
+# The other Blender versions the Blender-side tests run on (the full suite runs once, on .venv's bpy 5.0.1).
+# (a pyenv shim answers only when 3.13 is selected, hence the PYENV_VERSION try)
+PYTHON313 ?= $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null || \
+	PYENV_VERSION=3.13.0 python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null || echo python3.13)
+BPY42 := 4.2.23
+BPY53 := 5.3.0
 
-.PHONY: setup test test-gpu demo bench fuzz extension clean
+.PHONY: setup test test-bpy-versions test-gpu demo bench fuzz extension clean
 
 setup: $(VENV)/.installed
 
@@ -16,8 +22,28 @@ $(VENV)/.installed: requirements-dev.txt requirements.txt
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --dest $(WHEELHOUSE) plyfile==1.0.3
 	touch $@
 
-test: setup
+test: setup test-bpy-versions
 	$(PY) -m pytest -q
+
+# Each venv holds bpy, numpy and what requirements-blender.txt lists; the engine runs from .venv (torch).
+.venv-bpy42/.installed: requirements-blender.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) for bpy $(BPY42)"; exit 1; }
+	$(PYTHON) -m venv .venv-bpy42
+	.venv-bpy42/bin/python -m pip install --quiet --upgrade pip
+	.venv-bpy42/bin/python -m pip install --quiet bpy==$(BPY42) "numpy>=1.24,<2" -r requirements-blender.txt
+	touch $@
+
+.venv-bpy53/.installed: requirements-blender.txt
+	@command -v $(PYTHON313) >/dev/null || { echo "need $(PYTHON313) (bpy $(BPY53) is built for Python 3.13); set PYTHON313=..."; exit 1; }
+	$(PYTHON313) -m venv .venv-bpy53
+	.venv-bpy53/bin/python -m pip install --quiet --upgrade pip
+	.venv-bpy53/bin/python -m pip install --quiet bpy==$(BPY53) -r requirements-blender.txt
+	touch $@
+
+# The Blender-side tests (marker `blender`) on Blender 4.2 LTS and 5.3; the engine they start is .venv's.
+test-bpy-versions: setup .venv-bpy42/.installed .venv-bpy53/.installed
+	ANIMATE_GAUSSIANS_PYTHON=$(abspath $(PY)) .venv-bpy42/bin/python -m pytest -q -m blender -p no:cacheprovider
+	ANIMATE_GAUSSIANS_PYTHON=$(abspath $(PY)) .venv-bpy53/bin/python -m pytest -q -m blender -p no:cacheprovider
 
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu
@@ -36,4 +62,4 @@ extension: setup
 	$(PY) build_addon.py --wheel-dir $(WHEELHOUSE)
 
 clean:
-	rm -rf $(VENV) build dist demo_out .pytest_cache
+	rm -rf $(VENV) .venv-bpy42 .venv-bpy53 build dist demo_out .pytest_cache

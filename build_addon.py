@@ -2,7 +2,8 @@
 
     python build_addon.py                      # dist/animate_gaussians-<version>.zip
     python build_addon.py --wheel-dir DIR      # take plyfile's wheel from DIR instead of PyPI
-    python build_addon.py --engine-env DIR     # also create the engine environment from requirements.txt
+    python build_addon.py --engine-env DIR     # also create the engine environment (tools/engine_env.py):
+                                               # torch for this machine, requirements.txt, gsplat with CUDA
 
 The zip holds the add-on package (blender_addon/), its manifest, and two pure-Python wheels Blender installs
 beside it: plyfile, and our own `animate_gaussians_engine` wheel (packages `engine` and `cuda_ext`), so the
@@ -27,6 +28,8 @@ ADDON_DIR = ROOT / "blender_addon"
 EXTENSION_ID = "animate_gaussians"
 PLYFILE_REQUIREMENT = "plyfile==1.0.3"  # 1.1+ needs numpy>=2; Blender 4.2–5.0 ship numpy 1.x
 ENGINE_PACKAGES = ("engine", "cuda_ext")
+# The Python of each supported Blender: every bundled wheel must load on all of them.
+BLENDER_PYTHONS = {"4.2": (3, 11), "4.5": (3, 11), "5.0": (3, 11), "5.1": (3, 13), "5.2": (3, 13), "5.3": (3, 13)}
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 
 
@@ -89,10 +92,65 @@ def fetch_plyfile_wheel(out_dir: Path, wheel_dir: Path | None) -> Path:
     return found[0]
 
 
+def wheel_tags(wheel_name: str) -> tuple[set[str], set[str], set[str]]:
+    """(python tags, abi tags, platform tags) of a wheel file name (PEP 427; compressed tag sets split)."""
+    parts = wheel_name[:-len(".whl")].split("-")
+    if len(parts) < 5:
+        raise ValueError(f"not a wheel file name: {wheel_name}")
+    python, abi, plat = parts[-3:]
+    return set(python.split(".")), set(abi.split(".")), set(plat.split("."))
+
+
+def wheel_loads_on(wheel_name: str, version: tuple[int, int]) -> bool:
+    """Whether CPython `version` can install this wheel (its python and ABI tags; platforms are separate)."""
+    pythons, abis, _ = wheel_tags(wheel_name)
+    major, minor = version
+    cp = f"cp{major}{minor}"
+    if pythons & {f"py{major}", f"py{major}{minor}", cp} and abis & {"none", cp}:
+        return True
+    # cp3X-abi3: the stable ABI, loads on every CPython 3.Y with Y >= X
+    stable = [p for p in pythons if p.startswith(f"cp{major}") and p[len(f"cp{major}"):].isdigit()]
+    return "abi3" in abis and any(int(p[len(f"cp{major}"):]) <= minor for p in stable)
+
+
+# Wheel platform tags → Blender's platform names (as Blender's own `extension build --split-platforms` maps them).
+_PLATFORMS = (("manylinux", "x86_64", "linux-x64"), ("manylinux", "aarch64", "linux-arm64"),
+              ("linux", "x86_64", "linux-x64"), ("linux", "aarch64", "linux-arm64"),
+              ("win", "amd64", "windows-x64"), ("win", "arm64", "windows-arm64"),
+              ("macosx", "arm64", "macos-arm64"), ("macosx", "x86_64", "macos-x64"),
+              ("macosx", "universal2", "macos-arm64"), ("macosx", "universal2", "macos-x64"))
+
+
+def blender_platforms(wheels: list[str]) -> list[str] | None:
+    """The platforms the extension runs on: None when every wheel is pure (`any`: all platforms), else the
+    platforms every platform-specific wheel covers."""
+    covered: set[str] | None = None
+    for wheel in wheels:
+        plats = wheel_tags(wheel)[2]
+        if plats == {"any"}:
+            continue
+        here = {name for plat in plats for prefix, machine, name in _PLATFORMS
+                if plat.startswith(prefix) and plat.endswith(machine)}
+        covered = here if covered is None else covered & here
+    return None if covered is None else sorted(covered)
+
+
+def check_wheels(wheels: list[str]) -> None:
+    """Refuse to build an extension whose wheels would not load on a supported Blender."""
+    for wheel in wheels:
+        for blender, python in BLENDER_PYTHONS.items():
+            if not wheel_loads_on(wheel, python):
+                raise SystemExit(f"{wheel} does not load on Blender {blender} (Python {python[0]}.{python[1]}): "
+                                 "bundle a pure-Python wheel or one per Python version")
+
+
 def manifest_with_wheels(wheels: list[str]) -> str:
     text = (ADDON_DIR / "blender_manifest.toml").read_text()
     listed = "wheels = [\n" + "".join(f'  "./wheels/{w}",\n' for w in wheels) + "]\n"
-    text = re.sub(r"^wheels\s*=\s*\[[^\]]*\]\n?", "", text, flags=re.M)
+    platforms = blender_platforms(wheels)
+    if platforms is not None:
+        listed += "platforms = [" + ", ".join(f'"{p}"' for p in platforms) + "]\n"
+    text = re.sub(r"^(wheels|platforms)\s*=\s*\[[^\]]*\]\n?", "", text, flags=re.M)
     # Top-level keys must come before the first [table].
     table = re.search(r"^\[", text, flags=re.M)
     at = table.start() if table else len(text)
@@ -106,6 +164,7 @@ def build_extension(dist: Path, wheel_dir: Path | None = None) -> Path:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     wheels = [fetch_plyfile_wheel(work, wheel_dir), build_engine_wheel(work, version)]
+    check_wheels([w.name for w in wheels])
     dist.mkdir(parents=True, exist_ok=True)
     zip_path = dist / f"{EXTENSION_ID}-{version}.zip"
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -115,21 +174,10 @@ def build_extension(dist: Path, wheel_dir: Path | None = None) -> Path:
                 continue
             zf.write(path, arc)
         zf.writestr("blender_manifest.toml", manifest_with_wheels([w.name for w in wheels]))
+        zf.write(ROOT / "LICENSE", "LICENSE")
         for wheel in wheels:
             zf.write(wheel, f"wheels/{wheel.name}")
     return zip_path
-
-
-def create_engine_env(env_dir: Path, wheel: Path | None = None) -> Path:
-    """A venv with requirements.txt and the engine wheel: the interpreter the add-on starts the engine with."""
-    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
-    python = env_dir / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(ROOT / "requirements.txt")],
-                   check=True)
-    if wheel is not None:
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall",
-                        str(wheel)], check=True)
-    return python
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,12 +185,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="output folder (default dist/)")
     parser.add_argument("--wheel-dir", type=Path, help="folder holding plyfile-1.0.3 wheel (offline build)")
     parser.add_argument("--engine-env", type=Path, help="also create the engine environment here")
+    parser.add_argument("--gsplat-wheel", help="with --engine-env on CUDA: a prebuilt gsplat wheel (file or URL) "
+                        "instead of gsplat from PyPI, which compiles its CUDA code on first use (needs nvcc)")
+    parser.add_argument("--dry-run", action="store_true", help="with --engine-env: print the pip steps only")
     args = parser.parse_args(argv)
     zip_path = build_extension(args.dist, args.wheel_dir)
     print(zip_path)
     if args.engine_env:
+        sys.path.insert(0, str(ROOT / "tools"))
+        import engine_env
+
         wheel = next((ROOT / "build" / "wheels").glob("animate_gaussians_engine-*.whl"))
-        python = create_engine_env(args.engine_env, wheel)
+        python, _ = engine_env.create(args.engine_env, wheel, args.gsplat_wheel, args.dry_run)
+        if not args.dry_run:
+            from engine.backend_probe import summary
+            backend = engine_env.backend_of(python)
+            print(f"engine rasterizer: {summary(backend)}")
+            if backend.get("warning"):
+                print(f"engine env: warning: {backend['warning']['message']}", file=sys.stderr)
         print(f"engine interpreter: {python} (set it in the add-on preferences, or export "
               f"ANIMATE_GAUSSIANS_PYTHON={python})")
     return 0

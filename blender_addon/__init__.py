@@ -23,6 +23,8 @@ def _modules():
 def register() -> None:
     import bpy
 
+    from . import compat
+    compat.install_exit_cleanup()      # bpy 4.2 as a module would crash at exit otherwise
     modules = _modules()
     for module in modules:
         for cls in module.classes:

@@ -383,6 +383,12 @@ def _warnings() -> list[dict]:
     return notices.history()
 
 
+def _engine_backend() -> dict | None:
+    """The engine's rasterizer and device ({"rasterizer", "device"}); None when no step started the engine."""
+    from blender_addon import engine_backend
+    return engine_backend.current()
+
+
 def build_report(ctx: BatchContext) -> dict:
     import bpy
     from blender_addon.gaussian_object import gaussian_count, is_gaussian_object, object_layout
@@ -399,7 +405,7 @@ def build_report(ctx: BatchContext) -> dict:
         entry["keyframes"], entry["frame_range"] = _keyframe_count(obj)
         objects.append(entry)
     return {"ok": not ctx.errors, "objects": objects, "segments": ctx.segments, "queries": ctx.queries,
-            "files": ctx.files, "warnings": _warnings(),
+            "files": ctx.files, "warnings": _warnings(), "engine_backend": _engine_backend(),
             "seconds": {s["name"]: s["seconds"] for s in ctx.steps}, "steps": ctx.steps, "errors": ctx.errors}
 
 
@@ -409,6 +415,7 @@ def write_report(ctx: BatchContext) -> None:
         report = build_report(ctx)
     except Exception as error:   # the report must still say what went wrong
         report = {"ok": False, "objects": [], "files": ctx.files, "steps": ctx.steps, "warnings": _warnings(),
+                  "engine_backend": _engine_backend(),
                   "seconds": {s["name"]: s["seconds"] for s in ctx.steps},
                   "errors": ctx.errors + [f"report: {error}"]}
     path.write_text(json.dumps(report, indent=2))
@@ -416,13 +423,24 @@ def write_report(ctx: BatchContext) -> None:
 
 # ------------------------------------------------------------------------------------------------------- main
 
-def _register_addon() -> None:
+def _register_addon() -> bool:
+    """Register the add-on unless Blender already has it; True when this run registered it."""
     import bpy
     import blender_addon
 
     # Inside Blender the installed extension may already provide the operators; do not register twice.
     if not blender_addon.is_registered() and not hasattr(bpy.types, "GAUSSIANS_OT_import_ply"):
         blender_addon.register()
+        return True
+    return False
+
+
+def _unregister_addon() -> None:
+    # bpy 4.2 (the module) crashes at interpreter exit (SIGSEGV, exit 139) while an operator class is still
+    # registered: its exit handler frees the operator types after Python began finalising. Leave nothing behind.
+    import blender_addon
+    if blender_addon.is_registered():
+        blender_addon.unregister()
 
 
 def _start_scene(args: argparse.Namespace) -> None:
@@ -446,8 +464,9 @@ def run(argv: Sequence[str]) -> int:
         return 2
     ctx = BatchContext(args=args)
     status = 0
+    registered = False
     try:
-        _register_addon()
+        registered = _register_addon()
         _start_scene(args)
         for step in steps:
             start = time.perf_counter()
@@ -476,6 +495,8 @@ def run(argv: Sequence[str]) -> int:
         except OSError as error:
             ctx.errors.append(_one_line(f"cannot write the report: {error}"))
             status = status or 1
+    if registered:
+        _unregister_addon()
     if ctx.errors:
         print(f"{PROG}: error: {ctx.errors[0]}", file=sys.stderr)
     return status

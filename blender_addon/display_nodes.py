@@ -11,6 +11,7 @@ import bpy
 
 from engine.ply import SH_C0
 
+from . import compat
 from .gaussian_layout import SELECTION_ATTRIBUTE
 
 # Versioned names: a later add-on version with a different tree makes its own group instead of reusing ours.
@@ -335,7 +336,7 @@ def set_display_input(obj: bpy.types.Object, name: str, value) -> None:
     mod = display_modifier(obj)
     if mod is None:
         raise KeyError(f"{obj.name} has no Gaussian display modifier")
-    mod[_input_identifier(mod.node_group, name)] = value
+    compat.set_modifier_input(mod, _input_identifier(mod.node_group, name), value)
     obj.update_tag()
 
 
@@ -343,7 +344,7 @@ def get_display_input(obj: bpy.types.Object, name: str):
     mod = display_modifier(obj)
     if mod is None:
         raise KeyError(f"{obj.name} has no Gaussian display modifier")
-    return mod[_input_identifier(mod.node_group, name)]
+    return compat.get_modifier_input(mod, _input_identifier(mod.node_group, name))
 
 
 def input_identifier(obj: bpy.types.Object, name: str) -> str:

@@ -20,7 +20,7 @@ from engine.dynamic import DynamicGaussians, read_dynamic
 from engine.ply import gaussians_to_structured, write_ply
 from engine.scene_cache import cache_dir, content_hash
 
-from . import gaussian_object
+from . import compat, gaussian_object
 from .gaussian_layout import SELECTION_ATTRIBUTE
 
 DYNAMIC_SOURCE_KEY = "gaussians_dynamic_source"        # absolute path of the params.npz
@@ -174,7 +174,7 @@ def _move_to_front(obj: bpy.types.Object, modifier: bpy.types.Modifier, index: i
 def _set_input(modifier: bpy.types.Modifier, name: str, value) -> None:
     for item in modifier.node_group.interface.items_tree:
         if getattr(item, "in_out", None) == "INPUT" and item.name == name:
-            modifier[item.identifier] = value
+            compat.set_modifier_input(modifier, item.identifier, value)
             return
     raise KeyError(name)
 

@@ -28,7 +28,7 @@ import engine
 from engine import protocol
 from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
-from . import notices
+from . import engine_backend, notices
 from .engine_watchdog import StallWatch, stall_timeout, stop_if_hung
 
 ENV_PYTHON = "ANIMATE_GAUSSIANS_PYTHON"
@@ -193,6 +193,7 @@ class _EngineProcess:
                     "the engine environment runs other engine code than the add-on: reinstall the add-on's engine")
             else:
                 self.hello = dict(first.fields)
+                engine_backend.record(self.hello)      # a lesser rasterizer is a warning from the start
                 self.ready.set()
                 while (msg := protocol.read_message(stdout)) is not None:
                     self._dispatch(msg)
@@ -303,6 +304,7 @@ class EngineClient:
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._proc: _EngineProcess | None = None
+        self._last_hello: dict[str, Any] | None = None     # of a stopped engine (hello stays readable)
 
     # -- process ----------------------------------------------------------------------------------------------
     def _resolve_python(self) -> str:
@@ -323,6 +325,12 @@ class EngineClient:
     @property
     def python(self) -> str | None:
         return self._proc.python if self._proc else None
+
+    @property
+    def hello(self) -> dict[str, Any] | None:
+        """The running (or last) engine's hello, None before one said it; never starts an engine."""
+        hello = self._proc.hello if self._proc is not None and self._proc.hello is not None else self._last_hello
+        return dict(hello) if hello is not None else None
 
     def start(self) -> None:
         """Start the engine if it is not running (returns at once; `wait_ready` waits for its hello)."""
@@ -358,6 +366,7 @@ class EngineClient:
         with self._lock:
             if self._proc is not None:
                 self._proc.stop(timeout)
+                self._last_hello = self._proc.hello or self._last_hello
                 self._proc = None
 
     # -- requests ---------------------------------------------------------------------------------------------

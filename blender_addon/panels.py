@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import display_nodes, gaussian_object, notices
+from . import compat, display_nodes, engine_backend, gaussian_object, notices
 from .import_export import GAUSSIANS_OT_export_ply, GAUSSIANS_OT_import_ply
 
 CATEGORY = "Gaussians"
@@ -34,6 +34,7 @@ class GAUSSIANS_PT_main(GaussiansPanel, bpy.types.Panel):
                               f"SH degree {gaussian_object.object_layout(obj).sh_degree}")
         else:
             layout.label(text="No Gaussian object selected")
+        engine_backend.draw(layout)   # the rasterizer and device, once the engine has started
         notices.draw(layout)     # every fallback the engine took, until the next result of that kind
 
 
@@ -54,7 +55,7 @@ class GAUSSIANS_PT_display(GaussiansPanel, bpy.types.Panel):
         layout.use_property_split = True
         for name in (display_nodes.INPUT_POINTS_ONLY, display_nodes.INPUT_SCALE, display_nodes.INPUT_MAX_SIZE,
                      display_nodes.INPUT_MIN_OPACITY):
-            layout.prop(mod, f'["{display_nodes.input_identifier(obj, name)}"]', text=name)
+            compat.draw_modifier_input(layout, mod, display_nodes.input_identifier(obj, name), name)
 
 
 class GAUSSIANS_PT_animate(GaussiansPanel, bpy.types.Panel):

@@ -8,7 +8,8 @@ The header names the message (`msg`), its request id (`id`), its fields, and a t
 `{"name", "dtype", "shape", "offset"}` into the body, where the raw little-endian buffers sit at 64-byte-aligned
 offsets. Arrays never travel as JSON lists. Message kinds and their fields:
 
-    hello     engine → add-on, first frame: protocol, engine_version, python, pid, torch, torch_cuda
+    hello     engine → add-on, first frame: protocol, engine_version, python, pid, torch, torch_cuda, backend
+              (the rasterizer and device it will render with, and a fallback warning: engine/backend_probe.py)
     request   add-on → engine: id, request (the request type), params, arrays
     progress  engine → add-on: id, fraction in [0, 1], stage (short text)
     result    engine → add-on: id, params, arrays (ends a request)
@@ -79,9 +80,11 @@ class FrameError(ProtocolError):
 
 # ---- constructors: the only way messages are made, so both sides agree on the fields -----------------------
 
-def hello(engine_version: str, python: str, pid: int, torch: str | None, torch_cuda: str | None) -> Message:
+def hello(engine_version: str, python: str, pid: int, torch: str | None, torch_cuda: str | None,
+          backend: Mapping[str, Any] | None = None) -> Message:
     return Message("hello", None, {"protocol": PROTOCOL_VERSION, "engine_version": engine_version,
-                                   "python": python, "pid": pid, "torch": torch, "torch_cuda": torch_cuda})
+                                   "python": python, "pid": pid, "torch": torch, "torch_cuda": torch_cuda,
+                                   "backend": dict(backend) if backend is not None else None})
 
 
 def request(request_id: int, request_type: str, params: Mapping[str, Any] | None = None,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Mapping
 
 import engine
-from engine import fallbacks, protocol
+from engine import backend_probe, fallbacks, protocol
 from engine.errors import AnimateGaussiansError, CancelledError
 from engine.handlers import HANDLERS, Handler, resolve
 
@@ -169,7 +169,7 @@ class EngineServer:
     def serve(self) -> int:
         torch_version, torch_cuda = torch_version_without_import()
         self.send(protocol.hello(engine.__version__, sys.version.split()[0], os.getpid(), torch_version,
-                                 torch_cuda))
+                                 torch_cuda, backend_probe.probe(torch_version, torch_cuda)))
         threading.Thread(target=self._read_loop, name="engine-stdin", daemon=True).start()
         while True:
             msg = self._queue.get()

@@ -7,6 +7,10 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
+from blender_addon import compat  # noqa: E402
+
+compat.install_exit_cleanup()   # the test process exits like Blender does (bpy 4.2 would crash at exit otherwise)
+
 
 @pytest.fixture(scope="session")
 def addon():

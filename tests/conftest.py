@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,6 +14,18 @@ if str(ROOT) not in sys.path:
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 REAL_PLY = SHARED_DATA / "real_small_sh3.ply"
+
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Without torch (the bpy-only venvs of the other Blender versions, `make test-bpy-versions`) collect only
+    the files that hold Blender-side tests; the full suite runs in .venv. Those tests start the engine with
+    $ANIMATE_GAUSSIANS_PYTHON (tests/engine_python.py)."""
+    if HAS_TORCH or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    return True if "pytest.mark.blender" not in collection_path.read_text() else None
 
 
 def _cuda_available() -> bool:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from engine_python import ENGINE_PYTHON
 
 TESTS = Path(__file__).resolve().parent
 
@@ -89,6 +90,6 @@ def fake_engine_python(folder: Path) -> str:
     launcher = folder / "fake_animate_engine.py"
     launcher.write_text(_LAUNCHER)
     script = folder / "fake_animate_python"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {launcher}\n")
+    script.write_text(f"#!/bin/sh\nexec {ENGINE_PYTHON} {launcher}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return str(script)

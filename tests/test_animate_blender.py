@@ -5,10 +5,10 @@ nothing, and Render Splats renders the animated motion."""
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pytest
+from engine_python import ENGINE_PYTHON
 from blender_fixtures import addon, bpy, datablock_snapshot  # noqa: F401 (fixtures)
 from motion_fakes import fake_engine_python, known_nonrigid_motion, known_rigid_motion
 
@@ -191,7 +191,7 @@ def test_render_splats_renders_the_keyed_motion(scene_with_object, fake_client, 
     scene, obj = scene_with_object
     animate_ops.animate_blocking(scene, obj, options(frames=6), client=fake_client)
     scene.frame_start, scene.frame_end, scene.frame_step = 1, 6, 5
-    client = engine_client.EngineClient(python=sys.executable)
+    client = engine_client.EngineClient(python=ENGINE_PYTHON)
     try:
         keyed = render_splats.render_splats_blocking(scene, tmp_path / "keyed", SIZE, "cpu", write_video=False,
                                                      client=client)
@@ -225,7 +225,7 @@ def test_render_splats_of_a_rigged_object_sends_the_bones_and_renders_them(scene
     assert arrays["skin_transforms_0"].shape == (2, 3, 4, 4)
     np.testing.assert_allclose(arrays["skin_transforms_0"][0], H[0], atol=1e-5)
     np.testing.assert_allclose(arrays["skin_transforms_0"][1], H[-1], atol=2e-3)
-    client = engine_client.EngineClient(python=sys.executable)
+    client = engine_client.EngineClient(python=ENGINE_PYTHON)
     try:
         files = render_splats.render_splats_blocking(scene, tmp_path / "bent", SIZE, "cpu", write_video=False,
                                                      client=client)

@@ -15,6 +15,8 @@ from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa
 from blender_addon import batch
 from engine.ply import read_header, read_structured
 
+pytestmark = pytest.mark.blender
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = ROOT / "blender_addon" / "batch.py"
 
@@ -155,3 +157,6 @@ def test_blend_with_keyframes_renders_frames_and_video(clean_scene, capsys, prim
     assert first.shape == (40, 64, 3)
     assert np.abs(first - second).mean() > 1.0      # the object moved between the two frames
     assert any(step["name"] == "render" for step in data["steps"])
+    # The engine said what it rendered with (its hello): here the torch rasterizer on the CPU, by request.
+    from engine.backend_probe import RASTERIZERS
+    assert data["engine_backend"]["rasterizer"] in RASTERIZERS and data["engine_backend"]["device"]

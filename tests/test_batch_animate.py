@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pytest
+from engine_python import ENGINE_PYTHON
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 from motion_fakes import fake_engine_python
 
@@ -87,7 +87,7 @@ def test_animate_failures_are_one_line_and_write_no_blend(camera_blend, small_pl
 
 @pytest.mark.skipif("animate" not in HANDLERS, reason="the engine's animate handler (helper D) is not there yet")
 def test_animate_with_the_preset_generator(camera_blend, small_ply, monkeypatch, capsys, tmp_path):
-    client = engine_client.EngineClient(python=sys.executable)
+    client = engine_client.EngineClient(python=ENGINE_PYTHON)
     monkeypatch.setattr(engine_client, "get_client", lambda: client)
     report = tmp_path / "report.json"
     try:

@@ -8,14 +8,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: F401 (fixtures)
-from segment_fakes import InProcessClient
 
-from blender_addon import batch, dynamic_import, engine_client, query4d_ops
-from blender_addon.gaussian_layout import AXIS_CONVERSION
-from engine.dynamic import make_moving_sequence, write_dynamic
-from engine.query4d import handler
+torch = pytest.importorskip("torch")   # the query4d handler runs in this process
+
+from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: E402, F401 (fixtures)
+from segment_fakes import InProcessClient  # noqa: E402
+
+from blender_addon import batch, dynamic_import, engine_client, query4d_ops  # noqa: E402
+from blender_addon.gaussian_layout import AXIS_CONVERSION  # noqa: E402
+from engine.dynamic import make_moving_sequence, write_dynamic  # noqa: E402
+from engine.query4d import handler  # noqa: E402
 
 pytestmark = pytest.mark.blender
 SMALL_FIELD = dict(views=4, width=48, height=48, scales=(0.25, 0.125, 0.0625), backend="cpu", ae_iterations=50,

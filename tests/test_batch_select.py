@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
+from engine_python import ENGINE_PYTHON
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 from segment_fakes import InProcessClient, label_segment
 
@@ -151,7 +151,7 @@ def test_failures_write_no_blend_and_leave_the_scene(camera_blend, labelled, fak
 def test_real_engine_click_segments_each_object(camera_blend, labelled, capsys, tmp_path, monkeypatch):
     scene, ply = labelled
     blend, viewmat, K = camera_blend
-    client = engine_client.EngineClient(python=sys.executable)
+    client = engine_client.EngineClient(python=ENGINE_PYTHON)
     monkeypatch.setattr(engine_client, "get_client", lambda: client)
     try:
         for name in ("red_sphere", "green_box", "blue_sphere"):

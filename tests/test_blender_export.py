@@ -14,6 +14,8 @@ from engine.errors import AnimateGaussiansError
 from engine.gaussian_transform import quat_multiply, quat_from_matrix, sh_basis
 from engine.ply import read_header, read_structured, write_ply
 
+pytestmark = pytest.mark.blender
+
 
 def _assert_same_file(a, b):
     ha, hb = read_header(a), read_header(b)

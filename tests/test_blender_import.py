@@ -12,6 +12,8 @@ from blender_addon import display_nodes, gaussian_object
 from blender_addon.gaussian_layout import AXIS_CONVERSION, HASH_KEY, LAYOUT_KEY, SOURCE_KEY, layout_from_json
 from engine.ply import read_header, read_structured
 
+pytestmark = pytest.mark.blender
+
 
 def _attr(mesh, name, key, width, dtype=np.float32):
     out = np.empty(len(mesh.vertices) * width, dtype)

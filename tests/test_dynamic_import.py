@@ -10,6 +10,8 @@ from engine.dynamic import DynamicFormatError, make_moving_sequence, read_dynami
 
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401
 
+pytestmark = pytest.mark.blender
+
 
 def test_npz_round_trip_and_frames(tmp_path):
     seq = make_moving_sequence(40, timesteps=8, move_start=2, move_end=5)

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEELHOUSE = ROOT / "build" / "wheelhouse"
 
 pytest.importorskip("bpy")
+pytestmark = pytest.mark.blender
 
 INSTALL_SCRIPT = r"""
 import json, sys
@@ -41,6 +42,8 @@ info = {
 }
 with open(out_path, "w") as fh:
     json.dump(info, fh)
+# Disable before exit, as Blender does when it quits (bpy 4.2 crashes at exit with operators still registered).
+bpy.ops.preferences.addon_disable(module=module)
 """
 
 
@@ -67,6 +70,7 @@ def test_zip_layout(extension_zip: Path) -> None:
     assert "__init__.py" in names and "batch.py" in names
     assert not any("__pycache__" in n for n in names)
     assert 'id = "animate_gaussians"' in manifest
+    assert "\nnetwork = " in manifest and "LICENSE" in names
     assert '"./wheels/plyfile-1.0.3-py3-none-any.whl"' in manifest
     assert f'"./{engine_wheel}"' in manifest
     for module in ("engine/__init__.py", "engine/ply.py", "engine/protocol.py", "cuda_ext/__init__.py",
@@ -99,3 +103,14 @@ def test_installs_enables_and_imports(extension_zip: Path, tmp_path: Path, primi
     assert obj["name"] == "primitives" and obj["vertices"] == primitives_scene.gaussians.count
     for attribute in ("f_dc", "opacity", "scale", "rotation", "segment", "sh_1", "sh_15"):
         assert attribute in obj["attributes"]
+
+
+def test_blenders_own_validator_accepts_the_zip(extension_zip: Path) -> None:
+    """The manifest and the zip pass this Blender's `extension validate` (the rules of its extension platform)."""
+    import bpy
+
+    cli = Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+    assert cli.is_file(), cli
+    proc = subprocess.run([sys.executable, str(cli), "validate", str(extension_zip)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "Success" in proc.stdout, proc.stdout + proc.stderr

@@ -82,6 +82,7 @@ def _keyed_empty(bpy):
     return obj
 
 
+@pytest.mark.blender
 def test_blender_evaluates_the_written_keys_within_tolerance():
     bpy = pytest.importorskip("bpy")
     from blender_addon.keyframes import channel_container, keyframe_count, write_keys
@@ -110,6 +111,7 @@ def test_blender_evaluates_the_written_keys_within_tolerance():
         np.testing.assert_allclose(np.array(obj.location), y[i], atol=tol + 1e-5)
 
 
+@pytest.mark.blender
 def test_rewriting_replaces_the_curves():
     bpy = pytest.importorskip("bpy")
     from blender_addon.keyframes import channel_container, keyframe_count, remove_fcurves, write_keys

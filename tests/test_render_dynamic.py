@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cameras import intrinsics_from_fov, look_at
-from engine.dynamic import make_moving_sequence, write_dynamic
-from engine.ply import gaussians_to_structured, write_ply
-from engine.render.job import RenderRequestError, handle_render
+pytest.importorskip("torch")   # the render job runs in this process
+
+from engine.cameras import intrinsics_from_fov, look_at  # noqa: E402
+from engine.dynamic import make_moving_sequence, write_dynamic  # noqa: E402
+from engine.ply import gaussians_to_structured, write_ply  # noqa: E402
+from engine.render.job import RenderRequestError, handle_render  # noqa: E402
 
 W, H = 64, 48
 AXIS_CONVERSION = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], np.float32)
@@ -83,6 +85,7 @@ def test_dynamic_subset_and_bad_timesteps(tmp_path, dynamic_files):
         handle_render(Ctx(), *_request(tmp_path / "bad", [obj], [1], timesteps_0=np.array([8])))
 
 
+@pytest.mark.blender
 def test_render_request_of_a_dynamic_object(tmp_path, monkeypatch, dynamic_files):
     bpy = pytest.importorskip("bpy")
     from blender_fixtures import addon  # noqa: F401

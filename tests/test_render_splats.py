@@ -3,11 +3,11 @@ real render through the engine process (CPU) to PNGs and an MP4."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 import pytest
+from engine_python import ENGINE_PYTHON
 
 bpy = pytest.importorskip("bpy")
 
@@ -58,7 +58,7 @@ def animated_scene(small_ply):
 
 @pytest.fixture(scope="module")
 def client():
-    c = engine_client.EngineClient(python=sys.executable)
+    c = engine_client.EngineClient(python=ENGINE_PYTHON)
     yield c
     c.stop()
 

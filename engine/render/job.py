@@ -21,7 +21,7 @@ import torch
 from .. import shared_pixels
 from ..errors import AnimateGaussiansError, CameraError, InputFileError
 from .pixels import blender_pixels
-from .rasterizer import RenderBackendError, choose_backend, gsplat_available, render_gaussians
+from .rasterizer import RenderBackendError, choose_backend, render_gaussians
 from .skinning import skinning_from_request
 from .video import Mp4Writer, write_png
 
@@ -318,9 +318,8 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
         out_dir.mkdir(parents=True, exist_ok=True)
 
     device = resolve_device(params.get("device", "auto"))
-    # On a GPU without gsplat the torch rasterizer still runs there; slow, but correct.
-    backend = "gsplat" if device.type == "cuda" and gsplat_available() else "cpu"
-    backend = choose_backend(backend)
+    # On a GPU without gsplat the torch rasterizer still runs there; slow, but correct, and said (a warning).
+    backend = choose_backend("auto", device)
     ctx.progress(0.0, "loading Gaussians")
     g = cached_device_gaussians(ctx, objects, device,
                                 {j: arrays[f"indices_{j}"] for j in range(O) if f"indices_{j}" in arrays})

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import fallbacks
+from ..backend_probe import GSPLAT_NEEDS
 from ..errors import AnimateGaussiansError
 from . import cpu_rasterizer
 from .sh import sh_degree_from_bases, sh_to_color
@@ -41,15 +43,22 @@ class RenderOutput:
 
 
 @functools.lru_cache(maxsize=1)
-def gsplat_available() -> bool:
-    """True when CUDA is usable and gsplat imports (its CUDA code compiles on first use)."""
+def gsplat_problem() -> str | None:
+    """Why gsplat cannot render here (None when CUDA is usable and gsplat imports; its CUDA code compiles on
+    first use)."""
     if not torch.cuda.is_available():
-        return False
+        return "CUDA is not available"
     try:
         import gsplat  # noqa: F401
-    except Exception:
-        return False
-    return True
+    except ImportError:
+        return "gsplat is not installed"
+    except Exception as exc:     # installed but broken (a wheel for another torch/CUDA): say what it said
+        return f"gsplat does not import ({type(exc).__name__}: {exc})"
+    return None
+
+
+def gsplat_available() -> bool:
+    return gsplat_problem() is None
 
 
 def choose_backend(backend: str = "auto", device: torch.device | str | None = None) -> str:
@@ -66,7 +75,12 @@ def choose_backend(backend: str = "auto", device: torch.device | str | None = No
         return "cpu"
     if device is not None and torch.device(device).type == "cpu":
         return "cpu"
-    return "gsplat" if gsplat_available() else "cpu"
+    if gsplat_available():
+        return "gsplat"
+    if torch.cuda.is_available():    # a CUDA machine on the slow path: say so (or refuse: --require-gsplat)
+        fallbacks.warn("torch_rasterizer", f"{gsplat_problem()}: splats render with the slower torch "
+                       f"rasterizer on {torch.cuda.get_device_name(0)}; {GSPLAT_NEEDS}")
+    return "cpu"
 
 
 def _as_tensor(x, device, dtype=torch.float32) -> torch.Tensor:
