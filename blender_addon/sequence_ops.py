@@ -47,7 +47,7 @@ class GAUSSIANS_OT_export_ply_sequence(bpy.types.Operator, ExportHelper):
 
     bl_idname = "gaussians.export_ply_sequence"
     bl_label = "Export PLY Sequence"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}    # as export_ply: frames are stepped through and restored, in one undo step
 
     filename_ext = ".ply"
     filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})

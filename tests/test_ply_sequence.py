@@ -13,6 +13,8 @@ from engine.errors import InputFileError, SplatFormatError
 from engine.formats.sequence import frame_paths, is_sequence_spec, read_sequence, sequence_files
 from engine.ply import read_gaussians, write_gaussians
 
+pytestmark = pytest.mark.blender
+
 
 def _write_frames(folder, count=3, n=200, seed=0, vary_count=False):
     folder.mkdir(parents=True, exist_ok=True)

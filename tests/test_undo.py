@@ -28,6 +28,7 @@ class Files:
     ply: object
     npz: object
     out: object
+    sequence: object        # a folder of frame_####.ply files
 
 
 def _select_half(scene, obj, files):
@@ -76,6 +77,10 @@ UNDO_TABLE = [
     UndoCase("import_ply", lambda s, o, f: {"filepath": str(f.ply)}),
     UndoCase("import_dynamic", lambda s, o, f: {"filepath": str(f.npz)}),
     UndoCase("export_ply", lambda s, o, f: {"filepath": str(f.out)}, changes_scene=False),
+    UndoCase("export_splats", lambda s, o, f: {"filepath": str(f.out.with_suffix(".spz"))}, changes_scene=False),
+    UndoCase("import_ply_sequence", lambda s, o, f: {"filepath": str(f.sequence / "frame_0001.ply")}),
+    UndoCase("export_ply_sequence", lambda s, o, f: {"filepath": str(f.out.parent / "seq_out" / "f_####.ply")},
+             changes_scene=False),
     UndoCase("segment_apply", lambda s, o, f: {**_select_half(s, o, f), "name": "half"}),
     UndoCase("segment_clear", _select_half),
     UndoCase("animate", _animate_setup),
@@ -93,7 +98,11 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("undo")
     ply = make_primitives_scene(gaussians_per_object=40, sh_degree=1, seed=4).write(folder / "prims.ply")
     npz = write_dynamic(folder / "params.npz", make_moving_sequence(30, timesteps=4, move_start=1, move_end=3))
-    return Files(ply, npz, folder / "exported.ply")
+    sequence = folder / "sequence"
+    sequence.mkdir()
+    for t in range(3):
+        make_primitives_scene(gaussians_per_object=20, sh_degree=1, seed=4).write(sequence / f"frame_{t + 1:04d}.ply")
+    return Files(ply, npz, folder / "exported.ply", sequence)
 
 
 @pytest.fixture(scope="module")
