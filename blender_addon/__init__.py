@@ -14,9 +14,10 @@ _registered_modules: list = []
 
 
 def _modules():
-    from . import (animate_ops, import_export, panels, preferences, query4d_ops, render_splats, segment_ops,
-                   segment_panel)
-    return [preferences, import_export, render_splats, segment_ops, animate_ops, query4d_ops, panels, segment_panel]
+    from . import (advanced_settings, animate_ops, import_export, panels, preferences, query4d_ops, render_splats,
+                   segment_ops, segment_panel, segment_train)
+    return [preferences, advanced_settings, import_export, render_splats, segment_ops, segment_train, animate_ops,
+            query4d_ops, panels, segment_panel]
 
 
 def register() -> None:
@@ -26,8 +27,9 @@ def register() -> None:
     for module in modules:
         for cls in module.classes:
             bpy.utils.register_class(cls)
-    from . import animate_ops, import_export, query4d_ops, segment_ops
+    from . import advanced_settings, animate_ops, import_export, query4d_ops, segment_ops
     import_export.register_menus()
+    advanced_settings.register_properties()
     segment_ops.register_properties()
     animate_ops.register_properties()
     query4d_ops.register_properties()
@@ -41,7 +43,8 @@ def unregister() -> None:
     engine_client.shutdown_client()
     if _registered_modules:
         import_export.unregister_menus()
-        from . import animate_ops, query4d_ops, segment_ops
+        from . import advanced_settings, animate_ops, query4d_ops, segment_ops
+        advanced_settings.unregister_properties()
         segment_ops.unregister_properties()
         animate_ops.unregister_properties()
         query4d_ops.unregister_properties()

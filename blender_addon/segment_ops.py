@@ -54,15 +54,21 @@ def start_query(context, query: segment_query.SegmentQuery) -> None:
     """Send the query with the scene's granularity and method; the answer arrives through the timer."""
     settings = context.scene.gaussians_segment
     segment_query.session().request(query, settings.granularity, settings.method,
-                                    engine_client.preferred_device())
+                                    engine_client.preferred_device(), _options(context.scene))
     _ensure_timer()
+
+
+def _options(scene) -> dict:
+    from .advanced_settings import advanced, segment_options
+    return segment_options(advanced(scene))
 
 
 def _granularity_changed(settings, context) -> None:
     """Live slider: re-send the last query with the new granularity (the engine answers in milliseconds)."""
     session = segment_query.session()
     if session.query is not None and bpy.data.objects.get(session.query.object_name) is not None:
-        session.request(session.query, settings.granularity, settings.method, engine_client.preferred_device())
+        session.request(session.query, settings.granularity, settings.method, engine_client.preferred_device(),
+                        _options(context.scene))
         _ensure_timer()
 
 

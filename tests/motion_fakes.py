@@ -65,7 +65,8 @@ def handle_animate(ctx, params: dict, arrays: dict):
             import time
             time.sleep(0.05)
     received = {name: list(np.asarray(a).shape) for name, a in arrays.items()}
-    info = {"received": received, "params": {k: params[k] for k in ("generator", "width", "height", "motion")}}
+    info = {"received": received, "params": {k: params.get(k) for k in ("generator", "width", "height", "motion",
+                                                                         "handles", "options", "require")}}
     if params["motion"] == "nonrigid":
         means = load_scene(params["ply_path"]).gaussians.means[np.asarray(arrays["indices"])]
         rest, H, w = known_nonrigid_motion(means.astype(np.float64), frames)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import fallbacks
 from ..errors import AnimateGaussiansError
 from ..render.job import resolve_device
 from ..scene_cache import load_scene
@@ -24,7 +25,8 @@ from .views import View, load_views
 MODES = ("click", "box", "text", "masks")
 METHODS = ("auto", "region", "lift", "saga")
 # What each missing model would add, for the panel's "install ... to enable" line.
-MODEL_BENEFITS = {"sam": "SAM-quality masks (click/box lifting and SAGA features)", "clip": "text selection"}
+MODEL_BENEFITS = {"sam": "SAM-quality masks (click lifting; boxes through trained SAGA features)",
+                  "clip": "text selection"}
 
 
 class SegmentRequestError(AnimateGaussiansError):
@@ -158,7 +160,7 @@ def _sam_lift_click(ctx, splats, scene, view: View, seed: int, granularity: floa
     from . import sam_masks
 
     views = [view] + _views(params, scene, splats)
-    predictor = _sam_predictor(params.get("sam_variant", sam_masks.DEFAULT_SAM_VARIANT), device)
+    predictor = _sam_predictor(sam_masks.choose_variant(params.get("sam_variant")), device)
     centre = splats.means[seed].cpu().numpy()[None]
     labels, used = [], []
     for i, v in enumerate(views):
@@ -250,7 +252,8 @@ def handle_segment(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
                                         hint=f"download it once ({entry.location}) or set {entry.env_var}; "
                                              "click or box selection works without it")
         views = _views(params, scene, splats)
-        scores = subset(np.asarray(text_scores(scene, views, text, granularity, ctx, device), np.float32))
+        scores = subset(np.asarray(text_scores(scene, views, text, granularity, ctx, device,
+                                               sam_variant=params.get("sam_variant")), np.float32))
         from .saga import CLICK_THRESHOLD, features_ready
 
         mask = scores > (CLICK_THRESHOLD if features_ready(scene) else 0.5)
@@ -261,6 +264,11 @@ def handle_segment(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
         view = _request_view(params, arrays)
         if method == "auto":
             method = "saga" if features_ready(scene) else ("lift" if have["sam"] and mode == "click" else "region")
+            if method == "region":
+                why = ("no SAM weights are on this machine" if not have["sam"] else
+                       "a box uses SAM only through trained features (Segment ▸ Advanced ▸ Train Features, "
+                       "batch --train-features)")
+                fallbacks.warn("region_growing", f"selected by region growing (position and colour), not SAM: {why}")
         if method == "saga":
             from .saga import CLICK_THRESHOLD, click_scores, load_features, mask_scores
 

@@ -7,33 +7,21 @@ guidance, how the last frame is passed, prompt template); each is registered in 
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ...data_files import presets_dir
 from ...errors import CancelledError
 from ...models.registry import OFFLINE_ENV, ModelEntry, ModelUnavailableError, fetch, is_available, register
 from ...render.video import to_uint8
+from ..model_profiles import PROFILES_DIR, load_profiles, resolve_model_id  # noqa: F401 (re-exported)
 from ..video_framing import from_model_video, plan_framing, resample_frames, to_model_frame
 from .base import GeneratedMotion, GeneratorError, MotionRequest, Progress
 
-PROFILES_DIR = presets_dir() / "models"
 DEFAULT_FIRST_LAST = "wan2.1-flf2v-14b-720p"
 DEFAULT_FIRST_ONLY = "wan2.1-i2v-14b-480p"
 _LOADED: dict[tuple[str, str], Any] = {}   # (profile id, device) -> pipeline: load once per engine process
-
-
-def load_profiles(folder: Path = PROFILES_DIR) -> dict[str, dict]:
-    """Every model profile, by id."""
-    profiles = {}
-    for path in sorted(folder.glob("*.json")):
-        profile = json.loads(path.read_text())
-        profiles[profile["id"]] = profile
-    return profiles
 
 
 def register_profiles(profiles: dict[str, dict]) -> None:
@@ -50,9 +38,7 @@ register_profiles(PROFILES)
 def choose_profile(options: dict, has_last_frame: bool) -> dict:
     """options["model"] names a profile; without it, Wan FLF2V when there is an end pose, else Wan I2V."""
     name = options.get("model") or (DEFAULT_FIRST_LAST if has_last_frame else DEFAULT_FIRST_ONLY)
-    if name not in PROFILES:
-        raise GeneratorError(f"unknown video model {name!r}", hint=f"choose one of: {', '.join(sorted(PROFILES))}")
-    return PROFILES[name]
+    return PROFILES[resolve_model_id(str(name), PROFILES, error=GeneratorError)]
 
 
 def model_shape(profile: dict, options: dict) -> tuple[int, int, int]:
