@@ -149,6 +149,11 @@ def step_select(ctx: BatchContext) -> None:
         raise CameraError("--select needs a camera: the scene has no active camera",
                           hint="open a .blend with a camera (--blend), or set the scene's camera")
     viewmat, K, width, height = scene_camera_view(scene)
+    if args.select_point is not None or args.select_box is not None:
+        # What is seen at the click (or over the box), among every Gaussian object: a segment an earlier Apply
+        # split off is in front of the scene object it came from.
+        from blender_addon.visible_object import object_at
+        obj = object_at(scene, viewmat, K, point=args.select_point, box=args.select_box) or obj
     if args.select_point is not None:
         query = segment_query.make_query(obj, "click", viewmat, K, width, height, point=args.select_point,
                                          views=ctx.views)

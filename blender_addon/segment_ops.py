@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError
 
-from . import engine_client, gaussian_object, object_subsets, segment_query
+from . import engine_client, gaussian_object, object_subsets, segment_query, visible_object
 from .camera_data import camera_from_blender, render_resolution
 from .modal_engine import set_status
 from .viewport_camera import region_camera, region_pixel, window_region_at
@@ -122,6 +122,15 @@ class _ViewportTool:
     def _send(self, context, mode: str, view, **where) -> None:
         _, viewmat, K, width, height = view
         obj = active_gaussian_object(context)
+        # The object seen at the click (or over the box), among all Gaussian objects: a segment split off the
+        # active scene object is what the user sees there, not the ground behind it.
+        seen = visible_object.object_at(context.scene, viewmat, K, point=where.get("point"), box=where.get("box"))
+        if seen is not None and seen != obj:
+            obj = seen
+            for other in context.selected_objects:
+                other.select_set(False)
+            obj.select_set(True)
+            context.view_layer.objects.active = obj
         query = segment_query.make_query(obj, mode, viewmat, K, width, height, views=_views(context), **where)
         start_query(context, query)
 
