@@ -126,6 +126,8 @@ def step_query(ctx: BatchContext) -> None:
     answer = query4d_ops.query_blocking(scene, obj, ctx.args.query, device=ctx.args.device or "auto",
                                         report=progress)
     query4d_ops.apply_answer(scene, answer)
+    if answer.span_frames is None:
+        progress(f"query: {answer.no_match_message()}")
     ctx.queries.append(answer.summary())
 
 
