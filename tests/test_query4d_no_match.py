@@ -70,5 +70,5 @@ def test_real_extractor_path_says_no_match_instead_of_its_best_guess(one_thread)
         assert _nothing(result), (text, result.best_relevancy, result.threshold)
     assert leaning >= 1
     # the threshold is calibrated on the field's codes: above the floor and the negatives' own level
-    assert query_field(field, extractor, "a banana").threshold >= 0.55
+    assert query_field(field, extractor, "a banana").threshold >= 0.52
     assert any(k.startswith("null_relevancy") for k in field.stats)

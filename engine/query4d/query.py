@@ -25,9 +25,9 @@ class QuerySettings:
     min_event_contrast: float = 0.25  # below this rise of the temporal score the match is steady, not an event
     top_fraction: float = 0.001       # temporal score = mean of the top fraction of Gaussians (at least 16)
     # "No match" is a result: the query's best score (raw LERF relevancy, top Gaussians, best frame) must beat
-    # both this floor (the text is closer than every negative by cos 0.02) and what the canonical negatives
+    # both this floor (the text is closer than every negative by cos 0.008) and what the canonical negatives
     # reach against one another on the same compressed codes (the field's null level) by `null_margin`.
-    min_relevancy: float = 0.55
+    min_relevancy: float = 0.52
     null_margin: float = 0.02
 
 
