@@ -85,11 +85,16 @@ sys.exit(main())
 """
 
 
-def fake_engine_python(folder: Path) -> str:
-    """An 'interpreter' for EngineClient that runs the real engine with the fake "animate" handler."""
-    launcher = folder / "fake_animate_engine.py"
-    launcher.write_text(_LAUNCHER)
-    script = folder / "fake_animate_python"
+def launcher_python(folder: Path, name: str, launcher_text: str) -> str:
+    """An 'interpreter' for EngineClient: a shell script that runs `launcher_text` (which starts the engine)."""
+    launcher = folder / f"{name}.py"
+    launcher.write_text(launcher_text)
+    script = folder / f"{name}_python"
     script.write_text(f"#!/bin/sh\nexec {sys.executable} {launcher}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return str(script)
+
+
+def fake_engine_python(folder: Path) -> str:
+    """An 'interpreter' for EngineClient that runs the real engine with the fake "animate" handler."""
+    return launcher_python(folder, "fake_animate_engine", _LAUNCHER)

@@ -5,7 +5,6 @@ engine's request, and the real diffusers path picks the named profile with the a
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
@@ -14,34 +13,12 @@ from tiny_diffusers_engine import tiny_diffusers_engine_python
 
 from blender_addon import batch, batch_args, engine_client, notices
 from engine import fallbacks
-from engine.synthetic_scene import make_primitives_scene
+from test_batch_animate import camera_blend, small_ply  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.blender
 
 NEW_OPTIONS = ("--model", "--steps", "--seed", "--offload", "--depth-model", "--require-depth", "--motion",
                "--handles", "--sam-model", "--train-features")
-
-
-@pytest.fixture(scope="module")
-def small_ply(tmp_path_factory):
-    path = tmp_path_factory.mktemp("batch_options") / "small.ply"
-    return make_primitives_scene(gaussians_per_object=60, sh_degree=1, seed=2).write(path)
-
-
-@pytest.fixture
-def camera_blend(clean_scene, tmp_path):
-    scene = clean_scene
-    camera = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
-    scene.collection.objects.link(camera)
-    camera.location = (0.0, -8.0, 3.0)
-    camera.rotation_euler = (math.radians(70.0), 0.0, 0.0)
-    scene.camera = camera
-    scene.render.resolution_x, scene.render.resolution_y = 48, 32
-    scene.frame_start, scene.frame_end = 1, 5
-    path = tmp_path / "camera.blend"
-    bpy.ops.wm.save_as_mainfile(filepath=str(path), check_existing=False)
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    return path
 
 
 @pytest.fixture(autouse=True)

@@ -14,11 +14,10 @@ from segment_fakes import InProcessClient, label_segment
 from blender_addon import batch, engine_client
 from blender_addon.gaussian_layout import AXIS_CONVERSION
 from blender_addon.visible_object import front_object, pixel_weights
-from engine.cameras import blender_camera_to_opencv, project_points
-from engine.synthetic_scene import make_primitives_scene
+from engine.cameras import project_points
+from test_batch_select import _labels, camera_blend, labelled  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.blender
-W, H = 96, 72
 
 
 def test_the_front_gaussian_wins_the_pixel():
@@ -31,37 +30,6 @@ def test_the_front_gaussian_wins_the_pixel():
     empty = pixel_weights(means, np.full(3, 0.01), np.full(3, 0.9), np.arange(3), viewmat, K,
                           np.array([[5.0, 5.0]]), 3)
     assert front_object(empty) == -1
-
-
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("click_visible")
-    scene = make_primitives_scene(gaussians_per_object=200, sh_degree=1, seed=7)
-    return scene, scene.write(folder / "prims.ply", with_labels=True)
-
-
-@pytest.fixture
-def camera_blend(clean_scene, tmp_path):
-    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
-    clean_scene.collection.objects.link(cam)
-    cam.location = (0.0, -6.0, 2.6)
-    cam.rotation_euler = (np.radians(68.0), 0.0, 0.0)
-    clean_scene.camera = cam
-    clean_scene.render.resolution_x, clean_scene.render.resolution_y = W, H
-    clean_scene.render.resolution_percentage = 100
-    bpy.context.view_layer.update()
-    data = cam.data
-    viewmat, K = blender_camera_to_opencv(np.array(cam.matrix_world), data.lens, data.sensor_width,
-                                          data.sensor_height, data.sensor_fit, data.shift_x, data.shift_y, W, H)
-    path = tmp_path / "camera.blend"
-    bpy.ops.wm.save_as_mainfile(filepath=str(path))
-    return path, viewmat, K
-
-
-def _labels(obj):
-    out = np.empty(len(obj.data.vertices), np.int32)
-    obj.data.attributes["ply_label"].data.foreach_get("value", out)
-    return out
 
 
 def test_a_click_on_an_applied_segment_selects_in_it(camera_blend, labelled, monkeypatch, capsys, tmp_path):

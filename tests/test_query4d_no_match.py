@@ -13,16 +13,9 @@ from engine.dynamic import make_moving_sequence
 from engine.query4d.features import CANONICAL_NEGATIVES, OpenClipFrameExtractor, OracleFeatureExtractor
 from engine.query4d.field import FieldOptions, build_feature_field
 from engine.query4d.query import query_field, raw_relevancy
+from tests.test_query4d import one_thread  # noqa: F401 (fixture)
 
 NAMES = {0: "ground", 1: "red sphere", 2: "green box", 3: "blue sphere", 4: "yellow cone"}   # no cone in it
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _sequence():

@@ -4,8 +4,6 @@ the real code. The profiles are shrunk to 32×32 pixels and 9 frames so a CPU ru
 
 from __future__ import annotations
 
-import stat
-import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -30,9 +28,5 @@ sys.exit(main())
 
 def tiny_diffusers_engine_python(folder: Path) -> str:
     """An 'interpreter' for EngineClient that runs the real engine with tiny diffusers pipelines."""
-    launcher = folder / "tiny_diffusers_engine.py"
-    launcher.write_text(_LAUNCHER)
-    script = folder / "tiny_diffusers_python"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {launcher}\n")
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return str(script)
+    from motion_fakes import launcher_python
+    return launcher_python(folder, "tiny_diffusers_engine", _LAUNCHER)
