@@ -58,12 +58,23 @@ def box_pixels(box, samples: int = BOX_SAMPLES) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------ Blender side
 
-def _world_gaussians(obj) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(means (N, 3) world, sigmas (N,) world, opacities (N,)) of a Gaussian object as it is now."""
+def _position_attribute(obj, frame: int) -> str:
+    """`position`, or for a dynamic sequence the timestep's own positions (its modifier plays them)."""
+    from .dynamic_import import DYNAMIC_START_KEY, DYNAMIC_STEPS_KEY, POSITION_PREFIX
+
+    if DYNAMIC_STEPS_KEY not in obj:
+        return "position"
+    t = int(np.clip(frame - int(obj.get(DYNAMIC_START_KEY, 0)), 0, int(obj[DYNAMIC_STEPS_KEY]) - 1))
+    name = f"{POSITION_PREFIX}{t}"
+    return name if name in obj.data.attributes else "position"
+
+
+def _world_gaussians(obj, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(means (N, 3) world, sigmas (N,) world, opacities (N,)) of a Gaussian object as it is at `frame`."""
     mesh = obj.data
     n = len(mesh.vertices)
     pos = np.empty(n * 3, np.float32)
-    mesh.attributes["position"].data.foreach_get("vector", pos)
+    mesh.attributes[_position_attribute(obj, frame)].data.foreach_get("vector", pos)
     log_scale = np.empty(n * 3, np.float32)
     mesh.attributes["scale"].data.foreach_get("vector", log_scale)
     logit = np.empty(n, np.float32)
@@ -84,7 +95,7 @@ def object_at(scene, viewmat: np.ndarray, K: np.ndarray, point=None, box=None):
     objects = [o for o in scene.objects if is_gaussian_object(o) and o.visible_get() and len(o.data.vertices)]
     if not objects:
         return None
-    parts = [_world_gaussians(o) for o in objects]
+    parts = [_world_gaussians(o, scene.frame_current) for o in objects]
     means = np.concatenate([p[0] for p in parts])
     sigmas = np.concatenate([p[1] for p in parts])
     opacities = np.concatenate([p[2] for p in parts])
