@@ -139,6 +139,14 @@ def _sam_predictor(variant: str, device):
     return _SAM_PREDICTORS[key]
 
 
+def _sam_variant(params: dict, have: dict[str, list[str]]) -> str:
+    """The SAM checkpoint this request loads: the one asked for, else the largest one here (the model status
+    lists them largest first), else the default (fetched on first use)."""
+    from . import sam_masks
+    here = [sid.removeprefix("sam_") for sid in have.get("sam", [])]
+    return sam_masks.choose_variant(params.get("sam_variant") or (here[0] if here else None))
+
+
 def _rendered_view(scene, splats, v: View, key: str):
     """(rgb uint8 (H, W, 3), depth (H, W), alpha (H, W)) of a view, rendered once per scene, subset and camera."""
     def render():
@@ -160,7 +168,7 @@ def _sam_lift_click(ctx, splats, scene, view: View, seed: int, granularity: floa
     from . import sam_masks
 
     views = [view] + _views(params, scene, splats)
-    predictor = _sam_predictor(sam_masks.choose_variant(params.get("sam_variant")), device)
+    predictor = _sam_predictor(_sam_variant(params, _model_status()), device)
     centre = splats.means[seed].cpu().numpy()[None]
     labels, used = [], []
     for i, v in enumerate(views):
@@ -253,11 +261,11 @@ def handle_segment(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
                                              "click or box selection works without it")
         views = _views(params, scene, splats)
         scores = subset(np.asarray(text_scores(scene, views, text, granularity, ctx, device,
-                                               sam_variant=params.get("sam_variant")), np.float32))
+                                               sam_variant=_sam_variant(params, have)), np.float32))
         from .saga import CLICK_THRESHOLD, features_ready
 
         mask = scores > (CLICK_THRESHOLD if features_ready(scene) else 0.5)
-        chosen, used = "saga" if features_ready(scene) else "lift", have["clip"] + have["sam"][:1]
+        chosen, used = "saga" if features_ready(scene) else "lift", have["clip"] + [f"sam_{_sam_variant(params, have)}"]
     else:
         from .saga import features_ready
 
@@ -297,7 +305,7 @@ def handle_segment(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
             knn, _ = subset_knn(splats.means.cpu().numpy(), scene=scene, indices=indices)
             scores, in_mask = _sam_lift_click(ctx, splats, scene, view, seed, granularity, params, device, knn, key)
             mask = cleanup.keep_connected(splats.means.cpu().numpy(), in_mask, seeds=[seed])
-            used = have["sam"][:1]
+            used = [f"sam_{_sam_variant(params, have)}"]
         else:
             tree, _ = _region_tree(scene, splats, indices)
             tolerance = region_growing.granularity_tolerance(granularity)
