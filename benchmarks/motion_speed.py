@@ -54,6 +54,7 @@ def main() -> None:
     print(f"segment_gaussians: {len(indices)}")
     print(f"scene_gaussians: {scene.gaussians.count}")
     print(f"render_video_s: {time.perf_counter() - t0:.2f}")
+    print("inputs: the engine's own render of a known motion and its true depth (oracle depth, no depth model)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scene.ply"
         scene.write(path)

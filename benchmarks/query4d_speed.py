@@ -28,6 +28,7 @@ def main() -> None:
     print(f"gaussians: {seq.count}")
     print(f"timesteps: {seq.timesteps}")
     ext = OracleFeatureExtractor(names)
+    print("inputs: oracle features (label-derived), not ViCLIP")
     opts = FieldOptions(views=args.views, width=args.size, height=args.size, scales=(0.25, 0.125, 0.0625))
     start = time.perf_counter()
     field = build_feature_field(seq, ext, opts, args.device)
@@ -48,6 +49,8 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     print(f"query_ms: {1000 * sorted(times)[len(times) // 2]:.2f}")
     print(f"query_span: {r.span[0] if r.span else -1}-{r.span[1] if r.span else -1}")
+    absent = query_field(field, ext, "a purple elephant")
+    print(f"query_absent_matched: {absent.matched} (best {absent.best_relevancy:.3f} < {absent.threshold:.3f})")
     labels = torch.from_numpy(seq.labels == 1).to(r.masks.device)
     t = (r.span[0] + r.span[1]) // 2 if r.span else 0
     inter = (r.masks[t] & labels).sum().item()

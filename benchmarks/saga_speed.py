@@ -59,6 +59,7 @@ def benchmark_training(gaussians: int = 1_000_000, views: int = 60, width: int =
     view_list = orbit_views(scene.gaussians.means, views, width=width, height=height)
     g = saga._tensors(scene, dev)
     maps, masks = oracle_masks(synth.labels, g, view_list, dev)
+    print("saga_inputs: oracle masks (the synthetic scene's labels rendered), not SAM")
 
     def sync():
         if dev.type == "cuda":

@@ -49,6 +49,7 @@ def main() -> None:
     scene = make_primitives_scene(gaussians_per_object=per_object, sh_degree=0, seed=0)
     g = lifting.splat_tensors(scene.gaussians, device)
     print(f"gaussians: {g.count}")
+    print("inputs: oracle masks (the synthetic scene's labels rendered), not SAM")
     views = orbit_views(scene.gaussians.means, count=args.views, width=args.width, height=args.height)
     vms, Ks = np.stack([v.viewmat for v in views]), np.stack([v.K for v in views])
     # Oracle label maps (the synthetic scene's labels rendered) as the mask set.

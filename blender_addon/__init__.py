@@ -14,10 +14,10 @@ _registered_modules: list = []
 
 
 def _modules():
-    from . import (animate_ops, import_export, panels, preferences, query4d_ops, render_splats, segment_ops,
-                   segment_panel, sequence_ops, splat_render_engine)
-    return [preferences, import_export, sequence_ops, render_splats, segment_ops, animate_ops, query4d_ops, panels,
-            segment_panel, splat_render_engine]
+    from . import (advanced_settings, animate_ops, import_export, panels, preferences, query4d_ops, render_splats,
+                   segment_ops, segment_panel, segment_train, sequence_ops, splat_render_engine)
+    return [preferences, advanced_settings, import_export, sequence_ops, render_splats, segment_ops, segment_train,
+            animate_ops, query4d_ops, panels, segment_panel, splat_render_engine]
 
 
 def register() -> None:
@@ -29,9 +29,10 @@ def register() -> None:
     for module in modules:
         for cls in module.classes:
             bpy.utils.register_class(cls)
-    from . import animate_ops, import_export, query4d_ops, segment_ops, splat_render_engine
+    from . import advanced_settings, animate_ops, import_export, query4d_ops, segment_ops, splat_render_engine
     import_export.register_menus()
     splat_render_engine.register_panels()
+    advanced_settings.register_properties()
     segment_ops.register_properties()
     animate_ops.register_properties()
     query4d_ops.register_properties()
@@ -45,8 +46,9 @@ def unregister() -> None:
     engine_client.shutdown_client()
     if _registered_modules:
         import_export.unregister_menus()
-        from . import animate_ops, query4d_ops, segment_ops, splat_render_engine
+        from . import advanced_settings, animate_ops, query4d_ops, segment_ops, splat_render_engine
         splat_render_engine.unregister_panels()
+        advanced_settings.unregister_properties()
         segment_ops.unregister_properties()
         animate_ops.unregister_properties()
         query4d_ops.unregister_properties()

@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError, CameraError, CancelledError, EngineError
 
-from . import engine_client, gaussian_object, keyframes, motion_result
+from . import engine_client, gaussian_object, keyframes, motion_result, notices
 from .camera_data import camera_from_blender, render_resolution
 from .gaussian_layout import SOURCE_KEY
 from .modal_engine import EngineModalMixin
@@ -51,7 +51,8 @@ class AnimateOptions:
     location_tolerance: float = 1e-3      # scene units
     rotation_tolerance: float = 0.1       # degrees
     device: str = "auto"
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)     # the generator's: model, steps, seed, offload, depth_model
+    require: list = field(default_factory=list)     # fallback codes to refuse (engine/fallbacks.py CODES)
 
 
 @dataclass
@@ -159,6 +160,8 @@ def prepare_animate(scene: bpy.types.Scene, obj: bpy.types.Object, options: Anim
               "handles": int(options.handles),
               # API keys from the preferences travel in the request only (never stored in the .blend or logged).
               "options": {**dict(options.options), **generator_credentials(options.generator)}}
+    if options.require:
+        params["require"] = list(options.require)
     return AnimateJob(obj.name, params, arrays, basis_0, world_0, local, frame_start, fps, options)
 
 
@@ -243,8 +246,13 @@ def animate_blocking(scene: bpy.types.Scene, obj: bpy.types.Object, options: Ani
 
 # ------------------------------------------------------------------------------------------------------ UI
 
-def options_from_settings(settings, device: str) -> AnimateOptions:
-    return AnimateOptions(prompt=settings.prompt, generator=settings.generator.lower(), frames=settings.frames,
+def options_from_settings(settings, device: str, scene: bpy.types.Scene | None = None) -> AnimateOptions:
+    from . import advanced_settings
+
+    generator = settings.generator.lower()
+    extra, require = (advanced_settings.animate_options(advanced_settings.advanced(scene), generator)
+                      if scene is not None else ({}, []))
+    return AnimateOptions(options=extra, require=require, prompt=settings.prompt, generator=settings.generator.lower(), frames=settings.frames,
                           fps=settings.fps, video_path=bpy.path.abspath(settings.video_path) if settings.video_path
                           else "", motion=settings.motion.lower(), handles=settings.handles,
                           location_tolerance=settings.location_tolerance,
@@ -324,11 +332,13 @@ class GAUSSIANS_OT_animate(EngineModalMixin, bpy.types.Operator):
         return gaussian_object.is_gaussian_object(context.active_object)
 
     def _job_from(self, context) -> AnimateJob:
-        options = options_from_settings(animate_settings(context.scene), engine_client.preferred_device())
+        options = options_from_settings(animate_settings(context.scene), engine_client.preferred_device(),
+                                        context.scene)
         return prepare_animate(context.scene, context.active_object, options)
 
     def _finish_with(self, summary: AnimateSummary) -> set[str]:
         self.report({"INFO"}, summary.message())
+        notices.report(self, notices.latest("animate"))
         return {"FINISHED"}
 
     def execute(self, context):

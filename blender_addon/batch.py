@@ -23,17 +23,10 @@ if __package__ in (None, ""):
     # from the repository root, and the shared `engine` beside it.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from blender_addon import batch_args  # noqa: E402
+from blender_addon.batch_args import PROG, BatchError, build_parser  # noqa: E402,F401 (re-exported)
 from engine.errors import AnimateGaussiansError, InputFileError  # noqa: E402
-from engine.formats.detect import export_format  # noqa: E402
-from engine.formats.sequence import is_sequence_spec, is_sequence_target  # noqa: E402
-
-PROG = "batch.py"
-
-
-class BatchError(AnimateGaussiansError):
-    """The command line asks for something this version cannot do, or is inconsistent."""
-
-    hint = "run with --help for the options"
+from engine.formats.sequence import is_sequence_spec  # noqa: E402
 
 
 class NotAvailableError(BatchError):
@@ -56,6 +49,7 @@ class BatchContext:
     segments: list[dict] = field(default_factory=list)     # {"name", "source", "query", "method", ...} per --select
     queries: list[dict] = field(default_factory=list)      # per --query: text, span (frames), Gaussians matched
     last_dynamic: str | None = None                        # the object --dynamic made (what --query asks)
+    animations: list[dict] = field(default_factory=list)   # per --animate: object, motion, frames, engine info
 
     @property
     def gaussian_object(self):
@@ -79,8 +73,22 @@ class BatchContext:
 # ---------------------------------------------------------------------------------------------------- steps
 
 def step_open_blend(ctx: BatchContext) -> None:
+    """Open the .blend; one that Blender cannot read is the user's input error, not ours (Blender's own
+    message goes into ours instead of stdout)."""
     import bpy
-    bpy.ops.wm.open_mainfile(filepath=str(Path(ctx.args.blend).resolve()))
+    from blender_addon.batch_progress import captured_stdout
+
+    path = Path(ctx.args.blend).resolve()
+    with captured_stdout() as said:
+        try:
+            bpy.ops.wm.open_mainfile(filepath=str(path))
+        except RuntimeError as error:
+            failure = error
+        else:
+            return
+    detail = _one_line(str(failure).replace("Error:", "")) or _one_line(said())
+    raise InputFileError(f"--blend: Blender cannot read {path}: {detail}",
+                         hint="check that it is a .blend saved by Blender 4.2 or later and not truncated")
 
 
 def step_import_ply(ctx: BatchContext) -> None:
@@ -124,6 +132,8 @@ def step_query(ctx: BatchContext) -> None:
     answer = query4d_ops.query_blocking(scene, obj, ctx.args.query, device=ctx.args.device or "auto",
                                         report=progress)
     query4d_ops.apply_answer(scene, answer)
+    if answer.span_frames is None:
+        progress(f"query: {answer.no_match_message()}")
     ctx.queries.append(answer.summary())
 
 
@@ -147,6 +157,11 @@ def step_select(ctx: BatchContext) -> None:
         raise CameraError("--select needs a camera: the scene has no active camera",
                           hint="open a .blend with a camera (--blend), or set the scene's camera")
     viewmat, K, width, height = scene_camera_view(scene)
+    if args.select_point is not None or args.select_box is not None:
+        # What is seen at the click (or over the box), among every Gaussian object: a segment an earlier Apply
+        # split off is in front of the scene object it came from.
+        from blender_addon.visible_object import object_at
+        obj = object_at(scene, viewmat, K, point=args.select_point, box=args.select_box) or obj
     if args.select_point is not None:
         query = segment_query.make_query(obj, "click", viewmat, K, width, height, point=args.select_point,
                                          views=ctx.views)
@@ -159,8 +174,14 @@ def step_select(ctx: BatchContext) -> None:
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
     granularity = 0.5 if args.granularity is None else args.granularity
-    mask, answer = segment_query.segment_blocking(obj, query, granularity, device=args.device or "auto",
-                                                  report=progress)
+    method = "auto"
+    if args.train_features:
+        from blender_addon.segment_train import train_blocking
+        train_blocking(obj, args.device or "auto", ctx.views, args.sam_model, report=progress)
+        method = "saga"
+    options = {"sam_variant": args.sam_model} if args.sam_model else {}
+    mask, answer = segment_query.segment_blocking(obj, query, granularity, method, device=args.device or "auto",
+                                                  report=progress, options=options)
     segment = object_subsets.split_selected(obj, mask, args.segment_name or "segment")
     ctx.objects.append(segment.name)
     ctx.last_segment = segment.name
@@ -188,8 +209,12 @@ def step_animate(ctx: BatchContext) -> None:
                              frames=args.frames if args.frames is not None else 48,
                              fps=args.fps if args.fps is not None else scene_fps(scene),
                              video_path=str(Path(args.video).resolve()) if args.video else "",
-                             device=args.device or "auto")
+                             motion=args.motion or "auto", handles=args.handles or 8,
+                             device=args.device or "auto", options=batch_args.generator_options(args))
     summary = animate_blocking(scene, obj, options, report=progress)
+    ctx.animations.append({"name": summary.object_name, "armature": summary.armature_name,
+                           "motion": summary.motion, "frames": summary.frames, "keyframes": summary.keyframes,
+                           "info": summary.info})
     for made in (summary.object_name, summary.armature_name):
         if made and made not in ctx.objects:
             ctx.objects.append(made)
@@ -199,11 +224,21 @@ def step_render(ctx: BatchContext) -> None:
     import bpy
     from blender_addon.render_splats import render_splats_blocking
 
-    def progress(text: str) -> None:
+    from blender_addon.batch_progress import RenderEstimate
+    from blender_addon.camera_data import render_resolution
+
+    def say(text: str) -> None:
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
-    files = render_splats_blocking(bpy.context.scene, Path(ctx.args.render).resolve(),
-                                   resolution=tuple(ctx.args.resolution) if ctx.args.resolution else None,
+    scene = bpy.context.scene
+    resolution = tuple(ctx.args.resolution) if ctx.args.resolution else None
+    estimate = RenderEstimate(say, resolution is not None, resolution or render_resolution(scene))
+
+    def progress(text: str) -> None:
+        say(text)
+        estimate(0.0, text)
+
+    files = render_splats_blocking(scene, Path(ctx.args.render).resolve(), resolution=resolution,
                                    device=ctx.args.device, report=progress)
     ctx.files.extend(str(Path(f).resolve()) for f in files)
 
@@ -255,68 +290,8 @@ STEPS: list[Step] = [
     Step("save", lambda a: a.save is not None, step_save, "--save"),
 ]
 
-# Options that only qualify a step: given without that step, they would do nothing, so they are refused.
-MODIFIERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "segment_name": ("--segment-name", ("select",)),
-    "granularity": ("--granularity", ("select",)),
-    "target": ("--target", ("animate",)),
-    "generator": ("--generator", ("animate",)),
-    "video": ("--video", ("animate",)),
-    "frames": ("--frames", ("animate",)),
-    "fps": ("--fps", ("animate",)),
-    "resolution": ("--resolution", ("render",)),
-    "device": ("--device", ("import_dynamic", "capture_images", "select", "animate", "query", "render")),
-}
-
-
-def step_by_name(name: str) -> Step:
-    return next(s for s in STEPS if s.name == name)
-
 
 # ------------------------------------------------------------------------------------------------- arguments
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, our error type, instead of usage + exit 2
-        raise BatchError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Animate Gaussians in batch: import, segment, animate, render, export.")
-    p.add_argument("--blend", metavar="PATH", help="open this .blend first (its active camera is used below)")
-    p.add_argument("--ply", metavar="PATH",
-                   help="import a splat scene: .ply, .compressed.ply, .splat, .spz, .sog or a SOG folder (format from "
-                        "the content), or a PLY sequence (a folder of .ply frames or a frame_####.ply pattern)")
-    p.add_argument("--dynamic", metavar="PATH", help="import a Dynamic 3D Gaussians params.npz sequence")
-    p.add_argument("--images", metavar="DIR", help="the capture (COLMAP folder) of the imported scene")
-    p.add_argument("--select", metavar="TEXT", help="segment by text")
-    p.add_argument("--select-point", nargs=2, type=float, metavar=("X", "Y"),
-                   help="segment by a click at pixel (X, Y) of the active camera's image")
-    p.add_argument("--select-box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"),
-                   help="segment by a box in the active camera's image")
-    p.add_argument("--segment-name", metavar="NAME", help="name of the segment object (default: segment)")
-    p.add_argument("--granularity", type=float, metavar="G",
-                   help="for --select*: from a small part (0) to the whole object (1); default 0.5")
-    p.add_argument("--animate", metavar="TEXT", help="animate the last segment (or --target) from a prompt")
-    p.add_argument("--target", metavar="NAME", help="the object --animate animates")
-    p.add_argument("--generator", choices=("preset", "video", "diffusers", "runway", "kling"),
-                   help="motion source for --animate (default: preset)")
-    p.add_argument("--video", metavar="PATH", help="a motion video for --generator video")
-    p.add_argument("--frames", type=int, metavar="N", help="frames of motion for --animate")
-    p.add_argument("--fps", type=float, metavar="F", help="frames per second for --animate")
-    p.add_argument("--query", metavar="TEXT",
-                   help="4D text query on the --dynamic object, else on the animated scene: when and which "
-                        "Gaussians (extractor: env ANIMATE_GAUSSIANS_QUERY4D_EXTRACTOR, default auto)")
-    p.add_argument("--render", metavar="DIR", help="render splat frames from the active camera to DIR")
-    p.add_argument("--resolution", nargs=2, type=int, metavar=("W", "H"), help="render resolution")
-    p.add_argument("--export-ply", metavar="PATH", help="write the imported object back to a 3DGS .ply")
-    p.add_argument("--export", metavar="PATH",
-                   help="write the object in the format of PATH's extension (.ply, .compressed.ply, .splat, .spz), or "
-                        "as a PLY sequence of the frame range to a folder (ending in /) or a frame_####.ply pattern")
-    p.add_argument("--save", metavar="PATH", help="save the .blend")
-    p.add_argument("--report", metavar="PATH", help="write a JSON summary of the run")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where the engine runs (default: auto)")
-    return p
-
 
 def script_arguments(argv: Sequence[str]) -> list[str]:
     """The arguments meant for us: after `--` (blender -P form, or python form if given), else all of them."""
@@ -330,34 +305,9 @@ def validate(args: argparse.Namespace) -> list[Step]:
     for step in wanted:
         if step.run is None:
             raise NotAvailableError(f"{step.options} is not available yet in this version")
-    names = {s.name for s in wanted}
-    for attr, (option, needs) in MODIFIERS.items():
-        if getattr(args, attr) is not None and not names.intersection(needs):
-            raise BatchError(f"{option} only applies to " + " or ".join(step_by_name(n).options for n in needs)
-                             + ", which is not given")
+    batch_args.check_arguments(args, {s.name for s in wanted})
     if not wanted:
         raise BatchError("nothing to do: give at least one step option such as --ply PATH")
-    if sum(v is not None for v in (args.select, args.select_point, args.select_box)) > 1:
-        raise BatchError("give one of --select, --select-point and --select-box")
-    if args.granularity is not None and not 0.0 <= args.granularity <= 1.0:
-        raise BatchError(f"--granularity must be between 0 and 1, got {args.granularity:g}")
-    for option, value, kind in (("--blend", args.blend, "file"), ("--ply", args.ply, "splats"),
-                                ("--dynamic", args.dynamic, "file"), ("--images", args.images, "dir"),
-                                ("--video", args.video, "file")):
-        if value is None or kind == "splats" and is_sequence_spec(value):   # a pattern: the import names what is missing
-            continue
-        path = Path(value)
-        if not path.exists():
-            raise InputFileError(f"{option}: {value} does not exist")
-        if kind == "file" and not path.is_file():
-            raise InputFileError(f"{option}: {value} is not a file")
-        if kind == "dir" and not path.is_dir():
-            raise InputFileError(f"{option}: {value} is not a folder")
-    if args.export is not None and not is_sequence_target(args.export):
-        export_format(args.export)   # refuses an unknown extension before anything runs
-    for option, value in (("--export-ply", args.export_ply), ("--save", args.save), ("--report", args.report)):
-        if value is not None and not Path(value).resolve().parent.is_dir():
-            raise InputFileError(f"{option}: the folder of {value} does not exist", hint="create it first")
     return wanted
 
 
@@ -405,12 +355,14 @@ def build_report(ctx: BatchContext) -> dict:
         entry["keyframes"], entry["frame_range"] = _keyframe_count(obj)
         objects.append(entry)
     return {"ok": not ctx.errors, "objects": objects, "segments": ctx.segments, "queries": ctx.queries,
+            "animations": ctx.animations,
             "files": ctx.files, "warnings": _warnings(), "engine_backend": _engine_backend(),
             "seconds": {s["name"]: s["seconds"] for s in ctx.steps}, "steps": ctx.steps, "errors": ctx.errors}
 
 
 def write_report(ctx: BatchContext) -> None:
     path = Path(ctx.args.report)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         report = build_report(ctx)
     except Exception as error:   # the report must still say what went wrong
@@ -454,14 +406,35 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _command_line_report(argv: Sequence[str], message: str) -> None:
+    """The report of a run refused before it started (the command line is wrong), when --report is given."""
+    argv = list(argv)
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--report=")), None)
+    if path is None and "--report" in argv[:-1]:
+        path = argv[argv.index("--report") + 1]
+    if not path:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps({"ok": False, "objects": [], "segments": [], "queries": [], "files": [],
+                                          "warnings": [], "seconds": {}, "steps": [], "errors": [message]},
+                                         indent=2))
+    except OSError:
+        pass   # the error line on stderr already says what is wrong
+
+
 def run(argv: Sequence[str]) -> int:
     """Run the batch; returns the exit status (0 ok, 1 failed, 2 bad command line)."""
     try:
         args = build_parser().parse_args(list(argv))
         steps = validate(args)
     except AnimateGaussiansError as error:
-        print(f"{PROG}: error: {_one_line(error.user_message())}", file=sys.stderr)
+        message = _one_line(error.user_message())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        _command_line_report(argv, message)
         return 2
+    from blender_addon import notices
+    notices.require(batch_args.required_codes(args))
     ctx = BatchContext(args=args)
     status = 0
     registered = False

@@ -373,7 +373,7 @@ class EngineClient:
     def submit(self, request_type: str, params: Mapping[str, Any] | None = None,
                arrays: Mapping[str, np.ndarray] | None = None) -> int:
         """Send a request (starting the engine if needed); returns its id at once."""
-        msg = protocol.request(0, request_type, params, arrays)
+        msg = protocol.request(0, request_type, notices.with_required(params), arrays)
         protocol.encode(msg)  # unsendable params fail here, before an id is owed
         with self._lock:
             self.start()

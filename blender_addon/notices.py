@@ -14,6 +14,7 @@ from engine import fallbacks
 _lock = threading.Lock()
 _latest: dict[str, list[dict[str, str]]] = {}     # request type → warnings of its latest result
 _history: list[dict[str, str]] = []               # every warning of this session, in order (the batch report)
+_required: list[str] = []                         # fallback codes every request of this session refuses
 
 
 def record(source: str, result_params: Mapping[str, Any] | None) -> list[str]:
@@ -59,6 +60,23 @@ def clear(source: str | None = None) -> None:
             _history.clear()
         else:
             _latest.pop(source, None)
+
+
+def require(codes) -> None:
+    """Refuse these fallbacks (fallbacks.CODES) in every request from now on (batch --require-*)."""
+    with _lock:
+        _required[:] = [str(c) for c in codes]
+
+
+def with_required(params: Mapping[str, Any] | None) -> dict:
+    """A request's params with the session's refused fallbacks added to its own `require`."""
+    out = dict(params or {})
+    with _lock:
+        if _required:
+            own = out.get("require") or []
+            own = [own] if isinstance(own, str) else list(own)
+            out["require"] = own + [c for c in _required if c not in own]
+    return out
 
 
 def report(operator, messages: list[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import compat, display_nodes, engine_backend, gaussian_object, notices
+from . import advanced_settings, compat, display_nodes, engine_backend, gaussian_object, notices
 from .import_export import GAUSSIANS_OT_export_ply, GAUSSIANS_OT_import_ply
 
 CATEGORY = "Gaussians"
@@ -82,6 +82,7 @@ class GAUSSIANS_PT_animate(GaussiansPanel, bpy.types.Panel):
         col = layout.column(align=True)
         col.prop(settings, "location_tolerance")
         col.prop(settings, "rotation_tolerance")
+        advanced_settings.draw_animate(layout, context.scene, settings.generator)
         layout.operator(GAUSSIANS_OT_animate.bl_idname, text="Animate", icon="ANIM")
 
 

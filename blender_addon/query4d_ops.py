@@ -53,6 +53,12 @@ class QueryAnswer:
     peak: list[np.ndarray]
     result: dict = field(default_factory=dict)
 
+    def no_match_message(self) -> str:
+        r = self.result
+        why = (f" (best relevancy {r['best_relevancy']:.3f}, needs {r['relevancy_threshold']:.3f})"
+               if "best_relevancy" in r and "relevancy_threshold" in r else "")
+        return f"no Gaussians match \u201c{self.target.text}\u201d{why}"
+
     def matched(self) -> list[int]:
         return [int((f >= 0).sum()) for f in self.first_frame]
 
@@ -64,6 +70,8 @@ class QueryAnswer:
                 "span_timesteps": list(self.span_timesteps) if self.span_timesteps else None,
                 "gaussians": dict(zip(self.target.objects, self.matched())),
                 "counts": r.get("counts", []), "extractor": r.get("extractor"), "field": r.get("field"),
+                "matched": self.span_frames is not None, "best_relevancy": r.get("best_relevancy"),
+                "relevancy_threshold": r.get("relevancy_threshold"),
                 "seconds": r.get("seconds")}
 
 
@@ -305,7 +313,7 @@ class GAUSSIANS_OT_query4d(EngineModalMixin, bpy.types.Operator):
             return {"CANCELLED"}
         _undo_push("4D Query")
         if answer.span_frames is None:
-            self.report({"WARNING"}, f"Nothing matched \u201c{answer.target.text}\u201d")
+            self.report({"WARNING"}, answer.no_match_message())
         else:
             a, b = answer.span_frames
             self.report({"INFO"}, f"\u201c{answer.target.text}\u201d: frames {a}–{b}, "

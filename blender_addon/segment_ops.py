@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError
 
-from . import engine_client, gaussian_object, object_subsets, segment_query
+from . import engine_client, gaussian_object, object_subsets, segment_query, visible_object
 from .camera_data import camera_from_blender, render_resolution
 from .modal_engine import set_status
 from .viewport_camera import region_camera, region_pixel, window_region_at
@@ -54,15 +54,21 @@ def start_query(context, query: segment_query.SegmentQuery) -> None:
     """Send the query with the scene's granularity and method; the answer arrives through the timer."""
     settings = context.scene.gaussians_segment
     segment_query.session().request(query, settings.granularity, settings.method,
-                                    engine_client.preferred_device())
+                                    engine_client.preferred_device(), _options(context.scene))
     _ensure_timer()
+
+
+def _options(scene) -> dict:
+    from .advanced_settings import advanced, segment_options
+    return segment_options(advanced(scene))
 
 
 def _granularity_changed(settings, context) -> None:
     """Live slider: re-send the last query with the new granularity (the engine answers in milliseconds)."""
     session = segment_query.session()
     if session.query is not None and bpy.data.objects.get(session.query.object_name) is not None:
-        session.request(session.query, settings.granularity, settings.method, engine_client.preferred_device())
+        session.request(session.query, settings.granularity, settings.method, engine_client.preferred_device(),
+                        _options(context.scene))
         _ensure_timer()
 
 
@@ -116,6 +122,15 @@ class _ViewportTool:
     def _send(self, context, mode: str, view, **where) -> None:
         _, viewmat, K, width, height = view
         obj = active_gaussian_object(context)
+        # The object seen at the click (or over the box), among all Gaussian objects: a segment split off the
+        # active scene object is what the user sees there, not the ground behind it.
+        seen = visible_object.object_at(context.scene, viewmat, K, point=where.get("point"), box=where.get("box"))
+        if seen is not None and seen != obj:
+            obj = seen
+            for other in context.selected_objects:
+                other.select_set(False)
+            obj.select_set(True)
+            context.view_layer.objects.active = obj
         query = segment_query.make_query(obj, mode, viewmat, K, width, height, views=_views(context), **where)
         start_query(context, query)
 

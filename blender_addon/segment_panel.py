@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import gaussian_object, object_subsets, segment_query
+from . import advanced_settings, gaussian_object, object_subsets, segment_query
 from .panels import GAUSSIANS_PT_main, GaussiansPanel
 from .segment_ops import (GAUSSIANS_OT_segment_apply, GAUSSIANS_OT_segment_box, GAUSSIANS_OT_segment_clear,
                           GAUSSIANS_OT_segment_click, GAUSSIANS_OT_segment_text)
@@ -54,6 +54,7 @@ class GAUSSIANS_PT_segment(GaussiansPanel, bpy.types.Panel):
         row.operator(GAUSSIANS_OT_segment_apply.bl_idname, text="Apply", icon="CHECKMARK")
         layout.operator(GAUSSIANS_OT_segment_clear.bl_idname, icon="X")
         _wrapped(layout.box(), segment_query.models_line(session.answer) or MODELS_HINT)
+        advanced_settings.draw_segment(layout, context.scene)
 
 
 classes = (GAUSSIANS_PT_segment,)

@@ -86,7 +86,7 @@ def make_query(obj: bpy.types.Object, mode: str, viewmat: np.ndarray, K: np.ndar
 
 
 def build_segment_request(obj: bpy.types.Object, query: SegmentQuery, granularity: float, method: str = "auto",
-                          device: str = "auto") -> tuple[dict, dict[str, np.ndarray]]:
+                          device: str = "auto", options: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """The "segment" request (params, arrays) for `query` on `obj` (see engine/segment/handler.py)."""
     source = obj.get(SOURCE_KEY)
     if not source or not Path(source).exists():
@@ -107,6 +107,7 @@ def build_segment_request(obj: bpy.types.Object, query: SegmentQuery, granularit
         params["text"] = query.text
     if query.views:
         params["views"] = dict(query.views)
+    params.update(options or {})     # sam_variant, require (the Advanced box, batch --sam-model/--require-sam)
     arrays = {"viewmat": query.viewmat.astype(np.float64), "K": query.K.astype(np.float64),
               "file_to_world": gaussian_object.file_to_world(obj).astype(np.float64), "indices": indices}
     return params, arrays
@@ -128,10 +129,11 @@ def mask_from_result(query: SegmentQuery, params: dict, arrays: dict, count: int
 
 def segment_blocking(obj: bpy.types.Object, query: SegmentQuery, granularity: float, method: str = "auto",
                      device: str | None = None, client=None,
-                     report: Callable[[str], None] | None = None) -> tuple[np.ndarray, dict]:
+                     report: Callable[[str], None] | None = None,
+                     options: dict | None = None) -> tuple[np.ndarray, dict]:
     """Ask and wait (batch): (mask in the object's order, the answer's params)."""
     device = device or engine_client.preferred_device()
-    params, arrays = build_segment_request(obj, query, granularity, method, device)
+    params, arrays = build_segment_request(obj, query, granularity, method, device, options)
     client = client or engine_client.get_client()
 
     def on_progress(fraction: float, stage: str) -> None:
@@ -171,7 +173,7 @@ class SegmentSession:
     client_factory: Callable[[], Any] = engine_client.get_client
     query: SegmentQuery | None = None          # the last query sent (the slider re-sends it)
     in_flight: int | None = None
-    pending: tuple[SegmentQuery, float, str, str] | None = None
+    pending: tuple[SegmentQuery, float, str, str, dict] | None = None
     message: str = ""                          # the panel's status line
     message_type: str = "INFO"                 # INFO or ERROR
     answer: dict = field(default_factory=dict)  # params of the last answer
@@ -183,22 +185,23 @@ class SegmentSession:
     def busy(self) -> bool:
         return self.in_flight is not None or self.pending is not None
 
-    def request(self, query: SegmentQuery, granularity: float, method: str = "auto", device: str = "auto") -> None:
+    def request(self, query: SegmentQuery, granularity: float, method: str = "auto", device: str = "auto",
+                options: dict | None = None) -> None:
         """Send the query now, or after the one in flight (then only the newest waiting query is sent)."""
         self.query = query
-        self.pending = (query, float(granularity), method, device)
+        self.pending = (query, float(granularity), method, device, dict(options or {}))
         if self.in_flight is None:
             self._send_pending()
 
     def _send_pending(self) -> None:
-        query, granularity, method, device = self.pending
+        query, granularity, method, device, options = self.pending
         self.pending = None
         obj = bpy.data.objects.get(query.object_name)
         if obj is None:
             self._fail(AnimateGaussiansError(f"the object {query.object_name!r} is gone"))
             return
         try:
-            params, arrays = build_segment_request(obj, query, granularity, method, device)
+            params, arrays = build_segment_request(obj, query, granularity, method, device, options)
             self._client = self._client or self.client_factory()
             self.in_flight = self._client.submit("segment", params, arrays)
         except AnimateGaussiansError as error:

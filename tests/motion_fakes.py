@@ -66,7 +66,8 @@ def handle_animate(ctx, params: dict, arrays: dict):
             import time
             time.sleep(0.05)
     received = {name: list(np.asarray(a).shape) for name, a in arrays.items()}
-    info = {"received": received, "params": {k: params[k] for k in ("generator", "width", "height", "motion")}}
+    info = {"received": received, "params": {k: params.get(k) for k in ("generator", "width", "height", "motion",
+                                                                         "handles", "options", "require")}}
     if params["motion"] == "nonrigid":
         means = load_scene(params["ply_path"]).gaussians.means[np.asarray(arrays["indices"])]
         rest, H, w = known_nonrigid_motion(means.astype(np.float64), frames)
@@ -85,11 +86,16 @@ sys.exit(main())
 """
 
 
-def fake_engine_python(folder: Path) -> str:
-    """An 'interpreter' for EngineClient that runs the real engine with the fake "animate" handler."""
-    launcher = folder / "fake_animate_engine.py"
-    launcher.write_text(_LAUNCHER)
-    script = folder / "fake_animate_python"
+def launcher_python(folder: Path, name: str, launcher_text: str) -> str:
+    """An 'interpreter' for EngineClient: a shell script that runs `launcher_text` (which starts the engine)."""
+    launcher = folder / f"{name}.py"
+    launcher.write_text(launcher_text)
+    script = folder / f"{name}_python"
     script.write_text(f"#!/bin/sh\nexec {ENGINE_PYTHON} {launcher}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return str(script)
+
+
+def fake_engine_python(folder: Path) -> str:
+    """An 'interpreter' for EngineClient that runs the real engine with the fake "animate" handler."""
+    return launcher_python(folder, "fake_animate_engine", _LAUNCHER)

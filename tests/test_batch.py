@@ -78,7 +78,10 @@ def test_later_options_are_refused_before_anything_runs(clean_scene, capsys, pri
     status, err = _run(capsys, "--ply", primitives_ply, *argv, "--save", blend, "--report", report)
     assert status != 0
     assert "not available yet" in err and len(err.splitlines()) == 1
-    assert datablock_snapshot() == before and not blend.exists() and not report.exists()
+    assert datablock_snapshot() == before and not blend.exists()
+    # the report still says why nothing ran
+    data = json.loads(report.read_text())
+    assert data["ok"] is False and "not available yet" in data["errors"][0] and data["steps"] == []
 
 
 @pytest.mark.parametrize("option,needs", [(["--fps", "24"], "--animate"), (["--segment-name", "ball"], "--select"),

@@ -94,11 +94,11 @@ def test_clip_fallback_is_used_when_no_alias_matches(monkeypatch):
 
     def fake_best_match(prompt, candidates):
         seen["candidates"] = candidates
-        return "spin", 0.31
+        return "spin", 0.91
 
     monkeypatch.setattr(text_similarity, "best_match", fake_best_match)
     m = P.match_prompt("the top whirls", P.load_presets())
-    assert [x.preset.name for x in m] == ["spin"] and m[0].score == pytest.approx(0.31)
+    assert [x.preset.name for x in m] == ["spin"] and m[0].score == pytest.approx(0.91)
     assert "spin" in seen["candidates"]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import fallbacks
 from ..errors import AnimateGaussiansError, InputFileError
 from ..render.sh import sh_to_color
 from . import lifting
@@ -199,14 +200,20 @@ def _video_depth(video: np.ndarray, depth_in: np.ndarray | None, options: dict, 
         info["depth"] = "given"
         return depth_in.astype(np.float32), str(options.get("depth_kind", "depth"))
     from ..models.registry import ModelUnavailableError
-    from .depth_models import DEFAULT_DEPTH_MODEL, estimate_depth
-    model_id = options.get("depth_model", DEFAULT_DEPTH_MODEL)
+    from .depth_models import DEFAULT_DEPTH_MODEL, DEPTH_MODELS, estimate_depth
+    model_id = options.get("depth_model") or DEFAULT_DEPTH_MODEL
+    if model_id not in DEPTH_MODELS:
+        raise AnimateRequestError(f"unknown depth model {model_id!r}",
+                                  hint=f"choose one of: {', '.join(DEPTH_MODELS)}")
     try:
         depth, kind = estimate_depth(video, model_id, str(device), progress=_sub(progress, 0.3, 0.4),
                                      check_cancelled=check_cancelled)
     except ModelUnavailableError as exc:
         if options.get("require_depth"):
             raise
+        # Said to the user (panel, batch warnings); --require-depth makes it a FallbackRefusedError instead.
+        fallbacks.warn("no_depth", f"no depth model ({exc.user_message()}): the motion was lifted from colour "
+                                   "alone and is less accurate in depth")
         info["depth"] = f"none ({exc}); lifted from colour alone, less accurate in depth"
         return None, "depth"
     info["depth"] = model_id

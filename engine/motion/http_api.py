@@ -118,8 +118,12 @@ class ApiSession:
     def _safe(self, text: str) -> str:
         return redact(text, [*self.secrets, *self._header_secrets])
 
-    def request_json(self, method: str, path: str, body: dict | None = None) -> dict:
-        """Send one JSON request (retrying as the policy says) and return the decoded JSON answer."""
+    def request_json(self, method: str, path: str, body: dict | None = None, create: bool = False) -> dict:
+        """Send one JSON request (retrying as the policy says) and return the decoded JSON answer.
+
+        `create`: the request starts paid work (a video task). It is retried only when it cannot have reached
+        the service (no connection made, or 429: refused before any work); after a read time-out or a 5xx the
+        task may exist, and a second try could be billed twice, so the user is told instead."""
         import requests
 
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
@@ -133,6 +137,9 @@ class ApiSession:
                 response = self.http.request(method, url, json=body, headers=headers, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_problem = f"no answer ({type(exc).__name__})"
+                if create and not _never_sent(exc):
+                    raise ApiError(f"{self.service} did not answer {method} {path} ({type(exc).__name__}); the "
+                                   "task may have been created", hint=_MAYBE_CREATED) from None
             except requests.RequestException as exc:
                 # e.g. a key with a newline makes requests reject the header and quote it: never chain that.
                 raise ApiError(f"{self.service}: cannot send {method} {path}: {self._safe(str(exc))}",
@@ -150,6 +157,9 @@ class ApiSession:
                     raise ApiAuthError(f"{self.service} rejected the key (HTTP {status}: {message})")
                 if not self.retryable(status, payload):
                     raise ApiError(f"{self.service} refused {method} {path} (HTTP {status}: {message})")
+                if create and status != 429:
+                    raise ApiError(f"{self.service} failed on {method} {path} (HTTP {status}: {message}); the "
+                                   "task may have been created", hint=_MAYBE_CREATED)
                 last_problem = f"HTTP {status}: {message}"
                 retry_after = _retry_after(response)
             if attempt + 1 < self.retry.attempts:
@@ -194,6 +204,23 @@ class ApiSession:
                 self.sleep(self.retry.delay(attempt))
         partial.unlink(missing_ok=True)
         raise ApiTimeoutError(f"{self.service}: the result could not be downloaded ({problem})")
+
+
+_MAYBE_CREATED = ("not retried, so you are not billed twice: check the service's task list (or your usage page) "
+                  "before trying again")
+
+
+def _never_sent(exc: Exception) -> bool:
+    """Whether a connection error happened before the request could reach the server (nothing to bill)."""
+    import requests
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.Timeout):
+        return False          # a read time-out: the server has the request
+    text = repr(exc)
+    return any(s in text for s in ("NewConnectionError", "NameResolutionError", "Connection refused",
+                                   "Failed to establish a new connection"))
 
 
 def poll_task(fetch_state: Callable[[], TaskState], service: str, *, interval: float = 2.0,

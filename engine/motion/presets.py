@@ -23,6 +23,9 @@ OPPOSITE = {"up": "down", "down": "up", "right": "left", "left": "right", "forwa
 TRACK_TYPES = ("translate", "rotate", "roll", "drop")
 # Points below the support by less than this (object sizes) still count as resting on it.
 SUPPORT_TOLERANCE = 0.02
+# CLIP text-text cosine a prompt must reach with a preset's phrases to be taken as asking for it (open_clip
+# ViT-B text embeddings: paraphrases score ~0.85-0.95, unrelated phrases of the same shape ~0.6-0.75).
+CLIP_MIN_SIMILARITY = 0.8
 
 
 @dataclass
@@ -125,10 +128,12 @@ def _direction_remap(text: str) -> dict[str, str]:
     return {}
 
 
-def match_prompt(prompt: str, presets: dict[str, Preset], use_clip: bool = True) -> list[PresetMatch]:
+def match_prompt(prompt: str, presets: dict[str, Preset], use_clip: bool = True, notes: list[str] | None = None,
+                 min_similarity: float = CLIP_MIN_SIMILARITY) -> list[PresetMatch]:
     """The presets a prompt asks for, in the order it names them ("slides right and tips over" → slide,
     tip_over). Aliases match whole words, longest first; with no alias in the text, CLIP text similarity
-    (engine.motion.text_similarity, when its model is present) picks the closest preset."""
+    (engine.motion.text_similarity, when its model is present) picks the closest preset if it is at least
+    `min_similarity`. Why CLIP found nothing (below the floor, or CLIP unusable) is appended to `notes`."""
     text = " ".join(prompt.lower().split())
     spans: list[tuple[int, int, str, Preset]] = []
     candidates = sorted(((alias, p) for p in presets.values() for alias in p.aliases), key=lambda a: -len(a[0]))
@@ -147,22 +152,31 @@ def match_prompt(prompt: str, presets: dict[str, Preset], use_clip: bool = True)
         matches.append(PresetMatch(preset, start, alias, _direction_remap(following)))
     if matches or not use_clip:
         return matches
-    clip = _clip_match(text, presets)
+    clip = _clip_match(text, presets, min_similarity, notes if notes is not None else [])
     return [clip] if clip is not None else []
 
 
-def _clip_match(text: str, presets: dict[str, Preset]) -> PresetMatch | None:
-    try:
-        from .text_similarity import best_match
-    except ImportError:
-        return None
+def _clip_match(text: str, presets: dict[str, Preset], min_similarity: float, notes: list[str]
+                ) -> PresetMatch | None:
+    from .. import fallbacks
+
     phrases = {name: [f"an object {alias}" for alias in p.aliases[:4]] for name, p in presets.items()}
     try:
+        from .text_similarity import best_match
         name, score = best_match(text, phrases)
-    except Exception:  # no CLIP weights here, or the model failed: alias matching is all we have
+    except Exception as exc:  # noqa: BLE001 - no open_clip, no weights, or the model failed to load
+        reason = exc.user_message() if hasattr(exc, "user_message") else f"{type(exc).__name__}: {exc}"
+        note = f"CLIP could not be used to match the prompt by meaning ({reason})"
+        notes.append(note)
+        fallbacks.warn("no_clip", f"{note}; presets were matched by their words only")
         return None
     preset = presets.get(name)
-    return None if preset is None else PresetMatch(preset, -1, name, _direction_remap(text), float(score))
+    if preset is None:
+        return None
+    if score < min_similarity:
+        notes.append(f"the closest preset, {name!r}, is only {score:.2f} similar (needs {min_similarity:.2f})")
+        return None
+    return PresetMatch(preset, -1, name, _direction_remap(text), float(score))
 
 
 # ---------------------------------------------------------------- curves (u in [0, 1] → value)
@@ -352,6 +366,7 @@ def motion_from_prompt(prompt: str, segment_means: np.ndarray, scene_means: np.n
     options = options or {}
     presets = presets if presets is not None else load_presets()
     frames = max(int(frames), 2)
+    notes: list[str] = []
     if options.get("preset"):
         name = str(options["preset"])
         if name not in presets:
@@ -359,12 +374,15 @@ def motion_from_prompt(prompt: str, segment_means: np.ndarray, scene_means: np.n
                                  hint=f"choose one of: {', '.join(sorted(presets))}")
         matches = [PresetMatch(presets[name], -1, name, _direction_remap(prompt.lower()))]
     else:
-        matches = match_prompt(prompt, presets, use_clip=options.get("clip", True))
+        matches = match_prompt(prompt, presets, use_clip=options.get("clip", True), notes=notes,
+                               min_similarity=float(options.get("clip_min_similarity", CLIP_MIN_SIMILARITY)))
     if not matches and end_transform is None:
-        raise GeneratorError(f"no motion preset matches {prompt!r}",
-                             hint="use a word such as " + ", ".join(sorted(p.name.replace('_', ' ')
-                                                                           for p in presets.values()))
-                             + "; or set the end pose on the object, or use another generator")
+        why = "".join(f"; {note}" for note in notes)
+        raise GeneratorError(f"no motion preset matches {prompt!r}{why}",
+                             hint="the presets are: " + ", ".join(sorted(p.name.replace('_', ' ')
+                                                                         for p in presets.values()))
+                             + "; use one of their words, or set the end pose on the object, or use another "
+                               "generator")
     points = np.asarray(segment_means, np.float64)
     base = object_frame(points, scene_means, up, viewmat)
     total = np.tile(np.eye(4), (frames, 1, 1))

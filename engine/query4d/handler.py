@@ -164,8 +164,8 @@ def handle_query4d(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     field, where = get_field(key, lambda: build_feature_field(load_seq(), extractor, options, device,
                                                               ctx.progress), device)
     ctx.check_cancelled()
-    settings = QuerySettings(**{k: float(params[k]) for k in ("spatial_threshold", "temporal_threshold", "smoothing")
-                                if k in params})
+    settings = QuerySettings(**{k: float(params[k]) for k in ("spatial_threshold", "temporal_threshold", "smoothing",
+                                                               "min_relevancy") if k in params})
     clock = time.perf_counter()
     result = query_field(field, extractor, text, settings)
     query_s = time.perf_counter() - clock
@@ -177,4 +177,6 @@ def handle_query4d(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     return {"span": list(result.span) if result.span else None, "counts": result.counts().tolist(),
             "count": int((result.mask_start >= 0).sum()), "gaussians": field.count,
             "timesteps": field.total_timesteps, "extractor": extractor.name, "field": where,
+            "matched": result.matched, "best_relevancy": result.best_relevancy,
+            "relevancy_threshold": result.threshold,
             "field_stats": field.stats, "query_s": query_s, "seconds": time.perf_counter() - start}, out

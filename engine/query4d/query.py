@@ -24,6 +24,11 @@ class QuerySettings:
     smoothing: float = 1.0            # Gaussian sigma (frames) of the temporal score
     min_event_contrast: float = 0.25  # below this rise of the temporal score the match is steady, not an event
     top_fraction: float = 0.001       # temporal score = mean of the top fraction of Gaussians (at least 16)
+    # "No match" is a result: the query's best score (raw LERF relevancy, top Gaussians, best frame) must beat
+    # both this floor (the text is closer than every negative by cos 0.008) and what the canonical negatives
+    # reach against one another on the same compressed codes (the field's null level) by `null_margin`.
+    min_relevancy: float = 0.52
+    null_margin: float = 0.02
 
 
 @dataclass
@@ -35,6 +40,12 @@ class QueryResult:
     mask_start: np.ndarray            # (N,) int32 first frame in the mask, −1 if never
     mask_end: np.ndarray              # (N,) int32 last frame in the mask, −1 if never
     peak: np.ndarray                  # (N,) float32 highest normalised relevancy inside the span
+    best_relevancy: float = 0.0       # the query's best raw score (top Gaussians, best frame)
+    threshold: float = 0.0            # what it had to reach to match (calibrated on the field's codes)
+
+    @property
+    def matched(self) -> bool:
+        return self.span is not None
 
     def counts(self) -> np.ndarray:
         return self.masks.sum(1).cpu().numpy()
@@ -119,16 +130,48 @@ def query_field(field: FeatureField, extractor: FeatureExtractor, text: str,
     return query_embeddings(field, embeddings[0], embeddings[1:], settings)
 
 
+def _top_score(raw: torch.Tensor, k: int) -> float:
+    """The best frame's mean raw relevancy over its top-k Gaussians."""
+    return float(raw.float().topk(k, dim=1).values.mean(1).max())
+
+
+def null_relevancy(field: FeatureField, negatives: torch.Tensor, k: int) -> float:
+    """The best score a canonical negative reaches against the other negatives on this field: how high a
+    text that names nothing in the scene scores through these compressed codes. Cached on the field."""
+    key = f"null_relevancy_{k}_{len(negatives)}"
+    if key not in field.stats:
+        scores = [0.5]
+        for j in range(len(negatives)):
+            others = torch.cat([negatives[:j], negatives[j + 1:]])
+            if len(others):
+                scores.append(_top_score(raw_relevancy(field, negatives[j], others), k))
+        field.stats[key] = max(scores)
+    return float(field.stats[key])
+
+
+def _no_match(T: int, N: int, device, best: float, threshold: float) -> QueryResult:
+    never = np.full(N, -1, np.int32)
+    return QueryResult(span=None, temporal_score=np.zeros(T, np.float32),
+                       masks=torch.zeros(T, N, dtype=torch.bool, device=device),
+                       relevancy=torch.zeros(T, N, dtype=torch.float16, device=device), mask_start=never,
+                       mask_end=never.copy(), peak=np.zeros(N, np.float32), best_relevancy=best, threshold=threshold)
+
+
 def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: torch.Tensor,
                      settings: QuerySettings = QuerySettings()) -> QueryResult:
     raw = raw_relevancy(field, positive, negatives)
-    rel = per_frame(raw, field.timesteps, field.total_timesteps).float()
-    rel = (rel - 0.5).clamp_min(0)                      # 0.5 = as close to the text as to a negative
+    N = raw.shape[1]
+    k = min(N, max(16, int(settings.top_fraction * N)))
+    best = _top_score(raw, k)
+    threshold = max(settings.min_relevancy, null_relevancy(field, negatives, k) + settings.null_margin)
+    if best < threshold:
+        return _no_match(field.total_timesteps, N, raw.device, best, threshold)
+    raw_t = per_frame(raw, field.timesteps, field.total_timesteps).float()
+    rel = (raw_t - 0.5).clamp_min(0)                    # 0.5 = as close to the text as to a negative
     peak_value = float(rel.max())
     if peak_value > 0:
         rel = rel / peak_value
-    T, N = rel.shape
-    k = min(N, max(16, int(settings.top_fraction * N)))
+    T = rel.shape[0]
     score = rel.topk(k, dim=1).values.mean(1).cpu().numpy()
     score = smooth(score, settings.smoothing)
     if score.max() > 0:
@@ -148,7 +191,7 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     if cut is None:
         inside = rel[in_span] if span is not None else rel
         cut = max(otsu_threshold(inside[inside > 0]), settings.min_spatial_threshold)
-    masks = (rel >= cut) & in_span[:, None]
+    masks = (rel >= cut) & (raw_t >= threshold) & in_span[:, None]
     any_frame = masks.any(0)
     frames = torch.arange(T, device=rel.device)[:, None]
     first = torch.where(masks, frames, T).amin(0)
@@ -157,4 +200,4 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     return QueryResult(span=span, temporal_score=score.astype(np.float32), masks=masks, relevancy=rel.half(),
                        mask_start=torch.where(any_frame, first, -1).cpu().numpy().astype(np.int32),
                        mask_end=last.cpu().numpy().astype(np.int32),
-                       peak=peak.cpu().numpy().astype(np.float32))
+                       peak=peak.cpu().numpy().astype(np.float32), best_relevancy=best, threshold=threshold)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import fallbacks
 from ..errors import AnimateGaussiansError
 from ..render.job import resolve_device
 from ..scene_cache import load_scene
@@ -24,7 +25,8 @@ from .views import View, load_views
 MODES = ("click", "box", "text", "masks")
 METHODS = ("auto", "region", "lift", "saga")
 # What each missing model would add, for the panel's "install ... to enable" line.
-MODEL_BENEFITS = {"sam": "SAM-quality masks (click/box lifting and SAGA features)", "clip": "text selection"}
+MODEL_BENEFITS = {"sam": "SAM-quality masks (click lifting; boxes through trained SAGA features)",
+                  "clip": "text selection"}
 
 
 class SegmentRequestError(AnimateGaussiansError):
@@ -137,6 +139,14 @@ def _sam_predictor(variant: str, device):
     return _SAM_PREDICTORS[key]
 
 
+def _sam_variant(params: dict, have: dict[str, list[str]]) -> str:
+    """The SAM checkpoint this request loads: the one asked for, else the largest one here (the model status
+    lists them largest first), else the default (fetched on first use)."""
+    from . import sam_masks
+    here = [sid.removeprefix("sam_") for sid in have.get("sam", [])]
+    return sam_masks.choose_variant(params.get("sam_variant") or (here[0] if here else None))
+
+
 def _rendered_view(scene, splats, v: View, key: str):
     """(rgb uint8 (H, W, 3), depth (H, W), alpha (H, W)) of a view, rendered once per scene, subset and camera."""
     def render():
@@ -158,7 +168,7 @@ def _sam_lift_click(ctx, splats, scene, view: View, seed: int, granularity: floa
     from . import sam_masks
 
     views = [view] + _views(params, scene, splats)
-    predictor = _sam_predictor(params.get("sam_variant", sam_masks.DEFAULT_SAM_VARIANT), device)
+    predictor = _sam_predictor(_sam_variant(params, _model_status()), device)
     centre = splats.means[seed].cpu().numpy()[None]
     labels, used = [], []
     for i, v in enumerate(views):
@@ -250,17 +260,23 @@ def handle_segment(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
                                         hint=f"download it once ({entry.location}) or set {entry.env_var}; "
                                              "click or box selection works without it")
         views = _views(params, scene, splats)
-        scores = subset(np.asarray(text_scores(scene, views, text, granularity, ctx, device), np.float32))
+        scores = subset(np.asarray(text_scores(scene, views, text, granularity, ctx, device,
+                                               sam_variant=_sam_variant(params, have)), np.float32))
         from .saga import CLICK_THRESHOLD, features_ready
 
         mask = scores > (CLICK_THRESHOLD if features_ready(scene) else 0.5)
-        chosen, used = "saga" if features_ready(scene) else "lift", have["clip"] + have["sam"][:1]
+        chosen, used = "saga" if features_ready(scene) else "lift", have["clip"] + [f"sam_{_sam_variant(params, have)}"]
     else:
         from .saga import features_ready
 
         view = _request_view(params, arrays)
         if method == "auto":
             method = "saga" if features_ready(scene) else ("lift" if have["sam"] and mode == "click" else "region")
+            if method == "region":
+                why = ("no SAM weights are on this machine" if not have["sam"] else
+                       "a box uses SAM only through trained features (Segment ▸ Advanced ▸ Train Features, "
+                       "batch --train-features)")
+                fallbacks.warn("region_growing", f"selected by region growing (position and colour), not SAM: {why}")
         if method == "saga":
             from .saga import CLICK_THRESHOLD, click_scores, load_features, mask_scores
 
@@ -289,7 +305,7 @@ def handle_segment(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
             knn, _ = subset_knn(splats.means.cpu().numpy(), scene=scene, indices=indices)
             scores, in_mask = _sam_lift_click(ctx, splats, scene, view, seed, granularity, params, device, knn, key)
             mask = cleanup.keep_connected(splats.means.cpu().numpy(), in_mask, seeds=[seed])
-            used = have["sam"][:1]
+            used = [f"sam_{_sam_variant(params, have)}"]
         else:
             tree, _ = _region_tree(scene, splats, indices)
             tolerance = region_growing.granularity_tolerance(granularity)

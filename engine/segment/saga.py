@@ -774,7 +774,7 @@ def mask_scores(features: AffinityFeatures, scene, view: View, mask: np.ndarray,
 
 def text_scores(scene, views: Sequence[View], prompt: str, granularity: float, ctx=None, device="auto",
                 sam=None, clip=None, features: AffinityFeatures | None = None, max_views: int = 8,
-                generator_options: dict | None = None) -> np.ndarray:
+                generator_options: dict | None = None, sam_variant: str | None = None) -> np.ndarray:
     """(N,) float32 scores of each Gaussian for a text prompt: SAM masks of up to `max_views` views, each
     crop scored by CLIP relevancy; the best mask becomes a feature query (when features are trained; scores
     are gated cosine similarities, threshold CLICK_THRESHOLD), else the best mask of every view whose
@@ -790,7 +790,7 @@ def text_scores(scene, views: Sequence[View], prompt: str, granularity: float, c
     if clip is None:
         clip = load_clip(device, progress=lambda f, s: ctx.progress(0.0, s))
     if sam is None:
-        sam = load_sam(device=device, progress=lambda f, s: ctx.progress(0.0, s))
+        sam = load_sam(sam_variant, device=device, progress=lambda f, s: ctx.progress(0.0, s))
     generator = mask_generator(sam, **(generator_options or {}))
     best_per_view = []
     for i, (view, image) in enumerate(zip(chosen, _render_view_images(scene, chosen, device))):
@@ -844,10 +844,10 @@ def handle_segment_train(ctx, params: dict, arrays: dict) -> tuple[dict, dict[st
                                      int(spec.get("count", 24)), int(spec.get("width", 512)),
                                      int(spec.get("height", 512)))
     sam = None
-    if masks is None and params.get("sam_variant"):
+    if masks is None:
         from .sam_masks import load_sam
 
-        sam = load_sam(params["sam_variant"], device)
+        sam = load_sam(params.get("sam_variant"), device, progress=lambda f, s: ctx.progress(0.0, s))
     result = train_features(scene, views, ctx, device, masks=masks, iterations=params.get("iterations"), sam=sam)
     return ({"count": scene.gaussians.count, "iterations": result.iterations, "seconds": result.seconds,
              "cached": str(features_path(scene))}, {})

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.registry import ModelEntry, fetch, register
+from ..models.registry import ModelEntry, ModelUnavailableError, fetch, is_available, register
 
 SAM_VARIANTS = ("vit_h", "vit_l", "vit_b")
 DEFAULT_SAM_VARIANT = "vit_h"
@@ -43,10 +43,23 @@ def _build(variant: str):
     return sam_model_registry[variant](checkpoint=None)
 
 
-def load_sam(variant: str = DEFAULT_SAM_VARIANT, device: str | torch.device = "cpu",
+def choose_variant(requested: str | None = None) -> str:
+    """The SAM variant to load: the one asked for, else the largest whose checkpoint is on this machine, else
+    the default (fetched on first use). A user with only vit_b gets vit_b, not a 2.5 GB download."""
+    if requested:
+        if requested not in SAM_VARIANTS and requested != "tiny":
+            raise ModelUnavailableError(f"unknown SAM model {requested!r}",
+                                        hint=f"choose one of: {', '.join(SAM_VARIANTS)}")
+        return requested
+    return next((v for v in SAM_VARIANTS if is_available(f"sam_{v}")), DEFAULT_SAM_VARIANT)
+
+
+def load_sam(variant: str | None = None, device: str | torch.device = "cpu",
              checkpoint: str | Path | None = None, progress=None):
     """A SAM model in eval mode on `device`: weights from `checkpoint`, else the registry's (fetched on first
-    use; ModelUnavailableError says where to put them when offline). `variant` "tiny" is the test model."""
+    use; ModelUnavailableError says where to put them when offline). `variant` "tiny" is the test model; None
+    is choose_variant's pick."""
+    variant = choose_variant(variant) if checkpoint is None else (variant or DEFAULT_SAM_VARIANT)
     if checkpoint is None:
         checkpoint = fetch(f"sam_{variant}", progress=progress)
     sam = _build(variant)

@@ -7,33 +7,22 @@ guidance, how the last frame is passed, prompt template); each is registered in 
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ...data_files import presets_dir
 from ...errors import CancelledError
 from ...models.registry import OFFLINE_ENV, ModelEntry, ModelUnavailableError, fetch, is_available, register
 from ...render.video import to_uint8
+from ..model_profiles import (DEFAULT_24GB_MODEL, PROFILES_DIR, load_profiles,  # noqa: F401 (re-exported)
+                              resolve_model_id)
 from ..video_framing import from_model_video, plan_framing, resample_frames, to_model_frame
 from .base import GeneratedMotion, GeneratorError, MotionRequest, Progress
 
-PROFILES_DIR = presets_dir() / "models"
 DEFAULT_FIRST_LAST = "wan2.1-flf2v-14b-720p"
 DEFAULT_FIRST_ONLY = "wan2.1-i2v-14b-480p"
 _LOADED: dict[tuple[str, str], Any] = {}   # (profile id, device) -> pipeline: load once per engine process
-
-
-def load_profiles(folder: Path = PROFILES_DIR) -> dict[str, dict]:
-    """Every model profile, by id."""
-    profiles = {}
-    for path in sorted(folder.glob("*.json")):
-        profile = json.loads(path.read_text())
-        profiles[profile["id"]] = profile
-    return profiles
 
 
 def register_profiles(profiles: dict[str, dict]) -> None:
@@ -50,9 +39,7 @@ register_profiles(PROFILES)
 def choose_profile(options: dict, has_last_frame: bool) -> dict:
     """options["model"] names a profile; without it, Wan FLF2V when there is an end pose, else Wan I2V."""
     name = options.get("model") or (DEFAULT_FIRST_LAST if has_last_frame else DEFAULT_FIRST_ONLY)
-    if name not in PROFILES:
-        raise GeneratorError(f"unknown video model {name!r}", hint=f"choose one of: {', '.join(sorted(PROFILES))}")
-    return PROFILES[name]
+    return PROFILES[resolve_model_id(str(name), PROFILES, error=GeneratorError)]
 
 
 def model_shape(profile: dict, options: dict) -> tuple[int, int, int]:
@@ -107,6 +94,9 @@ def load_pipeline(profile: dict, device: str, progress: Progress | None = None, 
     import torch
 
     path = fetch(profile["id"], progress=progress)
+    # One video model in memory at a time (they are tens of GB): free the previous one before loading this one,
+    # so switching models (or first-frame ↔ first+last-frame) never holds two on the GPU.
+    release_pipelines()
     cls = getattr(diffusers, profile["pipeline"])
     dtype = getattr(torch, profile.get("dtype", "float32")) if device != "cpu" else torch.float32
     pipe = cls.from_pretrained(str(path), torch_dtype=dtype)
@@ -115,9 +105,24 @@ def load_pipeline(profile: dict, device: str, progress: Progress | None = None, 
     else:
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    _LOADED.clear()   # one video model in memory at a time: they are tens of GB
     _LOADED[key] = pipe
     return pipe
+
+
+def release_pipelines() -> None:
+    """Drop the loaded pipelines and give their memory back (GPU cache included)."""
+    if not _LOADED:
+        return
+    _LOADED.clear()
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 class DiffusersI2VGenerator:
@@ -191,8 +196,8 @@ class DiffusersI2VGenerator:
             raise
         except torch.cuda.OutOfMemoryError as exc:
             raise GeneratorError(f"{profile['label']} ran out of GPU memory at {width}x{height}, {frames} frames",
-                                 hint="set the generator option offload=true, or fewer model_frames / a smaller "
-                                      "model_width and model_height") from exc
+                                 hint="turn on Offload (Animate ▸ Advanced; batch --offload), or choose a smaller "
+                                      f"model such as {DEFAULT_24GB_MODEL} (batch --model ltx)") from exc
         clip = np.asarray(output.frames[0])
         if clip.dtype != np.uint8:
             clip = to_uint8(clip)

@@ -54,6 +54,12 @@ def api_keys(options: dict) -> tuple[str, str]:
     return access, secret
 
 
+def takes_cfg_scale(model: str) -> bool:
+    """Kling's v1 models take cfg_scale; its v2 models reject or ignore it (API docs: "Kling-v2.x models do
+    not support this parameter")."""
+    return str(model).startswith("kling-v1")
+
+
 def _error_message(payload: Any) -> str:
     if isinstance(payload, dict):
         return f"code {payload.get('code')}: {payload.get('message') or payload}"[:300]
@@ -88,8 +94,9 @@ class KlingGenerator(HostedGenerator):
         duration = str(options.get("duration") or (5 if request.frames / max(request.fps, 1e-6) <= 5.0 else 10))
         model = options.get("model") or "kling-v1-6"
         body = {"model_name": model, "image": png_base64(to_model_frame(request.first_frame, framing)),
-                "prompt": request.prompt[:2500], "mode": options.get("mode") or "pro", "duration": duration,
-                "cfg_scale": float(options.get("cfg_scale", 0.5))}
+                "prompt": request.prompt[:2500], "mode": options.get("mode") or "pro", "duration": duration}
+        if takes_cfg_scale(model):
+            body["cfg_scale"] = float(options.get("cfg_scale", 0.5))
         if options.get("negative_prompt"):
             body["negative_prompt"] = str(options["negative_prompt"])
         if request.last_frame is not None:
@@ -104,7 +111,7 @@ class KlingGenerator(HostedGenerator):
                              sleep=self.sleep, session=self.session,
                              error_message=_error_message, retryable=_retryable)
         progress(0.02, "Kling: creating the task")
-        task_id = str(_data(session.request_json("POST", "v1/videos/image2video", body)).get("task_id") or "")
+        task_id = str(_data(session.request_json("POST", "v1/videos/image2video", body, create=True)).get("task_id") or "")
         if not task_id:
             raise ApiError("Kling accepted the request but returned no task id")
 

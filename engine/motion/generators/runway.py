@@ -79,7 +79,7 @@ class RunwayGenerator(HostedGenerator):
                              retry=RetryPolicy(attempts=int(options.get("retries", 5))),
                              sleep=self.sleep, session=self.session)
         progress(0.02, "Runway: creating the task")
-        task = session.request_json("POST", "image_to_video", body)
+        task = session.request_json("POST", "image_to_video", body, create=True)
         task_id = str(task.get("id") or "")
         if not task_id:
             raise ApiError("Runway accepted the request but returned no task id")

@@ -1,0 +1,126 @@
+"""Train the scene's SAGA features (the engine's "segment_train" request) from Blender or the batch, so the
+Segment panel's "SAGA Features" method and --train-features can be used. Training renders views of the whole
+scene, masks them with SAM and fits a feature per Gaussian (minutes on a GPU); the engine caches the result by
+the scene's content, so it is done once per .ply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import bpy
+
+from engine.errors import AnimateGaussiansError, CancelledError, EngineError
+
+from . import engine_client, gaussian_object, notices
+from .gaussian_layout import SOURCE_KEY
+from .modal_engine import EngineModalMixin
+
+
+def train_request(obj: bpy.types.Object, device: str = "auto", views: dict | None = None,
+                  sam_variant: str | None = None) -> dict:
+    """The "segment_train" params for `obj`'s source scene (features belong to the whole .ply)."""
+    if not gaussian_object.is_gaussian_object(obj):
+        raise gaussian_object.NotGaussianObjectError(f"{obj.name if obj else 'nothing'} is not a Gaussian object")
+    source = obj.get(SOURCE_KEY)
+    if not source or not Path(source).is_file():
+        raise AnimateGaussiansError(f"the source .ply of {obj.name!r} is missing: {source}",
+                                    "re-import the .ply or put the file back")
+    params: dict = {"ply_path": str(source), "device": device}
+    if views:
+        params["views"] = dict(views)
+    if sam_variant:
+        params["sam_variant"] = sam_variant
+    return params
+
+
+def train_blocking(obj: bpy.types.Object, device: str = "auto", views: dict | None = None,
+                   sam_variant: str | None = None, report: Callable[[str], None] | None = None,
+                   client=None) -> dict:
+    """Train and wait (batch); returns the engine's answer {count, iterations, seconds, cached}."""
+    params = train_request(obj, device, views, sam_variant)
+    client = client or engine_client.get_client()
+
+    def on_progress(fraction: float, stage: str) -> None:
+        if report is not None:
+            report(f"train features: {100 * fraction:3.0f}% {stage}")
+
+    result, _ = client.request("segment_train", params, on_progress=on_progress)
+    return result
+
+
+class GAUSSIANS_OT_segment_train(EngineModalMixin, bpy.types.Operator):
+    """Train segmentation features for the active object's scene (SAM masks of many views; minutes on a GPU).
+    Then the SAGA Features method selects with them"""
+
+    bl_idname = "gaussians.segment_train"
+    bl_label = "Train Features"
+    bl_options = {"REGISTER"}
+
+    _client = None
+    _request_id: int | None = None
+
+    @classmethod
+    def poll(cls, context):
+        return gaussian_object.is_gaussian_object(context.active_object)
+
+    def _params(self, context) -> dict:
+        from .advanced_settings import advanced
+        from .segment_query import views_for_capture
+
+        adv = advanced(context.scene)
+        return train_request(context.active_object, engine_client.preferred_device(),
+                             views_for_capture(context.scene.gaussians_segment.capture),
+                             None if adv.sam_model == "auto" else adv.sam_model)
+
+    def invoke(self, context, event):
+        try:
+            params = self._params(context)
+            self._client = engine_client.get_client()
+            self._request_id = self._client.submit("segment_train", params)
+        except AnimateGaussiansError as error:
+            self.report({"ERROR"}, error.user_message())
+            return {"CANCELLED"}
+        return self._begin_modal(context, "Training features: starting — Esc cancels")
+
+    def execute(self, context):
+        try:
+            result, _ = engine_client.get_client().request("segment_train", self._params(context))
+        except AnimateGaussiansError as error:
+            self.report({"ERROR"}, error.user_message())
+            return {"CANCELLED"}
+        return self._done(result)
+
+    def _done(self, result: dict) -> set[str]:
+        context = bpy.context
+        context.scene.gaussians_segment.method = "saga"
+        self.report({"INFO"}, f"Features trained in {float(result.get('seconds', 0)):.0f} s; "
+                              "Segment now uses SAGA Features")
+        notices.report(self, notices.latest("segment_train"))
+        return {"FINISHED"}
+
+    def modal(self, context, event):
+        if event.type == "ESC" and event.value == "PRESS":
+            self._client.cancel(self._request_id)
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        for ev in self._client.poll(self._request_id):
+            if ev.kind == "progress":
+                context.window_manager.progress_update(int(100 * ev.fraction))
+                self._status(context, f"Training features: {100 * ev.fraction:.0f}% {ev.stage} — Esc cancels")
+                continue
+            self._end_modal(context)
+            if ev.kind == "result":
+                return self._done(ev.params)
+            error = ev.error or EngineError("feature training failed")
+            if isinstance(error, CancelledError):
+                self.report({"WARNING"}, "Feature training cancelled")
+            else:
+                self.report({"ERROR"}, error.user_message())
+            return {"CANCELLED"}
+        return {"RUNNING_MODAL"}
+
+
+classes = (GAUSSIANS_OT_segment_train,)
