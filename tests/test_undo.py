@@ -90,7 +90,8 @@ UNDO_TABLE = [
 ]
 # Operators that change nothing in the scene, so there is nothing to undo: they write files, or start an
 # engine request whose answer arrives later as a selection preview (segment_apply makes it an edit).
-NOT_EDITS = {"render_splats", "segment_click", "segment_box", "segment_text"}
+NOT_EDITS = {"render_splats", "segment_click", "segment_box", "segment_text",
+             "segment_train"}    # trains features in the engine's cache; the scene is not touched
 
 
 @pytest.fixture(scope="module")
