@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from blender_addon.engine_client import EngineClient  # noqa: E402
+from benchmarks.timing import median_ms  # noqa: E402
 from engine import shared_pixels  # noqa: E402
 from engine.cameras import intrinsics_from_fov, look_at  # noqa: E402
 from engine.ply import write_gaussians  # noqa: E402
 from engine.synthetic_scene import make_random_gaussians  # noqa: E402
-
-
-def median_ms(fn, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(samples))
 
 
 def request(ply: Path, width: int, height: int, device: str) -> tuple[dict, dict]:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import bpy  # noqa: E402
 
+from benchmarks.timing import median_ms  # noqa: E402
 from blender_addon import engine_client, render_splats  # noqa: E402
 from blender_addon.gaussian_object import import_ply  # noqa: E402
 from blender_addon.render_region import pass_pixels, scaled_camera  # noqa: E402
@@ -33,15 +34,6 @@ from blender_addon.splat_render_engine import ENGINE_ID  # noqa: E402
 from engine import shared_pixels  # noqa: E402
 from engine.ply import write_gaussians  # noqa: E402
 from engine.synthetic_scene import make_random_gaussians  # noqa: E402
-
-
-def median_ms(fn, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(samples))
 
 
 def build_scene(ply: Path, width: int, height: int) -> bpy.types.Scene:

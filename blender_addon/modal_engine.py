@@ -3,6 +3,8 @@ status text (status bar + area header), started and ended in one place."""
 
 from __future__ import annotations
 
+from engine.errors import CancelledError, EngineError
+
 POLL_SECONDS = 0.1
 
 
@@ -37,3 +39,37 @@ class EngineModalMixin:
             self._timer = None
         wm.progress_end()
         self._status(context, None)
+
+
+class EngineRequestModal(EngineModalMixin):
+    """A modal operator waiting on one engine request (`self._client`, `self._request_id`): Esc cancels,
+    progress goes to the status bar as "<_label>: NN% stage", the result goes to `_on_result`, an error or a
+    cancel is reported. Operators whose progress needs more (Animate) keep their own `modal`."""
+
+    _label = "Working"
+
+    def _on_result(self, context, params: dict, arrays: dict) -> set[str]:
+        raise NotImplementedError
+
+    def modal(self, context, event):
+        if event.type == "ESC" and event.value == "PRESS":
+            self._client.cancel(self._request_id)
+            self._status(context, f"{self._label}: cancelling…")
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        for ev in self._client.poll(self._request_id):
+            if ev.kind == "progress":
+                context.window_manager.progress_update(int(100 * ev.fraction))
+                self._status(context, f"{self._label}: {100 * ev.fraction:.0f}% {ev.stage} — Esc cancels")
+                continue
+            self._end_modal(context)
+            if ev.kind == "result":
+                return self._on_result(context, ev.params, ev.arrays)
+            error = ev.error or EngineError(f"{self._label} failed")
+            if isinstance(error, CancelledError):
+                self.report({"WARNING"}, f"{self._label} cancelled")
+            else:
+                self.report({"ERROR"}, error.user_message())
+            return {"CANCELLED"}
+        return {"RUNNING_MODAL"}

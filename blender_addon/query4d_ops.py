@@ -15,11 +15,11 @@ from typing import Callable
 import bpy
 import numpy as np
 
-from engine.errors import AnimateGaussiansError, CancelledError, EngineError
+from engine.errors import AnimateGaussiansError, EngineError
 
 from . import dynamic_import, engine_client, gaussian_object, object_subsets
 from .gaussian_layout import SOURCE_KEY
-from .modal_engine import EngineModalMixin
+from .modal_engine import EngineRequestModal
 
 EXTRACTOR_ENV = "ANIMATE_GAUSSIANS_QUERY4D_EXTRACTOR"
 FIELD_OPTIONS: dict = {}
@@ -287,13 +287,15 @@ def _query_poll(cls, context) -> bool:
     return True
 
 
-class GAUSSIANS_OT_query4d(EngineModalMixin, bpy.types.Operator):
+class GAUSSIANS_OT_query4d(EngineRequestModal, bpy.types.Operator):
     """Find when and where the text happens (the active dynamic object, else the scene's animated Gaussians);
     the answer is highlighted while scrubbing and marked on the timeline"""
 
     bl_idname = "gaussians.query4d"
     bl_label = "4D Query"
     bl_options = {"REGISTER"}
+
+    _label = "4D Query"
 
     _timer = None
     _client = None
@@ -343,27 +345,8 @@ class GAUSSIANS_OT_query4d(EngineModalMixin, bpy.types.Operator):
             return {"CANCELLED"}
         return self._begin_modal(context, "4D Query: starting — Esc cancels")
 
-    def modal(self, context, event):
-        if event.type == "ESC" and event.value == "PRESS":
-            self._client.cancel(self._request_id)
-            self._status(context, "4D Query: cancelling…")
-            return {"RUNNING_MODAL"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        for ev in self._client.poll(self._request_id):
-            if ev.kind == "progress":
-                context.window_manager.progress_update(int(100 * ev.fraction))
-                self._status(context, f"4D Query: {100 * ev.fraction:.0f}% {ev.stage} — Esc cancels")
-                continue
-            self._end_modal(context)
-            if ev.kind == "result":
-                return self._finish_answer(context, ev.params, ev.arrays)
-            if isinstance(ev.error, CancelledError):
-                self.report({"WARNING"}, "4D query cancelled")
-            else:
-                self.report({"ERROR"}, (ev.error or EngineError("the 4D query failed")).user_message())
-            return {"CANCELLED"}
-        return {"RUNNING_MODAL"}
+    def _on_result(self, context, params, arrays):
+        return self._finish_answer(context, params, arrays)
 
 
 class GAUSSIANS_OT_query4d_segment(bpy.types.Operator):

@@ -11,11 +11,11 @@ from typing import Callable
 
 import bpy
 
-from engine.errors import AnimateGaussiansError, CancelledError, EngineError
+from engine.errors import AnimateGaussiansError
 
 from . import engine_client, gaussian_object, notices
 from .gaussian_layout import SOURCE_KEY
-from .modal_engine import EngineModalMixin
+from .modal_engine import EngineRequestModal
 
 
 def train_request(obj: bpy.types.Object, device: str = "auto", views: dict | None = None,
@@ -50,13 +50,15 @@ def train_blocking(obj: bpy.types.Object, device: str = "auto", views: dict | No
     return result
 
 
-class GAUSSIANS_OT_segment_train(EngineModalMixin, bpy.types.Operator):
+class GAUSSIANS_OT_segment_train(EngineRequestModal, bpy.types.Operator):
     """Train segmentation features for the active object's scene (SAM masks of many views; minutes on a GPU).
     Then the SAGA Features method selects with them"""
 
     bl_idname = "gaussians.segment_train"
     bl_label = "Train Features"
     bl_options = {"REGISTER"}
+
+    _label = "Training features"
 
     _client = None
     _request_id: int | None = None
@@ -100,27 +102,8 @@ class GAUSSIANS_OT_segment_train(EngineModalMixin, bpy.types.Operator):
         notices.report(self, notices.latest("segment_train"))
         return {"FINISHED"}
 
-    def modal(self, context, event):
-        if event.type == "ESC" and event.value == "PRESS":
-            self._client.cancel(self._request_id)
-            return {"RUNNING_MODAL"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        for ev in self._client.poll(self._request_id):
-            if ev.kind == "progress":
-                context.window_manager.progress_update(int(100 * ev.fraction))
-                self._status(context, f"Training features: {100 * ev.fraction:.0f}% {ev.stage} — Esc cancels")
-                continue
-            self._end_modal(context)
-            if ev.kind == "result":
-                return self._done(ev.params)
-            error = ev.error or EngineError("feature training failed")
-            if isinstance(error, CancelledError):
-                self.report({"WARNING"}, "Feature training cancelled")
-            else:
-                self.report({"ERROR"}, error.user_message())
-            return {"CANCELLED"}
-        return {"RUNNING_MODAL"}
+    def _on_result(self, context, params, arrays):
+        return self._done(params)
 
 
 classes = (GAUSSIANS_OT_segment_train,)

@@ -104,8 +104,10 @@ def main() -> int:
 
 def faulty_engine_python(folder: Path) -> str:
     """An 'interpreter' for EngineClient that runs this faulty engine (it ignores `-m engine`)."""
+    from engine_python import ENGINE_PYTHON   # the interpreter with torch (the bpy-only venvs have none)
+
     script = folder / "faulty_python"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()}\n")
+    script.write_text(f"#!/bin/sh\nexec {ENGINE_PYTHON} {Path(__file__).resolve()}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return str(script)
 

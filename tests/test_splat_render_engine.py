@@ -5,7 +5,6 @@ error in the render, not a crash. The viewport's camera is checked against the r
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ bpy = pytest.importorskip("bpy")
 from PIL import Image  # noqa: E402
 
 from blender_addon import engine_client, render_splats  # noqa: E402
+from engine_python import ENGINE_PYTHON  # noqa: E402
 from blender_addon.camera_data import camera_from_blender  # noqa: E402
 from blender_addon.gaussian_object import import_ply  # noqa: E402
 from blender_addon.render_region import scaled_view_camera  # noqa: E402
@@ -42,7 +42,7 @@ def small_ply(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client():
-    c = engine_client.EngineClient(python=sys.executable)
+    c = engine_client.EngineClient(python=ENGINE_PYTHON)
     yield c
     c.stop()
 
@@ -191,7 +191,7 @@ def test_mesh_objects_are_ignored(scene, tmp_path):
 
 
 def test_the_engine_starts_on_demand(scene, tmp_path, monkeypatch):
-    fresh = engine_client.EngineClient(python=sys.executable)
+    fresh = engine_client.EngineClient(python=ENGINE_PYTHON)
     monkeypatch.setattr(engine_client, "get_client", lambda: fresh)
     try:
         assert not fresh.running
