@@ -31,7 +31,8 @@ _PROBE = textwrap.dedent("""
     blender_addon.register()
     ply = os.path.join(sys.argv[2], "s.ply")
     write_gaussians(ply, make_random_gaussians(200, sh_degree=1, seed=0))
-    client = EngineClient(python=sys.executable)
+    from engine_python import ENGINE_PYTHON   # the interpreter with torch (the bpy-only venvs have none)
+    client = EngineClient(python=ENGINE_PYTHON)
     pid = client.wait_ready(60)["pid"]
     seen = {"addon": [], "engine": [], "engine_socket_fds": 0}
     def look():
