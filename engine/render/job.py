@@ -171,6 +171,8 @@ def dynamic_sources(objects: list[dict], arrays: dict, g: DeviceGaussians, frame
     from ..dynamic import read_dynamic
 
     out = {}
+    if not any(obj.get("npz_path") for obj in objects):
+        return out      # the usual case: no per-object counts from the device (a 1M-row copy per request)
     counts = np.bincount(g.object_index.cpu().numpy(), minlength=len(objects))
     starts = np.concatenate([[0], np.cumsum(counts)])
     for j, obj in enumerate(objects):
@@ -346,8 +348,8 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
             for i, frame, out in frames_out:
                 with torch.no_grad():
                     pixels = dict(zip(PIXEL_PASSES, blender_pixels(out.rgb, out.alpha, out.depth, transparent)))
-                    for name in passes:
-                        out_arrays[name][i] = pixels[name].cpu().numpy()
+                    for name in passes:   # one device-to-host copy, straight into the answer (shared memory)
+                        torch.from_numpy(out_arrays[name][i]).copy_(pixels[name])
                 ctx.progress((i + 1) / F, f"frame {frame} ({i + 1} of {F})")
         finally:
             if shm is not None:
