@@ -120,14 +120,15 @@ def main() -> None:
         depsgraph = bpy.context.evaluated_depsgraph_get()
         from blender_addon.camera_data import camera_from_blender
         viewmat, K, near, far = camera_from_blender(scene, scene.camera, args.width, args.height)
-        for label, scale in (("viewport", 1.0), ("viewport_navigate", 0.5)):
+        for label, scale, passes in (("f12_engine", 1.0, ("combined", "depth")), ("viewport", 1.0, ("combined",)),
+                                     ("viewport_navigate", 0.5, ("combined",))):
             K_s, w, h = scaled_camera(K, args.width, args.height, scale)
-            shapes = shared_pixels.pass_shapes(("combined",), 1, h, w)
+            shapes = shared_pixels.pass_shapes(passes, 1, h, w)
             buffer = shared_pixels.PixelBuffer()
             name = buffer.name_for(shared_pixels.nbytes(shapes))
             build = lambda shm=None: build_pixels_request(  # noqa: E731
-                scene, depsgraph, (viewmat, K_s, near, far), w, h, args.device, viewport=True,
-                passes=("combined",), shared_memory=shm)
+                scene, depsgraph, (viewmat, K_s, near, far), w, h, args.device, viewport=label != "f12_engine",
+                passes=passes, shared_memory=shm)
             params, arrays = build()
             params_shm, _ = build(name)
             answer = {}
@@ -145,6 +146,9 @@ def main() -> None:
             figures[f"{label}_render_pipe_ms"] = median_ms(round_trip, args.repeats)
             figures[f"{label}_render_transfer_ms"] = median_ms(round_trip_shm, args.repeats)   # what view_draw does
             buffer.close()
+            if label == "f12_engine":   # what F12 adds around the engine's answer: Blender's side alone
+                figures["f12_blender_side_ms"] = figures["f12_ms"] - figures[f"{label}_render_transfer_ms"]
+                continue
             upload = texture_upload_ms(answer["pixels"]["combined"][0], args.repeats)
             figures[f"{label}_texture_upload_ms"] = upload
             figures[f"{label}_redraw_ms"] = (figures[f"{label}_request_build_ms"]
