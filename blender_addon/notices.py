@@ -23,9 +23,7 @@ def record(source: str, result_params: Mapping[str, Any] | None) -> list[str]:
     with _lock:
         _latest[source] = found
         for w in found:
-            entry = {"source": source, **w}
-            if entry not in _history:
-                _history.append(entry)
+            _remember(source, w)
     return [w["message"] for w in found]
 
 
@@ -33,11 +31,17 @@ def add(source: str, code: str, message: str) -> None:
     """A warning the add-on itself raises (e.g. no engine backend information)."""
     with _lock:
         _latest.setdefault(source, [])
+        warning = {"code": code, "message": message}
         if not any(w["message"] == message for w in _latest[source]):
-            _latest[source].append({"code": code, "message": message})
-        entry = {"source": source, "code": code, "message": message}
-        if entry not in _history:
-            _history.append(entry)
+            _latest[source].append(warning)
+        _remember(source, warning)
+
+
+def _remember(source: str, warning: dict[str, str]) -> None:
+    """Append to the session's history once (the caller holds _lock)."""
+    entry = {"source": source, **warning}
+    if entry not in _history:
+        _history.append(entry)
 
 
 def latest(source: str | None = None) -> list[str]:

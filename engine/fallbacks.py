@@ -57,12 +57,6 @@ def warn(code: str, message: str) -> None:
         collector.add(code, message)
 
 
-def required(code: str) -> bool:
-    """Whether the current request refuses the fallback `code` (for callers that must decide up front)."""
-    collector = _current.get()
-    return collector is not None and code in collector.required
-
-
 @contextmanager
 def collecting(params: Mapping[str, Any] | None = None) -> Iterator[list[dict[str, str]]]:
     """Collect the warnings raised inside (the server wraps every request in this); yields the live list."""
@@ -97,8 +91,3 @@ def warnings_of(result_params: Mapping[str, Any] | None) -> list[dict[str, str]]
         elif isinstance(w, Mapping) and "message" in w:
             out.append({"code": str(w.get("code", "warning")), "message": str(w["message"])})
     return out
-
-
-def messages(result_params: Mapping[str, Any] | None) -> list[str]:
-    """The warnings of a result as the lines a user reads."""
-    return [w["message"] for w in warnings_of(result_params)]

@@ -49,10 +49,10 @@ def test_collecting_outside_and_inside_a_request():
     with fallbacks.collecting({"require": "torch_rasterizer"}) as found:
         fallbacks.warn("no_depth", "a")
         fallbacks.warn("no_depth", "a")                                    # said once
-        assert fallbacks.required("torch_rasterizer") and not fallbacks.required("no_depth")
         with pytest.raises(FallbackRefusedError):
             fallbacks.warn("torch_rasterizer", "b")
     assert found == [{"code": "no_depth", "message": "a"}]
     assert fallbacks.attach({"warnings": [{"code": "x", "message": "y"}]}, found)["warnings"] == [
         {"code": "x", "message": "y"}, {"code": "no_depth", "message": "a"}]
-    assert fallbacks.messages({"warnings": ["plain", {"code": "c", "message": "m"}]}) == ["plain", "m"]
+    assert fallbacks.warnings_of({"warnings": ["plain", {"code": "c", "message": "m"}]}) == [
+        {"code": "warning", "message": "plain"}, {"code": "c", "message": "m"}]
