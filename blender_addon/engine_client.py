@@ -146,8 +146,7 @@ class _EngineProcess:
         self.python = python
         self.events = events
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=stderr_lines)
-        self.pending: set[int] = set()
-        self.request_types: dict[int, str] = {}    # id → request type, so results' warnings are filed by kind
+        self.pending: dict[int, str] = {}    # id → request type of each unanswered request (warnings are filed by it)
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
         self.ready = threading.Event()
@@ -215,7 +214,7 @@ class _EngineProcess:
         elif msg.kind == "result":
             event = EngineEvent("result", msg.id, fraction=1.0, params=msg["params"], arrays=msg.arrays)
             with self.lock:
-                request_type = self.request_types.get(msg.id, "engine")
+                request_type = self.pending.get(msg.id, "engine")
             notices.record(request_type, msg["params"])
         elif msg.kind == "error":
             event = EngineEvent("error", msg.id, error=protocol.exception_from_error(msg))
@@ -224,8 +223,7 @@ class _EngineProcess:
             return
         if event.final:
             with self.lock:
-                self.pending.discard(msg.id)
-                self.request_types.pop(msg.id, None)
+                self.pending.pop(msg.id, None)
             self.watch.finished(msg.id)
         self.events.put(event)
 
@@ -381,8 +379,7 @@ class EngineClient:
             request_id = next(self._ids)
             msg.id = request_id
             with proc.lock:
-                proc.pending.add(request_id)
-                proc.request_types[request_id] = request_type
+                proc.pending[request_id] = request_type
             proc.watch.heard(request_id)
         try:
             proc.send(msg)
@@ -390,7 +387,7 @@ class EngineClient:
             proc.wait_dead(timeout=15)
             with proc.lock:
                 owed = request_id in proc.pending
-                proc.pending.discard(request_id)
+                proc.pending.pop(request_id, None)
             if owed:
                 raise proc.failure or EngineError("the engine stopped before it took the request") from None
         return request_id

@@ -71,7 +71,7 @@ def stop_if_hung(proc, limit_s: float) -> bool:
     with proc.lock:
         if proc.stall_error is not None:
             return True
-        request_type = proc.request_types.get(request_id, "a request")
+        request_type = proc.pending.get(request_id, "a request")
         proc.stall_error = EngineError(
             f"the engine made no progress on {request_type!r} for {silent:.0f} s (limit {limit_s:g} s) and was "
             "stopped; the scene is unchanged",
