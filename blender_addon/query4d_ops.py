@@ -83,7 +83,7 @@ def query_objects(scene: bpy.types.Scene, obj: bpy.types.Object | None) -> list[
     """A dynamic object is asked alone; otherwise every Gaussian object of the scene that renders (as animated)."""
     if dynamic_import.is_dynamic(obj):
         return [obj]
-    from .render_splats import gaussian_objects
+    from .render_request import gaussian_objects
     objects = [o for o in gaussian_objects(scene) if not dynamic_import.is_dynamic(o)]
     if not objects:
         raise Query4DError("there is nothing to ask: the scene has no Gaussian objects")
@@ -112,7 +112,7 @@ def build_query_request(scene: bpy.types.Scene, obj: bpy.types.Object | None, te
         indices = gaussian_object.source_indices(dyn)
         rows = [indices if indices is not None else np.arange(len(dyn.data.vertices))]
     else:
-        from .render_splats import scene_frames
+        from .render_request import scene_frames
         for o in objects:
             if not os.path.exists(str(o[SOURCE_KEY])):
                 raise Query4DError(f"the source .ply of {o.name!r} is missing: {o[SOURCE_KEY]}",
@@ -280,7 +280,7 @@ def _query_poll(cls, context) -> bool:
     obj = context.active_object
     if dynamic_import.is_dynamic(obj):
         return True
-    from .render_splats import gaussian_objects
+    from .render_request import gaussian_objects
     if not gaussian_objects(context.scene):
         cls.poll_message_set("Import a dynamic sequence or a Gaussian object first")
         return False

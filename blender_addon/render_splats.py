@@ -17,7 +17,7 @@ from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
 from . import engine_client
 from .modal_engine import EngineModalMixin
-from .render_request import background_color, build_render_request, gaussian_objects, scene_frames  # noqa: F401
+from .render_request import build_render_request, gaussian_objects
 
 DEFAULT_OUT_DIR = "//splat_render/"
 

@@ -12,7 +12,7 @@ from engine_python import ENGINE_PYTHON
 from blender_fixtures import addon, bpy, datablock_snapshot  # noqa: F401 (fixtures)
 from motion_fakes import fake_engine_python, known_nonrigid_motion, known_rigid_motion
 
-from blender_addon import animate_ops, engine_client, gaussian_object, keyframes, motion_result, render_splats, rig
+from blender_addon import animate_ops, engine_client, gaussian_object, keyframes, motion_result, render_request, render_splats, rig
 from engine.ply import read_gaussians
 from engine.synthetic_scene import make_primitives_scene
 
@@ -217,7 +217,7 @@ def test_render_splats_of_a_rigged_object_sends_the_bones_and_renders_them(scene
     scene, obj = scene_with_object
     animate_ops.animate_blocking(scene, obj, options(motion="nonrigid", frames=6), client=fake_client)
     scene.frame_start, scene.frame_end, scene.frame_step = 1, 6, 5
-    params, arrays = render_splats.build_render_request(scene, tmp_path, SIZE, "cpu")
+    params, arrays = render_request.build_render_request(scene, tmp_path, SIZE, "cpu")
     handles, weights = rig.skinning(obj)
     np.testing.assert_array_equal(arrays["skin_handles_0"], handles)
     means = read_gaussians(obj[gaussian_object.SOURCE_KEY]).means.astype(np.float64)

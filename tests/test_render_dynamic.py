@@ -91,7 +91,7 @@ def test_render_request_of_a_dynamic_object(tmp_path, monkeypatch, dynamic_files
     from blender_fixtures import addon  # noqa: F401
     import blender_addon
     from blender_addon.dynamic_import import import_dynamic
-    from blender_addon.render_splats import build_render_request
+    from blender_addon.render_request import build_render_request
 
     if not blender_addon.is_registered():
         blender_addon.register()

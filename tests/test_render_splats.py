@@ -11,7 +11,7 @@ from engine_python import ENGINE_PYTHON
 
 bpy = pytest.importorskip("bpy")
 
-from blender_addon import engine_client, render_splats  # noqa: E402
+from blender_addon import engine_client, render_request, render_splats  # noqa: E402
 from blender_addon.camera_data import camera_from_blender  # noqa: E402
 from blender_addon.gaussian_layout import AXIS_CONVERSION, SOURCE_KEY  # noqa: E402
 from blender_addon.gaussian_object import import_ply  # noqa: E402
@@ -65,7 +65,7 @@ def client():
 
 def test_request_holds_every_frames_evaluated_camera_and_object(animated_scene):
     scene, obj, camera = animated_scene
-    params, arrays = render_splats.build_render_request(scene, "/tmp/out", None, "cpu")
+    params, arrays = render_request.build_render_request(scene, "/tmp/out", None, "cpu")
     assert params["frames"] == [1, 2, 3] and (params["width"], params["height"]) == (48, 32)
     assert params["objects"] == [{"name": obj.name, "ply_path": obj[SOURCE_KEY]}]
     assert arrays["viewmats"].shape == (3, 4, 4) and arrays["object_matrices"].shape == (3, 1, 4, 4)
@@ -83,7 +83,7 @@ def test_request_holds_every_frames_evaluated_camera_and_object(animated_scene):
 
 def test_the_current_frame_is_restored(animated_scene):
     scene, _, _ = animated_scene
-    render_splats.build_render_request(scene, "/tmp/out", SIZE, "cpu")
+    render_request.build_render_request(scene, "/tmp/out", SIZE, "cpu")
     assert scene.frame_current == 2
 
 
@@ -91,14 +91,14 @@ def test_errors_before_anything_is_sent(animated_scene, tmp_path):
     scene, obj, camera = animated_scene
     scene.camera = None
     with pytest.raises(CameraError):
-        render_splats.build_render_request(scene, tmp_path, SIZE)
+        render_request.build_render_request(scene, tmp_path, SIZE)
     scene.camera = camera
     obj[SOURCE_KEY] = str(tmp_path / "gone.ply")
     with pytest.raises(AnimateGaussiansError, match="missing"):
-        render_splats.build_render_request(scene, tmp_path, SIZE)
+        render_request.build_render_request(scene, tmp_path, SIZE)
     obj.hide_render = True
     with pytest.raises(AnimateGaussiansError, match="no Gaussian objects"):
-        render_splats.build_render_request(scene, tmp_path, SIZE)
+        render_request.build_render_request(scene, tmp_path, SIZE)
 
 
 def test_render_blocking_writes_frames_and_video(animated_scene, tmp_path, client):
@@ -140,7 +140,7 @@ def test_operator_execute_renders_and_reports(animated_scene, tmp_path, monkeypa
 def test_cancelled_render_keeps_written_frames_and_reports_a_warning(animated_scene, tmp_path, client):
     scene, _, _ = animated_scene
     scene.frame_end = 200
-    params, arrays = render_splats.build_render_request(scene, tmp_path, SIZE, "cpu", write_video=True)
+    params, arrays = render_request.build_render_request(scene, tmp_path, SIZE, "cpu", write_video=True)
     request_id = client.submit("render", params, arrays)
     state = render_splats.RenderProgress(str(tmp_path))
     deadline = time.monotonic() + 60

@@ -251,7 +251,7 @@ def test_render_of_split_objects_equals_the_unsplit_object(scene_obj, tmp_path):
     pytest.importorskip("torch")     # the render job runs in this process
     from PIL import Image
 
-    from blender_addon import render_splats
+    from blender_addon import render_request
     from engine.render.job import handle_render
     from segment_fakes import _Ctx
 
@@ -259,7 +259,7 @@ def test_render_of_split_objects_equals_the_unsplit_object(scene_obj, tmp_path):
     scene.frame_start = scene.frame_end = 1
 
     def render(name):
-        params, arrays = render_splats.build_render_request(scene, tmp_path / name, (40, 30), "cpu", False)
+        params, arrays = render_request.build_render_request(scene, tmp_path / name, (40, 30), "cpu", False)
         handle_render(_Ctx(), params, arrays)
         return np.asarray(Image.open(tmp_path / name / "frame_0001.png").convert("RGB"), np.float32), arrays
 

@@ -13,7 +13,7 @@ bpy = pytest.importorskip("bpy")
 
 from PIL import Image  # noqa: E402
 
-from blender_addon import engine_client, render_splats  # noqa: E402
+from blender_addon import engine_client, render_request, render_splats  # noqa: E402
 from engine_python import ENGINE_PYTHON  # noqa: E402
 from blender_addon.camera_data import camera_from_blender  # noqa: E402
 from blender_addon.gaussian_object import import_ply  # noqa: E402
@@ -153,7 +153,7 @@ def test_depth_pass_holds_the_engines_depth(scene, tmp_path, client):
     depth = next(v for k, v in channels.items() if k.endswith("Depth.Z"))
     # the engine's depth of Render Splats' own request for frame 2, asked for as pixels
     scene.frame_start = scene.frame_end = 2
-    params, arrays = render_splats.build_render_request(scene, tmp_path / "unused", None, "cpu")
+    params, arrays = render_request.build_render_request(scene, tmp_path / "unused", None, "cpu")
     params["return_pixels"] = True
     _, pixels = client.request("render", params, arrays)
     engine_depth = pixels["depth"][0][::-1]                          # Blender's rows are bottom-up, EXR's top-down
