@@ -83,22 +83,33 @@ def from_smallest_three(largest: np.ndarray, others: np.ndarray) -> np.ndarray:
     return out
 
 
-def decode_sh_bytes(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """(N, K, 3) uint8 codes (any strides) -> table[codes] as float32 (N, K, 3), stored coefficient-major.
+_SH_ROWS = 8192   # rows decoded per step: their bytes stay in cache across the K coefficient passes
 
-    The result is a (N, K, 3) view of (K, N, 3) memory: each coefficient's RGB is one contiguous block, which
-    the add-on copies into its per-coefficient attribute without a strided gather over the whole array (that
-    gather cost more than the decode at 1M Gaussians). The bytes are reordered first (RGB triples moved as one
-    3-byte item when they are contiguous), then decoded by one 256-entry table lookup. (A lookup through a
-    transposed index is not enough: numpy lays its output out like the index, i.e. back in N-major order.)
+
+def decode_sh_rows(codes: np.ndarray, table: np.ndarray, out: np.ndarray, start: int = 0) -> None:
+    """(M, K, 3) uint8 codes (any strides) -> table[codes] into rows start..start+M of `out`, (K, N, 3) float32.
+
+    The output is coefficient-major, so each coefficient's RGB is one contiguous block the add-on copies into its
+    per-coefficient attribute without a strided gather (that gather cost more than the decode at 1M Gaussians).
+    One 256-entry table lookup per coefficient and row block: mode="clip" lets numpy write into `out` without
+    buffering (a uint8 index cannot leave the table). Callers may decode a file's rows as they arrive.
     """
+    table = np.asarray(table, np.float32)
+    m, k, _ = codes.shape
+    for lo in range(0, m, _SH_ROWS):
+        hi = min(lo + _SH_ROWS, m)
+        block = codes[lo:hi]
+        for j in range(k):
+            np.take(table, block[:, j, :], out=out[j, start + lo:start + hi], mode="clip")
+
+
+def decode_sh_bytes(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(N, K, 3) uint8 codes (any strides) -> table[codes] as float32 (N, K, 3), stored coefficient-major (a
+    (N, K, 3) view of (K, N, 3) memory; see decode_sh_rows)."""
     n, k, width = codes.shape
-    if codes.strides[2] == 1 and codes.strides[1] == width and codes.strides[0] == k * width:
-        triples = np.ascontiguousarray(codes).view(np.dtype((np.void, width))).reshape(n, k)
-        reordered = np.ascontiguousarray(triples.T).view(np.uint8).reshape(k, n, width)
-    else:
-        reordered = np.ascontiguousarray(codes.transpose(1, 0, 2))
-    return np.asarray(table, np.float32)[reordered].transpose(1, 0, 2)
+    out = np.empty((k, n, width), np.float32)
+    decode_sh_rows(codes, table, out)
+    return out.transpose(1, 0, 2)
 
 
 def empty_rest(n: int) -> np.ndarray:

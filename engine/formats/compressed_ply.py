@@ -12,12 +12,13 @@ chunk's range, colour 1/255 of the chunk's range, opacity 1/255, rotation compon
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..ply import GaussianArrays
-from .common import color_to_dc, decode_sh_bytes, dc_to_color, fail, from_smallest_three, logit, \
+from .common import color_to_dc, decode_sh_rows, dc_to_color, fail, from_smallest_three, logit, \
     sh_degree_for_coefficients, sigmoid, smallest_three
 
 CHUNK = 256
@@ -66,10 +67,6 @@ def _unorm(values: np.ndarray, shift: int, bits: int) -> np.ndarray:
     return ((values >> shift) & ((1 << bits) - 1)).astype(np.float32) / np.float32((1 << bits) - 1)
 
 
-def _unpack_111011(packed: np.ndarray) -> np.ndarray:
-    return np.stack([_unorm(packed, 21, 11), _unorm(packed, 11, 10), _unorm(packed, 0, 11)], axis=1)
-
-
 def read(path: str | os.PathLike) -> GaussianArrays:
     path = Path(path)
     with open(path, "rb") as fh:
@@ -102,32 +99,30 @@ def read(path: str | os.PathLike) -> GaussianArrays:
     for name in chunk_dt.names:
         if not np.isfinite(chunk[name]).all():
             raise fail(path, f"chunk bound {name!r} is NaN or infinite")
-    def lerp(t: np.ndarray, keys: tuple[str, ...]) -> np.ndarray:
-        """Chunk-local t in [0, 1] (N, 3) -> values, broadcasting each chunk's bounds over its 256 rows."""
-        low = np.stack([chunk[k] for k in keys[:3]], axis=1).astype(np.float32)
-        span = np.stack([chunk[k] for k in keys[3:]], axis=1).astype(np.float32) - low
-        padded = np.zeros((chunks * CHUNK, 3), np.float32)
-        padded[:n] = t
-        blocks = padded.reshape(chunks, CHUNK, 3)
-        blocks *= span[:, None, :]
-        blocks += low[:, None, :]
+    padded_rows = chunks * CHUNK
+
+    def unpack(packed: np.ndarray, fields: tuple[tuple[int, int], ...], keys: tuple[str, ...] | None) -> np.ndarray:
+        """Bit fields (shift, bits) of each row -> (N, 3) float32 in [0, 1], mapped into the row's chunk bounds
+        `keys` (min x y z, max x y z) when given: decoded in place in a chunk-padded array, no stacked copies."""
+        padded = np.empty((padded_rows, 3), np.float32)
+        padded[n:] = 0.0
+        field = np.empty(n, np.uint32)
+        for j, (shift, bits) in enumerate(fields):
+            np.right_shift(packed, np.uint32(shift), out=field)
+            field &= np.uint32((1 << bits) - 1)
+            column = padded[:n, j]
+            column[...] = field
+            column /= np.float32((1 << bits) - 1)
+        if keys is not None:
+            low = np.stack([chunk[k] for k in keys[:3]], axis=1).astype(np.float32)
+            span = np.stack([chunk[k] for k in keys[3:]], axis=1).astype(np.float32) - low
+            blocks = padded.reshape(chunks, CHUNK, 3)
+            blocks *= span[:, None, :]
+            blocks += low[:, None, :]
         return padded[:n]
 
-    with np.errstate(over="ignore", invalid="ignore"):   # absurd bounds overflow: caught just below
-        means = lerp(_unpack_111011(vertex["packed_position"]), _POSITION)
-        log_scales = lerp(_unpack_111011(vertex["packed_scale"]), _SCALE)
-    color = vertex["packed_color"]
-    rgb = np.stack([_unorm(color, 24, 8), _unorm(color, 16, 8), _unorm(color, 8, 8)], axis=1)
-    if all(k in chunk_dt.names for k in _COLOR):
-        with np.errstate(over="ignore", invalid="ignore"):
-            rgb = lerp(rgb, _COLOR)
-    for name, values in (("position", means), ("scale", log_scales), ("colour", rgb)):
-        if not np.isfinite(values).all():
-            raise fail(path, f"chunk {name} bounds overflow float32 (damaged file)")
-    rot = vertex["packed_rotation"]
-    others = np.stack([(_unorm(rot, s, 10) - 0.5) * np.float32(_SQRT2) for s in (20, 10, 0)], axis=1)
-    quats = from_smallest_three((rot >> 30).astype(np.int64), others)
-    if sh_dt is not None:
+    sh_job = None
+    if sh_dt is not None:   # the SH decode (a third of the work) runs beside the rest (numpy releases the GIL)
         rest_names = [f"f_rest_{i}" for i in range(len(sh_dt.names))]
         if list(sh_dt.names) != rest_names:
             raise fail(path, "the sh element's properties are not f_rest_0..f_rest_N")
@@ -135,12 +130,32 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         if 3 * k != len(rest_names):
             raise fail(path, f"{len(rest_names)} f_rest properties is not 3 channels of SH")
         sh_degree_for_coefficients(k, path)
-        rest = decode_sh_bytes(sh.reshape(n, 3, k).transpose(0, 2, 1), _SH_TABLE)   # the file is channel-major
-    else:
-        rest = np.zeros((n, 0, 3), np.float32)
+        rest_cm = np.empty((k, n, 3), np.float32)
+        sh_job = threading.Thread(target=decode_sh_rows, daemon=True,   # the file is channel-major
+                                  args=(sh.reshape(n, 3, k).transpose(0, 2, 1), _SH_TABLE, rest_cm))
+        sh_job.start()
+    try:
+        fields = ((21, 11), (11, 10), (0, 11))
+        with np.errstate(over="ignore", invalid="ignore"):   # absurd bounds overflow: caught just below
+            means = unpack(vertex["packed_position"], fields, _POSITION)
+            log_scales = unpack(vertex["packed_scale"], fields, _SCALE)
+            color = vertex["packed_color"]
+            rgb = unpack(color, ((24, 8), (16, 8), (8, 8)),
+                         _COLOR if all(k in chunk_dt.names for k in _COLOR) else None)
+        for name, values in (("position", means), ("scale", log_scales), ("colour", rgb)):
+            if not np.isfinite(values).all():
+                raise fail(path, f"chunk {name} bounds overflow float32 (damaged file)")
+        rot = vertex["packed_rotation"]
+        others = np.stack([(_unorm(rot, s, 10) - 0.5) * np.float32(_SQRT2) for s in (20, 10, 0)], axis=1)
+        quats = from_smallest_three((rot >> 30).astype(np.int64), others)
+        opacity = _LOGIT_TABLE[color & 0xFF]
+    finally:
+        if sh_job is not None:
+            sh_job.join()
+    rest = rest_cm.transpose(1, 0, 2) if sh_job is not None else np.zeros((n, 0, 3), np.float32)
     # Everything else is finite by construction (bytes, unit quaternions): no NaN scan of the SH needed.
     return GaussianArrays(means=means, sh_dc=color_to_dc(rgb), sh_rest=rest,
-                          opacity_logit=_LOGIT_TABLE[color & 0xFF], log_scales=log_scales, quats_wxyz=quats)
+                          opacity_logit=opacity, log_scales=log_scales, quats_wxyz=quats)
 
 
 def _bounds(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import SplatFormatError
 from ..ply import GaussianArrays
-from .common import RUB, decode_sh_bytes, fail, from_smallest_three, logit, normalized_quats, \
+from .common import RUB, decode_sh_rows, fail, from_smallest_three, logit, normalized_quats, \
     sigmoid, smallest_three
 
 MAGIC = 0x5053474E
@@ -40,13 +40,17 @@ _LOGIT_TABLE = logit(_BYTES / 255.0)
 _COLOR_TABLE = ((_BYTES / 255.0 - 0.5) / COLOR_SCALE).astype(np.float32)
 _SCALE_TABLE = (_BYTES / 16.0 - 10.0).astype(np.float32)
 _SH_TABLE = ((_BYTES - 128.0) / 128.0).astype(np.float32)
+_SH_STEP = 65536   # SH rows decoded per wait on the inflate
 
 
 class _Inflater:
-    """gzip inflate on a worker thread (zlib releases the GIL), handing out byte ranges as they arrive, so the
-    decode of the first blocks overlaps the inflate of the SH block (half of an .spz import's time is inflate)."""
+    """gzip inflate on a worker thread (zlib releases the GIL) into one buffer, handing out byte ranges as they
+    arrive, so the decode of the first blocks and of the SH rows overlaps the inflate (alone, inflate is a third
+    of an .spz import). The buffer is sized from the gzip trailer (the length mod 2^32: only a guess for a
+    damaged or > 4 GiB stream, so it grows when the stream says otherwise)."""
 
     _PIECE = 1 << 20
+    _MAX_RATIO = 1032    # deflate cannot expand more than this: a trailer claiming more is not believed
 
     def __init__(self, path: Path) -> None:
         raw = path.read_bytes()
@@ -55,7 +59,8 @@ class _Inflater:
                 raise fail(path, "is an .spz version 4 (zstd) file; versions 2 and 3 are supported")
             raise fail(path, "is not an .spz file (not gzip compressed)")
         self.path = path
-        self._pieces: list[bytes] = []
+        claimed = int.from_bytes(raw[-4:], "little") if len(raw) >= 18 else 0
+        self._buffer = np.empty(min(claimed, len(raw) * self._MAX_RATIO), np.uint8)
         self._total = 0
         self._done = False
         self._error: str | None = None
@@ -82,22 +87,33 @@ class _Inflater:
                 self._ready.notify_all()
 
     def _add(self, piece: bytes) -> None:
-        if piece:
-            with self._ready:
-                self._pieces.append(piece)
-                self._total += len(piece)
-                self._ready.notify_all()
-
-    def take(self, start: int, stop: int) -> bytes:
-        """Bytes [start, stop) of the inflated stream, waiting for them; raises naming the file if it ends first."""
+        if not piece:
+            return
+        end = self._total + len(piece)
+        buffer = self._buffer
+        if end > len(buffer):   # views handed out keep the old array, whose bytes are final
+            buffer = np.empty(max(end, 2 * len(buffer)), np.uint8)
+            buffer[:self._total] = self._buffer[:self._total]
+        buffer[self._total:end] = np.frombuffer(piece, np.uint8)
         with self._ready:
-            self._ready.wait_for(lambda: self._total >= stop or self._done)
-            if self._total < stop:
-                raise fail(self.path, f"is truncated or damaged (gzip: {self._error})" if self._error else
-                           "is truncated: its data ends before what its header declares")
-            if len(self._pieces) > 1:   # join once: later ranges slice one buffer
-                self._pieces = [b"".join(self._pieces)]
-            return self._pieces[0][start:stop]
+            self._buffer = buffer
+            self._total = end
+            self._ready.notify_all()
+
+    def available(self, at_least: int) -> int:
+        """Wait until `at_least` bytes have been inflated or the stream has ended; the count inflated so far."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._total >= at_least or self._done)
+            return self._total
+
+    def take(self, start: int, stop: int) -> np.ndarray:
+        """Bytes [start, stop) of the inflated stream (uint8, a view), waiting for them; raises naming the file if
+        the stream ends first."""
+        if self.available(stop) < stop:
+            raise fail(self.path, f"is truncated or damaged (gzip: {self._error})" if self._error else
+                       "is truncated: its data ends before what its header declares")
+        with self._ready:
+            return self._buffer[start:stop]
 
     def join(self) -> None:
         self._thread.join()
@@ -125,7 +141,7 @@ def _decode(path: Path, stream: _Inflater) -> GaussianArrays:
     except SplatFormatError:
         stream.finish()   # a damaged stream says so; else the stream is just shorter than a header
         raise fail(path, "is truncated: no complete .spz header") from None
-    magic, version, n, degree, frac_bits, _flags, _ = _HEADER.unpack(head)
+    magic, version, n, degree, frac_bits, _flags, _ = _HEADER.unpack(head.tobytes())
     if magic != MAGIC:
         raise fail(path, f"is not an .spz file (magic {magic:#x}, expected {MAGIC:#x})")
     if version not in VERSIONS:
@@ -147,7 +163,7 @@ def _decode(path: Path, stream: _Inflater) -> GaussianArrays:
 
     offsets = np.cumsum([_HEADER.size] + sizes)
     try:   # the blocks before the SH while the SH still inflates
-        first = np.frombuffer(stream.take(int(offsets[0]), int(offsets[5])), np.uint8)
+        first = stream.take(int(offsets[0]), int(offsets[5]))
     except SplatFormatError:
         raise mismatch(stream.finish()) from None
     block = [first[offsets[i] - offsets[0]:offsets[i + 1] - offsets[0]] for i in range(5)]
@@ -174,11 +190,20 @@ def _decode(path: Path, stream: _Inflater) -> GaussianArrays:
         w = np.sqrt(np.maximum(0.0, 1.0 - np.einsum("ij,ij->i", xyz, xyz)))
         xyzw = np.concatenate([xyz, w[:, None]], axis=1)
     quats = np.ascontiguousarray(xyzw[:, [3, 0, 1, 2]], dtype=np.float32)
+    rest = np.empty((k, n, 3), np.float32)
+    row_bytes, done = 3 * k, 0
+    while done < n and k:   # decode the SH rows as they are inflated
+        have = stream.available(min(int(offsets[5]) + (done + _SH_STEP) * row_bytes, int(offsets[6])))
+        ready = min(n, (have - int(offsets[5])) // row_bytes)
+        if ready <= done:
+            raise mismatch(stream.finish())
+        rows = stream.take(int(offsets[5]) + done * row_bytes, int(offsets[5]) + ready * row_bytes)
+        decode_sh_rows(rows.reshape(ready - done, k, 3), _SH_TABLE, rest, done)
+        done = ready
     total = stream.finish()
     if total != expected:
         raise mismatch(total)
-    sh = np.frombuffer(stream.take(int(offsets[5]), int(offsets[6])), np.uint8)
-    rest = decode_sh_bytes(sh.reshape(n, k, 3), _SH_TABLE)
+    rest = rest.transpose(1, 0, 2)
     # Finite by construction (fixed point and bytes): no NaN scan needed.
     return GaussianArrays(means=means, sh_dc=sh_dc, sh_rest=rest, opacity_logit=opacity, log_scales=log_scales,
                           quats_wxyz=quats)
