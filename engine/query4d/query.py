@@ -52,8 +52,9 @@ class QueryResult:
 
 
 def raw_relevancy(field: FeatureField, positive: torch.Tensor, negatives: torch.Tensor,
-                  chunk: int = 16) -> torch.Tensor:
-    """(S, N) float16 LERF relevancy in [0, 1] at the field's sampled timesteps (0.5 where unseen)."""
+                  budget: int = 1 << 27) -> torch.Tensor:
+    """(S, N) float16 LERF relevancy in [0, 1] at the field's sampled timesteps (0.5 where unseen), in blocks of
+    timesteps of about `budget` values of the d-wide products (few launches on a GPU, bounded memory)."""
     device = field.codes.device
     A = field.decoder_weight.float()                     # (D, d)
     b = field.decoder_bias.float()                       # (D,)
@@ -65,14 +66,16 @@ def raw_relevancy(field: FeatureField, positive: torch.Tensor, negatives: torch.
     const = b @ b
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     proj_c, gram_c, lin_c = proj.to(dtype), gram.to(dtype), lin.to(dtype)
-    out = torch.empty(field.codes.shape[:2], dtype=torch.float16, device=device)
-    for s in range(0, field.codes.shape[0], chunk):
+    S, N, d = field.codes.shape
+    chunk = max(1, min(S, budget // max(1, N * d)))
+    out = torch.empty((S, N), dtype=torch.float16, device=device)
+    for s in range(0, S, chunk):
         z = field.codes[s:s + chunk].to(dtype)
         dots = (z @ proj_c).float() + offs
         sq = ((z @ gram_c) * z).sum(-1).float() + (z @ lin_c).float() + const
         cos = dots * torch.rsqrt(sq.clamp_min(1e-12))[..., None]
         rel = torch.sigmoid(10.0 * (cos[..., :1] - cos[..., 1:])).amin(-1)
-        out[s:s + chunk] = torch.where(field.seen[s:s + chunk], rel, torch.full_like(rel, 0.5)).half()
+        out[s:s + chunk] = rel.masked_fill_(~field.seen[s:s + chunk], 0.5)
     return out
 
 
@@ -98,9 +101,12 @@ def smooth(signal: np.ndarray, sigma: float) -> np.ndarray:
     return np.convolve(padded, kernel / kernel.sum(), mode="valid")
 
 
-def otsu_threshold(values: torch.Tensor, bins: int = 128) -> float:
-    """The cut in [0, 1] that best separates two groups of values (Otsu: largest between-class variance)."""
+def otsu_threshold(values: torch.Tensor, bins: int = 128, ignore_zeros: bool = False) -> float:
+    """The cut in [0, 1] that best separates two groups of values (Otsu: largest between-class variance);
+    `ignore_zeros` leaves exact zeros out (counted off the first bin instead of selecting the rest: no copy)."""
     hist = torch.histc(values.float(), bins=bins, min=0.0, max=1.0).double()
+    if ignore_zeros:
+        hist[0] -= float((values == 0).sum())
     if hist.sum() == 0:
         return 1.0
     p = hist / hist.sum()
@@ -162,17 +168,24 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     raw = raw_relevancy(field, positive, negatives)
     N = raw.shape[1]
     k = min(N, max(16, int(settings.top_fraction * N)))
-    best = _top_score(raw, k)
+    sampled_every_step = len(field.timesteps) == field.total_timesteps
+    # Every frame sampled: one top-k serves both the match test and the temporal score (normalising is monotonic)
+    top = raw.float().topk(k, dim=1).values if sampled_every_step else None
+    best = float(top.mean(1).max()) if top is not None else _top_score(raw, k)
     threshold = max(settings.min_relevancy, null_relevancy(field, negatives, k) + settings.null_margin)
     if best < threshold:
         return _no_match(field.total_timesteps, N, raw.device, best, threshold)
     raw_t = per_frame(raw, field.timesteps, field.total_timesteps).float()
-    rel = (raw_t - 0.5).clamp_min(0)                    # 0.5 = as close to the text as to a negative
-    peak_value = float(rel.max())
+    if top is None:
+        top = raw_t.topk(k, dim=1).values
+    peak_value = max(float(top[:, 0].max()) - 0.5, 0.0)  # 0.5 = as close to the text as to a negative
+    rel = (raw_t - 0.5).clamp_min_(0)
+    top = (top - 0.5).clamp_min_(0)
     if peak_value > 0:
-        rel = rel / peak_value
+        rel.div_(peak_value)
+        top.div_(peak_value)
     T = rel.shape[0]
-    score = rel.topk(k, dim=1).values.mean(1).cpu().numpy()
+    score = top.mean(1).cpu().numpy()
     score = smooth(score, settings.smoothing)
     if score.max() > 0:
         score = score / score.max()
@@ -184,20 +197,22 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     else:
         active = score > 0
     span = longest_run(active, int(np.argmax(score))) if peak_value > 0 else None
-    in_span = torch.zeros(T, dtype=torch.bool, device=rel.device)
-    if span is not None:
-        in_span[span[0]:span[1] + 1] = True
+    if span is None:
+        return _no_match(T, N, raw.device, best, threshold)
+    inside = rel[span[0]:span[1] + 1]                    # the span is one run of frames: a view
     cut = settings.spatial_threshold
     if cut is None:
-        inside = rel[in_span] if span is not None else rel
-        cut = max(otsu_threshold(inside[inside > 0]), settings.min_spatial_threshold)
-    masks = (rel >= cut) & (raw_t >= threshold) & in_span[:, None]
-    any_frame = masks.any(0)
-    frames = torch.arange(T, device=rel.device)[:, None]
-    first = torch.where(masks, frames, T).amin(0)
-    last = torch.where(masks, frames, -1).amax(0)
-    peak = torch.where(in_span[:, None], rel, torch.zeros_like(rel)).amax(0)
+        cut = max(otsu_threshold(inside, ignore_zeros=True), settings.min_spatial_threshold)
+    masks = torch.zeros((T, N), dtype=torch.bool, device=rel.device)
+    span_masks = masks[span[0]:span[1] + 1]
+    torch.ge(inside, cut, out=span_masks)
+    span_masks &= raw_t[span[0]:span[1] + 1] >= threshold
+    any_frame = span_masks.any(0)
+    first = span_masks.byte().argmax(0) + span[0]        # argmax gives the first of equal maxima
+    last = span[1] - span_masks.flip(0).byte().argmax(0)
+    never = torch.full_like(first, -1)
     return QueryResult(span=span, temporal_score=score.astype(np.float32), masks=masks, relevancy=rel.half(),
-                       mask_start=torch.where(any_frame, first, -1).cpu().numpy().astype(np.int32),
-                       mask_end=last.cpu().numpy().astype(np.int32),
-                       peak=peak.cpu().numpy().astype(np.float32), best_relevancy=best, threshold=threshold)
+                       mask_start=torch.where(any_frame, first, never).cpu().numpy().astype(np.int32),
+                       mask_end=torch.where(any_frame, last, never).cpu().numpy().astype(np.int32),
+                       peak=inside.amax(0).cpu().numpy().astype(np.float32), best_relevancy=best,
+                       threshold=threshold)
