@@ -21,30 +21,12 @@ pytestmark = pytest.mark.blender
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = ROOT / "blender_addon" / "batch.py"
 
-# What `blender -b [file.blend] -P script -- args` does before and while running the script (Blender's
-# PyC_DefaultNameSpace + BPY_run_filepath): a new __main__ module with __file__, executed in place.
-BLENDER_EMULATOR = r"""
-import sys, types
-import bpy
-argv = sys.argv[1:]
-blend = argv[argv.index("-b") + 1] if argv[argv.index("-b") + 1].endswith(".blend") else None
-script = argv[argv.index("-P") + 1]
-if blend:
-    bpy.ops.wm.open_mainfile(filepath=blend)
-sys.argv = ["blender"] + argv
-main = types.ModuleType("__main__")
-main.__file__ = script
-sys.modules["__main__"] = main
-with open(script) as fh:
-    code = compile(fh.read(), script, "exec")
-exec(code, main.__dict__)
-"""
+# `blender -b [file.blend] -P script -- args`, emulated with the bpy module (what Blender does around the script).
+EMULATOR = ROOT / "tools" / "blender_emulator.py"
 
 
 def blender(tmp_path: Path, *args) -> subprocess.CompletedProcess:
-    emulator = tmp_path / "blender_emulator.py"
-    emulator.write_text(BLENDER_EMULATOR)
-    command = [sys.executable, str(emulator), *map(str, args)]
+    command = [sys.executable, str(EMULATOR), *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
 

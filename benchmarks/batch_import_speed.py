@@ -1,0 +1,83 @@
+"""A 1M-Gaussian SH-3 .ply imported by a whole batch process, against Blender's own PLY importer the same way.
+
+Each side runs as `blender -b -P script -- …` would (tools/blender_emulator.py): ours is
+`batch.py --ply FILE`; Blender's is a script calling `bpy.ops.wm.ply_import`. A process's time minus the same
+process importing a 1-Gaussian file is the import's share (start-up, add-on registration and exit cancel out;
+what the import leaves to do at exit — freeing the mesh — stays in). Rounds alternate the two sides so drifting
+load hits both; medians. Goal (issue 15): ours ≤ 0.3× Blender's.
+
+Run: .venv/bin/python benchmarks/batch_import_speed.py [--count N] [--runs R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+EMULATOR = ROOT / "tools" / "blender_emulator.py"
+BATCH = ROOT / "blender_addon" / "batch.py"
+BLENDER_IMPORT = """import sys
+import bpy
+bpy.ops.wm.ply_import(filepath=sys.argv[sys.argv.index("--") + 1])
+assert len(bpy.context.active_object.data.vertices) > 0
+"""
+
+
+def _file(count: int) -> Path:
+    from engine.ply import write_gaussians
+    from engine.synthetic_scene import make_random_gaussians
+
+    path = Path(tempfile.gettempdir()) / f"animate_gaussians_bench_{count}_sh3.ply"
+    if not path.exists():
+        write_gaussians(path, make_random_gaussians(count, sh_degree=3, seed=0))
+    return path
+
+
+def _process_seconds(script: Path, *args: str) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(EMULATOR), "-b", "-P", str(script), "--", *args],
+                          capture_output=True, text=True, cwd=tempfile.gettempdir())
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{script.name} {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    big, tiny = _file(args.count), _file(1)
+    blender_script = Path(tempfile.gettempdir()) / "animate_gaussians_blender_ply_import.py"
+    blender_script.write_text(BLENDER_IMPORT)
+    sides = {"ours": (BATCH, ("--ply",)), "blender": (blender_script, ())}
+    shares: dict[str, list[float]] = {name: [] for name in sides}
+    wholes: dict[str, list[float]] = {name: [] for name in sides}
+    for round_index in range(args.runs + 1):   # the first round warms the page cache
+        for name, (script, flag) in sides.items():
+            whole = _process_seconds(script, *flag, str(big))
+            empty = _process_seconds(script, *flag, str(tiny))
+            if round_index:
+                shares[name].append(whole - empty)
+                wholes[name].append(whole)
+    ours, blender = (statistics.median(shares[n]) for n in ("ours", "blender"))
+    print(f"file: {args.count:,} Gaussians, SH degree 3, {big.stat().st_size / 1e6:.1f} MB")
+    print(f"batch.py --ply process s (median): {statistics.median(wholes['ours']):.2f}")
+    print(f"batch.py --ply import share s (process minus a 1-Gaussian import): {ours:.2f}")
+    print(f"bpy.ops.wm.ply_import process s (median): {statistics.median(wholes['blender']):.2f}")
+    print(f"bpy.ops.wm.ply_import import share s: {blender:.2f}")
+    print(f"ours / Blender's PLY import: {ours / blender:.2f}x (goal <= 0.3x)")
+
+
+if __name__ == "__main__":
+    main()
