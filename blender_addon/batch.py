@@ -20,11 +20,14 @@ from typing import Callable, Sequence
 
 if __package__ in (None, ""):
     # Run as a script file (python batch.py / blender -P batch.py): import the add-on as package `blender_addon`
-    # from the repository root, and the shared `engine` beside it.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # from the repository root, and the shared `engine` beside it. `python batch.py` also puts this folder first
+    # on sys.path, where the add-on's packages (io, render, ...) would pass for top-level modules: take it off.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
 
-from blender_addon import batch_args  # noqa: E402
-from blender_addon.batch_args import PROG, BatchError, build_parser  # noqa: E402,F401 (re-exported)
+from blender_addon.cli import batch_args  # noqa: E402
+from blender_addon.cli.batch_args import PROG, BatchError, build_parser  # noqa: E402,F401 (re-exported)
 from engine.errors import AnimateGaussiansError, InputFileError  # noqa: E402
 from engine.formats.sequence import is_sequence_spec  # noqa: E402
 
@@ -55,7 +58,7 @@ class BatchContext:
     def gaussian_object(self):
         """The last Gaussian object made (or, in a loaded .blend, the active/first one)."""
         import bpy
-        from blender_addon.gaussian_object import is_gaussian_object
+        from blender_addon.io.gaussian_object import is_gaussian_object
 
         for name in reversed(self.objects):
             obj = bpy.data.objects.get(name)
@@ -76,7 +79,7 @@ def step_open_blend(ctx: BatchContext) -> None:
     """Open the .blend; one that Blender cannot read is the user's input error, not ours (Blender's own
     message goes into ours instead of stdout)."""
     import bpy
-    from blender_addon.batch_progress import captured_stdout
+    from blender_addon.cli.batch_progress import captured_stdout
 
     path = Path(ctx.args.blend).resolve()
     with captured_stdout() as said:
@@ -93,11 +96,11 @@ def step_open_blend(ctx: BatchContext) -> None:
 
 def step_import_ply(ctx: BatchContext) -> None:
     import bpy
-    from blender_addon import gaussian_object
+    from blender_addon.io import gaussian_object
     from blender_addon.preferences import settings
 
     if is_sequence_spec(ctx.args.ply):   # a folder or numbered pattern of .ply frames: one animated object
-        from blender_addon import ply_sequence
+        from blender_addon.io import ply_sequence
         obj, _ = ply_sequence.import_sequence(ctx.args.ply, bpy.context)
         ctx.last_dynamic = obj.name
     else:
@@ -108,7 +111,7 @@ def step_import_ply(ctx: BatchContext) -> None:
 
 def step_import_dynamic(ctx: BatchContext) -> None:
     import bpy
-    from blender_addon import dynamic_import
+    from blender_addon.io import dynamic_import
 
     obj = dynamic_import.import_dynamic(ctx.args.dynamic, bpy.context)
     ctx.objects.append(obj.name)
@@ -119,7 +122,8 @@ def step_query(ctx: BatchContext) -> None:
     """4D query on the dynamic object (--dynamic, else the scene's first one), else on the scene's animated
     Gaussian objects; the answer is highlighted and marked on the timeline, and reported under "queries"."""
     import bpy
-    from blender_addon import dynamic_import, query4d_ops
+    from blender_addon.io import dynamic_import
+    from blender_addon.query4d import query4d_ops
 
     scene = bpy.context.scene
     obj = bpy.data.objects.get(ctx.last_dynamic) if ctx.last_dynamic else None
@@ -138,7 +142,7 @@ def step_query(ctx: BatchContext) -> None:
 
 
 def step_capture_images(ctx: BatchContext) -> None:
-    from blender_addon.segment_query import views_for_capture
+    from blender_addon.segment.segment_query import views_for_capture
 
     ctx.views = views_for_capture(Path(ctx.args.images).resolve())
 
@@ -147,8 +151,8 @@ def step_select(ctx: BatchContext) -> None:
     """Segment the Gaussian object from the active camera's view (render resolution) and split the selection
     into its own object. Everything is asked and checked before the scene changes."""
     import bpy
-    from blender_addon import object_subsets, segment_query
-    from blender_addon.segment_ops import scene_camera_view
+    from blender_addon.segment import object_subsets, segment_query
+    from blender_addon.segment.segment_ops import scene_camera_view
     from engine.errors import CameraError
 
     args, scene = ctx.args, bpy.context.scene
@@ -160,7 +164,7 @@ def step_select(ctx: BatchContext) -> None:
     if args.select_point is not None or args.select_box is not None:
         # What is seen at the click (or over the box), among every Gaussian object: a segment an earlier Apply
         # split off is in front of the scene object it came from.
-        from blender_addon.visible_object import object_at
+        from blender_addon.segment.visible_object import object_at
         obj = object_at(scene, viewmat, K, point=args.select_point, box=args.select_box) or obj
     if args.select_point is not None:
         query = segment_query.make_query(obj, "click", viewmat, K, width, height, point=args.select_point,
@@ -176,7 +180,7 @@ def step_select(ctx: BatchContext) -> None:
     granularity = 0.5 if args.granularity is None else args.granularity
     method = "auto"
     if args.train_features:
-        from blender_addon.segment_train import train_blocking
+        from blender_addon.segment.segment_train import train_blocking
         train_blocking(obj, args.device or "auto", ctx.views, args.sam_model, report=progress)
         method = "saga"
     options = {"sam_variant": args.sam_model} if args.sam_model else {}
@@ -194,7 +198,7 @@ def step_animate(ctx: BatchContext) -> None:
     """Animate --target (else the last segment, else the Gaussian object) from the prompt; keys on it, or on
     its rig (then the armature is reported too)."""
     import bpy
-    from blender_addon.animate_ops import AnimateOptions, animate_blocking, scene_fps
+    from blender_addon.animate.animate_ops import AnimateOptions, animate_blocking, scene_fps
 
     args, scene = ctx.args, bpy.context.scene
     name = args.target or ctx.last_segment
@@ -222,10 +226,10 @@ def step_animate(ctx: BatchContext) -> None:
 
 def step_render(ctx: BatchContext) -> None:
     import bpy
-    from blender_addon.render_splats import render_splats_blocking
+    from blender_addon.render.render_splats import render_splats_blocking
 
-    from blender_addon.batch_progress import RenderEstimate
-    from blender_addon.camera_data import render_resolution
+    from blender_addon.cli.batch_progress import RenderEstimate
+    from blender_addon.render.camera_data import render_resolution
 
     def say(text: str) -> None:
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
@@ -244,14 +248,14 @@ def step_render(ctx: BatchContext) -> None:
 
 
 def step_export_ply(ctx: BatchContext) -> None:
-    from blender_addon import gaussian_object
+    from blender_addon.io import gaussian_object
 
     path = gaussian_object.export_ply(ctx.gaussian_object, ctx.args.export_ply)
     ctx.files.append(str(Path(path).resolve()))
 
 
 def step_export(ctx: BatchContext) -> None:
-    from blender_addon import splat_export
+    from blender_addon.io import splat_export
 
     ctx.files.extend(str(Path(p).resolve()) for p in splat_export.export_target(ctx.gaussian_object, ctx.args.export))
 
@@ -335,13 +339,13 @@ def _warnings() -> list[dict]:
 
 def _engine_backend() -> dict | None:
     """The engine's rasterizer and device ({"rasterizer", "device"}); None when no step started the engine."""
-    from blender_addon import engine_backend
+    from blender_addon.engine_link import engine_backend
     return engine_backend.current()
 
 
 def build_report(ctx: BatchContext) -> dict:
     import bpy
-    from blender_addon.gaussian_object import gaussian_count, is_gaussian_object, object_layout
+    from blender_addon.io.gaussian_object import gaussian_count, is_gaussian_object, object_layout
 
     objects = []
     for name in ctx.objects:

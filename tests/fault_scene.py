@@ -8,7 +8,11 @@ from pathlib import Path
 
 import bpy
 
-from blender_addon import animate_ops, camera_data, gaussian_object, query4d_ops, render_splats, segment_query
+from blender_addon.animate import animate_ops
+from blender_addon.io import gaussian_object
+from blender_addon.query4d import query4d_ops
+from blender_addon.render import camera_data, render_splats
+from blender_addon.segment import segment_query
 
 SIZE = (24, 18)
 

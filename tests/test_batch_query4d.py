@@ -14,8 +14,11 @@ torch = pytest.importorskip("torch")   # the query4d handler runs in this proces
 from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: E402, F401 (fixtures)
 from segment_fakes import InProcessClient  # noqa: E402
 
-from blender_addon import batch, dynamic_import, engine_client, query4d_ops  # noqa: E402
-from blender_addon.gaussian_layout import AXIS_CONVERSION  # noqa: E402
+from blender_addon import batch  # noqa: E402
+from blender_addon.engine_link import engine_client  # noqa: E402
+from blender_addon.io import dynamic_import  # noqa: E402
+from blender_addon.query4d import query4d_ops  # noqa: E402
+from blender_addon.io.gaussian_layout import AXIS_CONVERSION  # noqa: E402
 from engine.dynamic import make_moving_sequence, write_dynamic  # noqa: E402
 from engine.query4d import handler  # noqa: E402
 
@@ -131,7 +134,7 @@ def test_failed_query_leaves_the_scene_as_it_was(clean_scene, oracle_engine, npz
 
 
 def test_animated_objects_are_asked_per_scene_frame(clean_scene, monkeypatch, tmp_path):
-    from blender_addon import gaussian_object
+    from blender_addon.io import gaussian_object
     from engine.synthetic_scene import make_primitives_scene
 
     ply = make_primitives_scene(20, sh_degree=0).write(tmp_path / "prims.ply")

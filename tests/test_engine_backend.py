@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from blender_addon import engine_backend, notices
-from blender_addon.engine_client import EngineClient
+from blender_addon import notices
+from blender_addon.engine_link import engine_backend
+from blender_addon.engine_link.engine_client import EngineClient
 from engine import backend_probe, fallbacks
 from engine.errors import FallbackRefusedError
 
@@ -125,7 +126,7 @@ def test_gpu_hello_and_render_backend_agree():
 def test_panel_line_and_batch_value_come_from_the_shared_clients_hello(monkeypatch):
     from types import SimpleNamespace
 
-    from blender_addon import engine_client
+    from blender_addon.engine_link import engine_client
 
     class Layout:
         def __init__(self):

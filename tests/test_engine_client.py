@@ -1,4 +1,4 @@
-"""blender_addon.engine_client against real engine processes: events, wait, cancel, a dying engine, restarts."""
+"""blender_addon.engine_link.engine_client against real engine processes: events, wait, cancel, a dying engine, restarts."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon import engine_client
-from blender_addon.engine_client import EngineClient, find_engine_python
+from blender_addon.engine_link import engine_client
+from blender_addon.engine_link.engine_client import EngineClient, find_engine_python
 from engine import protocol
 from engine.errors import CancelledError, EngineError, InputFileError
 
@@ -196,7 +196,7 @@ def test_a_request_right_after_a_crash_still_reports_the_crash_to_the_old_reques
 def test_a_silent_engine_is_stopped_with_a_clear_error_through_poll(client, monkeypatch):
     """The UI's path (poll from a timer): a request without progress past the stall limit ends with an error
     event, the hung engine is gone, and the next request starts a new one."""
-    from blender_addon.engine_watchdog import STALL_ENV
+    from blender_addon.engine_link.engine_watchdog import STALL_ENV
 
     monkeypatch.setenv(STALL_ENV, "0.5")
     pid = client.wait_ready(TIMEOUT)["pid"]
@@ -213,7 +213,7 @@ def test_a_silent_engine_is_stopped_with_a_clear_error_through_poll(client, monk
 
 
 def test_stall_limit_comes_from_env_then_preference_then_default(monkeypatch):
-    from blender_addon.engine_watchdog import DEFAULT_STALL_TIMEOUT_S, STALL_ENV, stall_timeout
+    from blender_addon.engine_link.engine_watchdog import DEFAULT_STALL_TIMEOUT_S, STALL_ENV, stall_timeout
 
     monkeypatch.delenv(STALL_ENV, raising=False)
     assert stall_timeout() == DEFAULT_STALL_TIMEOUT_S and stall_timeout(30) == 30

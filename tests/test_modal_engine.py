@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from blender_addon.modal_engine import POLL_SECONDS, EngineModalMixin
+from blender_addon.engine_link.modal_engine import POLL_SECONDS, EngineModalMixin
 
 
 class _Recorder:

@@ -11,10 +11,11 @@ from engine_python import ENGINE_PYTHON
 
 bpy = pytest.importorskip("bpy")
 
-from blender_addon import engine_client, render_request, render_splats  # noqa: E402
-from blender_addon.camera_data import camera_from_blender  # noqa: E402
-from blender_addon.gaussian_layout import AXIS_CONVERSION, SOURCE_KEY  # noqa: E402
-from blender_addon.gaussian_object import import_ply  # noqa: E402
+from blender_addon.engine_link import engine_client  # noqa: E402
+from blender_addon.render import render_request, render_splats  # noqa: E402
+from blender_addon.render.camera_data import camera_from_blender  # noqa: E402
+from blender_addon.io.gaussian_layout import AXIS_CONVERSION, SOURCE_KEY  # noqa: E402
+from blender_addon.io.gaussian_object import import_ply  # noqa: E402
 from engine.errors import AnimateGaussiansError, CameraError  # noqa: E402
 from engine.synthetic_scene import make_primitives_scene  # noqa: E402
 
@@ -158,7 +159,7 @@ def test_cancelled_render_keeps_written_frames_and_reports_a_warning(animated_sc
 
 
 def test_render_progress_reports_results_and_errors():
-    from blender_addon.engine_client import EngineEvent
+    from blender_addon.engine_link.engine_client import EngineEvent
     from engine.errors import EngineError as Err
 
     state = render_splats.RenderProgress("/out").apply(

@@ -8,10 +8,11 @@ import pytest
 from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: F401 (fixtures)
 from segment_fakes import InProcessClient, label_segment
 
-from blender_addon import gaussian_object, object_subsets, segment_ops, segment_query, selection
-from blender_addon.camera_data import camera_from_blender
-from blender_addon.gaussian_layout import FILE_TO_LOCAL_KEY, SELECTION_ATTRIBUTE, SOURCE_INDEX_ATTRIBUTE
-from blender_addon.viewport_camera import opengl_view_to_opencv
+from blender_addon.io import gaussian_object
+from blender_addon.segment import object_subsets, segment_ops, segment_query, selection
+from blender_addon.render.camera_data import camera_from_blender
+from blender_addon.io.gaussian_layout import FILE_TO_LOCAL_KEY, SELECTION_ATTRIBUTE, SOURCE_INDEX_ATTRIBUTE
+from blender_addon.render.viewport_camera import opengl_view_to_opencv
 from engine.errors import AnimateGaussiansError, CameraError
 from engine.ply import read_header, read_structured
 from engine.synthetic_scene import make_primitives_scene
@@ -193,7 +194,7 @@ def test_highlight_attribute_and_clear(scene_obj):
     scene_obj.data.attributes[SELECTION_ATTRIBUTE].data.foreach_get("value", values)
     np.testing.assert_array_equal(values, mask.astype(np.float32))
     # the display's material tints by it
-    from blender_addon import display_nodes
+    from blender_addon.io import display_nodes
     material = bpy.data.materials[display_nodes.MATERIAL_NAME]
     assert any(getattr(n, "attribute_name", "") == SELECTION_ATTRIBUTE for n in material.node_tree.nodes)
     assert bpy.ops.gaussians.segment_clear() == {"FINISHED"}
@@ -251,7 +252,7 @@ def test_render_of_split_objects_equals_the_unsplit_object(scene_obj, tmp_path):
     pytest.importorskip("torch")     # the render job runs in this process
     from PIL import Image
 
-    from blender_addon import render_request
+    from blender_addon.render import render_request
     from engine.render.job import handle_render
     from segment_fakes import _Ctx
 

@@ -17,11 +17,14 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError, CameraError, CancelledError, EngineError
 
-from . import engine_client, gaussian_object, keyframes, motion_result, notices
-from .camera_data import camera_from_blender, render_resolution
-from .gaussian_layout import SOURCE_KEY
-from .modal_engine import EngineModalMixin
-from .preferences import generator_credentials
+from .. import notices
+from ..engine_link import engine_client
+from ..engine_link.modal_engine import EngineModalMixin
+from ..io import gaussian_object
+from ..io.gaussian_layout import SOURCE_KEY
+from ..preferences import generator_credentials
+from ..render.camera_data import camera_from_blender, render_resolution
+from . import keyframes, motion_result
 
 GENERATORS = ("preset", "video", "diffusers", "runway", "kling")
 MOTIONS = ("auto", "rigid", "nonrigid")
@@ -247,7 +250,7 @@ def animate_blocking(scene: bpy.types.Scene, obj: bpy.types.Object, options: Ani
 # ------------------------------------------------------------------------------------------------------ UI
 
 def options_from_settings(settings, device: str, scene: bpy.types.Scene | None = None) -> AnimateOptions:
-    from . import advanced_settings
+    from ..ui import advanced_settings
 
     generator = settings.generator.lower()
     extra, require = (advanced_settings.animate_options(advanced_settings.advanced(scene), generator)

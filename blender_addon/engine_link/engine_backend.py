@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from engine.backend_probe import summary
 
-from . import notices
+from .. import notices
 
 SOURCE = "engine"     # the notices source of warnings the engine gives at start
 

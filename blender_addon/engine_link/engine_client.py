@@ -28,12 +28,14 @@ import engine
 from engine import protocol
 from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
-from . import engine_backend, notices
+from .. import notices
+from . import engine_backend
 from .engine_watchdog import StallWatch, stall_timeout, stop_if_hung
 
 ENV_PYTHON = "ANIMATE_GAUSSIANS_PYTHON"
 ENGINE_ENV_DIR = "engine-env"
-ADDON_PACKAGE = __package__ or "blender_addon"
+# The add-on's own package (this module sits in its engine_link/): the extension's id for its user folder.
+ADDON_PACKAGE = __package__.rpartition(".")[0] if __package__ else "blender_addon"
 STDERR_LINES = 200
 log = logging.getLogger("animate_gaussians.engine")
 
@@ -480,20 +482,20 @@ class EngineClient:
 # ---- the add-on's shared client -------------------------------------------------------------------------------
 
 def _preferred_python() -> str:
-    from . import preferences  # bpy: imported only when the add-on asks for its shared client
+    from .. import preferences  # bpy: imported only when the add-on asks for its shared client
 
     return preferences.settings().engine_python
 
 
 def _preferred_stall_timeout() -> float:
-    from . import preferences
+    from .. import preferences
 
     return preferences.settings().stall_timeout
 
 
 def preferred_device() -> str:
     """The device preference as the protocol spells it: "auto", "cpu" or "cuda"."""
-    from . import preferences
+    from .. import preferences
 
     return preferences.settings().device.lower()
 

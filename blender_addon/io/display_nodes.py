@@ -11,7 +11,7 @@ import bpy
 
 from engine.ply import SH_C0
 
-from . import compat
+from .. import compat
 from .gaussian_layout import SELECTION_ATTRIBUTE
 
 # Versioned names: a later add-on version with a different tree makes its own group instead of reusing ours.

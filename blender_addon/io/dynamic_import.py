@@ -20,7 +20,8 @@ from engine.dynamic import DynamicGaussians, read_dynamic
 from engine.ply import gaussians_to_structured, write_ply
 from engine.scene_cache import cache_dir, content_hash
 
-from . import compat, gaussian_object
+from .. import compat
+from . import gaussian_object
 from .gaussian_layout import SELECTION_ATTRIBUTE
 
 DYNAMIC_SOURCE_KEY = "gaussians_dynamic_source"        # absolute path of the params.npz

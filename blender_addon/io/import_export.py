@@ -13,8 +13,8 @@ from engine.formats.detect import EXPORT_EXTENSIONS
 
 IMPORT_GLOB = "*.ply;*.splat;*.spz;*.sog;meta.json"
 
+from ..preferences import settings
 from . import gaussian_object
-from .preferences import settings
 
 
 def _fail(operator: bpy.types.Operator, error: Exception) -> set[str]:

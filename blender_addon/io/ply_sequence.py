@@ -23,7 +23,9 @@ from engine.formats import PLY
 from engine.ply import write_ply
 from engine.scene_cache import cache_dir
 
-from . import dynamic_import, notices, rig
+from .. import notices
+from ..animate import rig
+from . import dynamic_import
 from .gaussian_layout import attribute_specs, from_buffer, relative_transform
 from .gaussian_object import _read_attribute, apply_transform, file_to_world, object_layout, object_to_vertices
 from .splat_export import target_axis_conversion

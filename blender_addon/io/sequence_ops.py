@@ -11,7 +11,8 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from engine.errors import AnimateGaussiansError
 
-from . import gaussian_object, notices, ply_sequence
+from .. import notices
+from . import gaussian_object, ply_sequence
 from .import_export import GAUSSIANS_OT_export_ply, _fail
 
 

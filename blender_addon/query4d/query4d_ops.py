@@ -17,9 +17,11 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError, EngineError
 
-from . import dynamic_import, engine_client, gaussian_object, object_subsets
-from .gaussian_layout import SOURCE_KEY
-from .modal_engine import EngineRequestModal
+from ..engine_link import engine_client
+from ..engine_link.modal_engine import EngineRequestModal
+from ..io import dynamic_import, gaussian_object
+from ..io.gaussian_layout import SOURCE_KEY
+from ..segment import object_subsets
 
 EXTRACTOR_ENV = "ANIMATE_GAUSSIANS_QUERY4D_EXTRACTOR"
 FIELD_OPTIONS: dict = {}
@@ -83,7 +85,7 @@ def query_objects(scene: bpy.types.Scene, obj: bpy.types.Object | None) -> list[
     """A dynamic object is asked alone; otherwise every Gaussian object of the scene that renders (as animated)."""
     if dynamic_import.is_dynamic(obj):
         return [obj]
-    from .render_request import gaussian_objects
+    from ..render.render_request import gaussian_objects
     objects = [o for o in gaussian_objects(scene) if not dynamic_import.is_dynamic(o)]
     if not objects:
         raise Query4DError("there is nothing to ask: the scene has no Gaussian objects")
@@ -112,7 +114,7 @@ def build_query_request(scene: bpy.types.Scene, obj: bpy.types.Object | None, te
         indices = gaussian_object.source_indices(dyn)
         rows = [indices if indices is not None else np.arange(len(dyn.data.vertices))]
     else:
-        from .render_request import scene_frames
+        from ..render.render_request import scene_frames
         for o in objects:
             if not os.path.exists(str(o[SOURCE_KEY])):
                 raise Query4DError(f"the source .ply of {o.name!r} is missing: {o[SOURCE_KEY]}",
@@ -280,7 +282,7 @@ def _query_poll(cls, context) -> bool:
     obj = context.active_object
     if dynamic_import.is_dynamic(obj):
         return True
-    from .render_request import gaussian_objects
+    from ..render.render_request import gaussian_objects
     if not gaussian_objects(context.scene):
         cls.poll_message_set("Import a dynamic sequence or a Gaussian object first")
         return False

@@ -21,10 +21,11 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError, CameraError
 
-from . import dynamic_import, rig
+from ..animate import rig
+from ..io import dynamic_import
+from ..io.gaussian_layout import SOURCE_KEY
+from ..io.gaussian_object import file_to_world, source_indices
 from .camera_data import camera_from_blender, render_resolution
-from .gaussian_layout import SOURCE_KEY
-from .gaussian_object import file_to_world, source_indices
 
 
 @dataclass

@@ -15,8 +15,8 @@ import bpy
 
 from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
-from . import engine_client
-from .modal_engine import EngineModalMixin
+from ..engine_link import engine_client
+from ..engine_link.modal_engine import EngineModalMixin
 from .render_request import build_render_request, gaussian_objects
 
 DEFAULT_OUT_DIR = "//splat_render/"

@@ -12,7 +12,7 @@ from mathutils import Matrix, Vector
 
 from engine.errors import AnimateGaussiansError
 
-from .gaussian_object import is_gaussian_object
+from ..io.gaussian_object import is_gaussian_object
 
 # Looking from the front, a little above (Blender world, z up): 3DGS captures usually face +y after the axis
 # conversion (their cameras look along the file's +z).

@@ -18,7 +18,7 @@ import numpy as np
 from engine import fallbacks, shared_pixels
 from engine.errors import AnimateGaussiansError, CameraError, CancelledError, EngineError
 
-from . import engine_client
+from ..engine_link import engine_client
 from .camera_data import camera_from_blender
 from .render_region import ViewportSchedule, border_rect, cropped_intrinsics, pass_pixels, scaled_view_camera
 from .render_request import build_pixels_request

@@ -7,9 +7,10 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import gaussian_object, selection
-from .gaussian_layout import (FILE_TO_LOCAL_KEY, SEGMENT_ATTRIBUTE, SELECTION_ATTRIBUTE, SOURCE_INDEX_ATTRIBUTE,
-                              SOURCE_KEY)
+from ..io import gaussian_object
+from ..io.gaussian_layout import (FILE_TO_LOCAL_KEY, SEGMENT_ATTRIBUTE, SELECTION_ATTRIBUTE, SOURCE_INDEX_ATTRIBUTE,
+                                  SOURCE_KEY)
+from . import selection
 
 # Blender attribute type -> (foreach key, components, buffer dtype) for every type a point attribute may have.
 _BUFFERS = {

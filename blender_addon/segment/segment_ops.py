@@ -8,10 +8,12 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError
 
-from . import engine_client, gaussian_object, object_subsets, segment_query, visible_object
-from .camera_data import camera_from_blender, render_resolution
-from .modal_engine import set_status
-from .viewport_camera import region_camera, region_pixel, window_region_at
+from ..engine_link import engine_client
+from ..engine_link.modal_engine import set_status
+from ..io import gaussian_object
+from ..render.camera_data import camera_from_blender, render_resolution
+from ..render.viewport_camera import region_camera, region_pixel, window_region_at
+from . import object_subsets, segment_query, visible_object
 
 _POLL_SECONDS = 0.05
 _HELP = "Esc or right-click: done"
@@ -59,7 +61,7 @@ def start_query(context, query: segment_query.SegmentQuery) -> None:
 
 
 def _options(scene) -> dict:
-    from .advanced_settings import advanced, segment_options
+    from ..ui.advanced_settings import advanced, segment_options
     return segment_options(advanced(scene))
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import bpy
 
-from . import advanced_settings, gaussian_object, object_subsets, segment_query
-from .panels import GAUSSIANS_PT_main, GaussiansPanel
+from ..io import gaussian_object
+from ..ui import advanced_settings
+from ..ui.panels import GAUSSIANS_PT_main, GaussiansPanel
+from . import object_subsets, segment_query
 from .segment_ops import (GAUSSIANS_OT_segment_apply, GAUSSIANS_OT_segment_box, GAUSSIANS_OT_segment_clear,
                           GAUSSIANS_OT_segment_click, GAUSSIANS_OT_segment_text)
 

@@ -12,8 +12,10 @@ import numpy as np
 
 from engine.errors import AnimateGaussiansError, CameraError, CancelledError, EngineError
 
-from . import engine_client, gaussian_object, object_subsets
-from .gaussian_layout import SOURCE_KEY
+from ..engine_link import engine_client
+from ..io import gaussian_object
+from ..io.gaussian_layout import SOURCE_KEY
+from . import object_subsets
 
 MODES = ("click", "box", "text")
 METHODS = ("auto", "region", "lift", "saga")

@@ -13,9 +13,11 @@ import bpy
 
 from engine.errors import AnimateGaussiansError
 
-from . import engine_client, gaussian_object, notices
-from .gaussian_layout import SOURCE_KEY
-from .modal_engine import EngineRequestModal
+from .. import notices
+from ..engine_link import engine_client
+from ..engine_link.modal_engine import EngineRequestModal
+from ..io import gaussian_object
+from ..io.gaussian_layout import SOURCE_KEY
 
 
 def train_request(obj: bpy.types.Object, device: str = "auto", views: dict | None = None,
@@ -68,7 +70,7 @@ class GAUSSIANS_OT_segment_train(EngineRequestModal, bpy.types.Operator):
         return gaussian_object.is_gaussian_object(context.active_object)
 
     def _params(self, context) -> dict:
-        from .advanced_settings import advanced
+        from ..ui.advanced_settings import advanced
         from .segment_query import views_for_capture
 
         adv = advanced(context.scene)

@@ -60,7 +60,7 @@ def box_pixels(box, samples: int = BOX_SAMPLES) -> np.ndarray:
 
 def _position_attribute(obj, frame: int) -> str:
     """`position`, or for a dynamic sequence the timestep's own positions (its modifier plays them)."""
-    from .dynamic_import import DYNAMIC_START_KEY, DYNAMIC_STEPS_KEY, POSITION_PREFIX
+    from ..io.dynamic_import import DYNAMIC_START_KEY, DYNAMIC_STEPS_KEY, POSITION_PREFIX
 
     if DYNAMIC_STEPS_KEY not in obj:
         return "position"
@@ -90,7 +90,7 @@ def _world_gaussians(obj, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def object_at(scene, viewmat: np.ndarray, K: np.ndarray, point=None, box=None):
     """The visible Gaussian object seen in front at `point` (x, y), or over most of `box`; None if none."""
-    from .gaussian_object import is_gaussian_object
+    from ..io.gaussian_object import is_gaussian_object
 
     objects = [o for o in scene.objects if is_gaussian_object(o) and o.visible_get() and len(o.data.vertices)]
     if not objects:

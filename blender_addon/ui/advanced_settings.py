@@ -112,7 +112,7 @@ def draw_segment(layout, scene: bpy.types.Scene) -> None:
     box.use_property_split = True
     box.prop(adv, "sam_model")
     box.prop(adv, "require_sam")
-    from .segment_train import GAUSSIANS_OT_segment_train
+    from ..segment.segment_train import GAUSSIANS_OT_segment_train
     box.operator(GAUSSIANS_OT_segment_train.bl_idname, icon="OUTLINER_OB_POINTCLOUD")
 
 

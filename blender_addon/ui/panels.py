@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import bpy
 
-from . import advanced_settings, compat, display_nodes, engine_backend, gaussian_object, notices
-from .import_export import GAUSSIANS_OT_export_ply, GAUSSIANS_OT_import_ply
+from .. import compat, notices
+from ..engine_link import engine_backend
+from ..io import display_nodes, gaussian_object
+from ..io.import_export import GAUSSIANS_OT_export_ply, GAUSSIANS_OT_import_ply
+from . import advanced_settings
 
 CATEGORY = "Gaussians"
 
@@ -64,7 +67,7 @@ class GAUSSIANS_PT_animate(GaussiansPanel, bpy.types.Panel):
     bl_parent_id = GAUSSIANS_PT_main.bl_idname
 
     def draw(self, context):
-        from .animate_ops import GAUSSIANS_OT_animate, animate_settings
+        from ..animate.animate_ops import GAUSSIANS_OT_animate, animate_settings
 
         settings = animate_settings(context.scene)
         layout = self.layout
@@ -93,7 +96,7 @@ class GAUSSIANS_PT_query4d(GaussiansPanel, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
-        from .query4d_ops import draw_panel
+        from ..query4d.query4d_ops import draw_panel
 
         draw_panel(self.layout, context)
 
@@ -104,7 +107,7 @@ class GAUSSIANS_PT_render(GaussiansPanel, bpy.types.Panel):
     bl_parent_id = GAUSSIANS_PT_main.bl_idname
 
     def draw(self, context):
-        from .render_splats import GAUSSIANS_OT_render_splats
+        from ..render.render_splats import GAUSSIANS_OT_render_splats
 
         layout = self.layout
         scene = context.scene
