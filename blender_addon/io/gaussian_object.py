@@ -8,7 +8,6 @@ Python. The file is parsed and validated completely before any datablock is made
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -16,12 +15,15 @@ import numpy as np
 from mathutils import Matrix
 
 from engine.errors import AnimateGaussiansError, InputFileError, PlyFormatError
-from engine.ply import PlyHeader, read_groups, read_header, write_ply
+from engine.formats import FRAMES, PLY
+from engine.ply import write_ply
 
 from . import display_nodes
 from .gaussian_layout import (AXIS_CONVERSION, FILE_TO_LOCAL_KEY, HASH_KEY, LAYOUT_KEY, SEGMENT_ATTRIBUTE,
-                              SOURCE_INDEX_ATTRIBUTE, SOURCE_KEY, AttributeSpec, Layout, attribute_specs, from_buffer, is_identity, layout_from_json, layout_to_json,
-                              read_dtypes, relative_transform, sh_attribute_names, source_hash, to_buffer)
+                              SOURCE_INDEX_ATTRIBUTE, SOURCE_KEY, AttributeSpec, Layout, attribute_specs, from_buffer,
+                              is_identity, layout_from_json, layout_to_json, relative_transform, sh_attribute_names,
+                              to_buffer)
+from .splat_import import FORMAT_KEY, ParsedPly, object_name, parse_any
 
 DEFAULT_POINTS_ONLY_THRESHOLD = 500_000
 # Splats larger than this fraction of the scene's extent are clamped in the display (stray huge Gaussians).
@@ -32,34 +34,6 @@ class NotGaussianObjectError(AnimateGaussiansError):
     """The object is not an imported Gaussian object."""
 
     hint = "select an object imported with File > Import > Gaussian Splats"
-
-
-@dataclass
-class ParsedPly:
-    """A validated file, all its attribute buffers in memory, nothing yet in Blender."""
-
-    header: PlyHeader
-    specs: list[AttributeSpec]
-    groups: dict[str, np.ndarray]       # attribute name -> (N, len(properties)) in the read dtype
-    source_hash: str
-    display_extent: float               # robust scene size (file units), for the display's size clamp
-
-    @property
-    def count(self) -> int:
-        return self.header.vertex_count
-
-
-def parse_ply(path: str | os.PathLike) -> ParsedPly:
-    """Read and validate a 3DGS .ply completely (raises PlyFormatError/InputFileError naming the problem)."""
-    header = read_header(path)
-    specs = attribute_specs(header.properties)
-    groups = read_groups(header, {s.name: s.properties for s in specs}, dtype=read_dtypes(specs))
-    positions = groups["position"]
-    sample = positions[:: max(1, len(positions) // 100_000)]
-    low, high = np.percentile(sample, [2.0, 98.0], axis=0)
-    extent = float(np.max(high - low)) or 1.0
-    return ParsedPly(header=header, specs=specs, groups=groups,
-                     source_hash=source_hash(header.path, header.data_offset), display_extent=extent)
 
 
 def _remove_datablocks(created: list) -> None:
@@ -124,13 +98,11 @@ def import_ply(path: str | os.PathLike, context: bpy.types.Context | None = None
                points_only_threshold: int = DEFAULT_POINTS_ONLY_THRESHOLD) -> bpy.types.Object:
     """Import a splat file (3DGS .ply, compressed .ply, .splat, .spz, SOG; see splat_import) as a Gaussian
     object named after the file, linked to the active collection, made active and selected."""
-    from . import splat_import
-
     context = context or bpy.context
-    parsed, fmt, frame = splat_import.parse_any(path)
-    obj = build_object(parsed, splat_import.object_name(path), context.collection, convert_axes=convert_axes,
+    parsed, fmt, frame = parse_any(path)
+    obj = build_object(parsed, object_name(path), context.collection, convert_axes=convert_axes,
                        points_only=points_only, points_only_threshold=points_only_threshold, file_frame=frame)
-    obj[splat_import.FORMAT_KEY] = fmt
+    obj[FORMAT_KEY] = fmt
     view_layer = context.view_layer
     for other in view_layer.objects.selected:
         other.select_set(False)
@@ -251,6 +223,19 @@ def object_to_vertices(obj: bpy.types.Object, axis_conversion: np.ndarray | None
     for name, _ in layout.properties:
         vertices[name] = columns.pop(name)
     return vertices, layout
+
+
+def _format_frame(fmt: str) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = FRAMES[fmt]
+    return out
+
+
+def target_axis_conversion(obj: bpy.types.Object, fmt: str) -> np.ndarray:
+    """(4, 4) from the target format's frame to Blender world, for this object."""
+    source = str(obj.get(FORMAT_KEY, PLY))
+    layout = object_layout(obj)
+    return layout.axis_conversion @ np.linalg.inv(_format_frame(source)) @ _format_frame(fmt)
 
 
 def export_ply(obj: bpy.types.Object, path: str | os.PathLike) -> Path:

@@ -27,8 +27,8 @@ from .. import notices
 from ..animate import rig
 from . import dynamic_import
 from .gaussian_layout import attribute_specs, from_buffer, relative_transform
-from .gaussian_object import _read_attribute, apply_transform, file_to_world, object_layout, object_to_vertices
-from .splat_export import target_axis_conversion
+from .gaussian_object import (_read_attribute, apply_transform, file_to_world, object_layout, object_to_vertices,
+                              target_axis_conversion)
 
 SEQUENCE_KEY = "gaussians_ply_sequence"     # the pattern or folder a sequence object was imported from
 

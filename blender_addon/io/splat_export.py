@@ -12,28 +12,15 @@ import os
 from pathlib import Path
 
 import bpy
-import numpy as np
 
 from engine.errors import InputFileError
-from engine.formats import FRAMES, PLY, write_scene
+from engine.formats import PLY, write_scene
 from engine.formats.detect import export_format
+from engine.formats.sequence import frame_paths, is_sequence_target
 from engine.ply import structured_to_gaussians, write_ply
 
-from .gaussian_object import object_layout, object_to_vertices
-from .splat_import import FORMAT_KEY
-
-
-def _frame4(fmt: str) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = FRAMES[fmt]
-    return out
-
-
-def target_axis_conversion(obj: bpy.types.Object, fmt: str) -> np.ndarray:
-    """(4, 4) from the target format's frame to Blender world, for this object."""
-    source = str(obj.get(FORMAT_KEY, PLY))
-    layout = object_layout(obj)
-    return layout.axis_conversion @ np.linalg.inv(_frame4(source)) @ _frame4(fmt)
+from .gaussian_object import object_to_vertices, target_axis_conversion
+from .ply_sequence import export_sequence
 
 
 def object_vertices_for(obj: bpy.types.Object, fmt: str):
@@ -57,11 +44,7 @@ def export_gaussians(obj: bpy.types.Object, path: str | os.PathLike, fmt: str | 
 def export_target(obj: bpy.types.Object, target: str | os.PathLike) -> list[Path]:
     """`--export`: a folder (ending in /) or a '####' name writes the scene's frame range as a PLY sequence
     (ply_sequence); anything else one file in the format of its extension. Returns the files written."""
-    from engine.formats.sequence import frame_paths, is_sequence_target
-
     if is_sequence_target(target):
-        from .ply_sequence import export_sequence
-
         frame_paths(target, [0])   # refuses a target that names no frame slot before any frame is evaluated
         return export_sequence(obj, target)
     return [export_gaussians(obj, target)]

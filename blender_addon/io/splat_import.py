@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -19,11 +20,43 @@ import numpy as np
 
 from engine.formats import PLY, SOG, read_scene
 from engine.formats.detect import detect
-from engine.ply import PlyHeader, rest_names_channel_major
+from engine.ply import PlyHeader, read_groups, read_header, rest_names_channel_major
 
-from .gaussian_layout import attribute_specs
+from .gaussian_layout import AttributeSpec, attribute_specs, read_dtypes, source_hash
 
 FORMAT_KEY = "gaussians_source_format"    # which format the object was imported from (engine.formats name)
+
+
+@dataclass
+class ParsedPly:
+    """A validated file, all its attribute buffers in memory, nothing yet in Blender."""
+
+    header: PlyHeader
+    specs: list[AttributeSpec]
+    groups: dict[str, np.ndarray]       # attribute name -> (N, len(properties)) in the read dtype
+    source_hash: str
+    display_extent: float               # robust scene size (file units), for the display's size clamp
+
+    @property
+    def count(self) -> int:
+        return self.header.vertex_count
+
+
+def parse_ply(path: str | os.PathLike) -> ParsedPly:
+    """Read and validate a 3DGS .ply completely (raises PlyFormatError/InputFileError naming the problem)."""
+    header = read_header(path)
+    specs = attribute_specs(header.properties)
+    groups = read_groups(header, {s.name: s.properties for s in specs}, dtype=read_dtypes(specs))
+    return ParsedPly(header=header, specs=specs, groups=groups,
+                     source_hash=source_hash(header.path, header.data_offset),
+                     display_extent=display_extent(groups["position"]))
+
+
+def display_extent(positions: np.ndarray) -> float:
+    """A robust size of the scene (2nd to 98th percentile of a sample of the positions), for the display's clamp."""
+    sample = positions[:: max(1, len(positions) // 100_000)]
+    low, high = np.percentile(sample, [2.0, 98.0], axis=0)
+    return float(np.max(high - low)) or 1.0
 
 
 def blender_webp(data: bytes) -> np.ndarray:
@@ -70,8 +103,6 @@ def _hash(path: Path) -> str:
 
 def parse_any(path: str | os.PathLike):
     """(ParsedPly, format name, 4×4 file frame -> INRIA frame) for any supported file, validated completely."""
-    from .gaussian_object import ParsedPly, parse_ply
-
     path = Path(path)
     fmt = detect(path)
     if fmt == PLY:
@@ -89,11 +120,9 @@ def parse_any(path: str | os.PathLike):
               "scale": g.log_scales, "rotation": g.quats_wxyz}
     for k in range(1, g.sh_rest.shape[1] + 1):
         groups[f"sh_{k}"] = g.sh_rest[:, k - 1, :]
-    sample = g.means[:: max(1, g.count // 100_000)]
-    low, high = np.percentile(sample, [2.0, 98.0], axis=0)
     parsed = ParsedPly(header=header, specs=specs, groups=groups, source_hash=_hash(path),
-                       display_extent=float(np.max(high - low)) or 1.0)
+                       display_extent=display_extent(g.means))
     return parsed, fmt, scene.axis_to_rdf()
 
 
-__all__ = ["FORMAT_KEY", "blender_webp", "object_name", "parse_any"]
+__all__ = ["FORMAT_KEY", "ParsedPly", "blender_webp", "display_extent", "object_name", "parse_any", "parse_ply"]
