@@ -6,11 +6,12 @@ from __future__ import annotations
 import bpy
 
 from ..io import gaussian_object
-from ..ui import advanced_settings
+from ..ui.advanced_settings import advanced, collapsible_box
 from ..ui.panels import GAUSSIANS_PT_main, GaussiansPanel
 from . import object_subsets, segment_query
 from .segment_ops import (GAUSSIANS_OT_segment_apply, GAUSSIANS_OT_segment_box, GAUSSIANS_OT_segment_clear,
                           GAUSSIANS_OT_segment_click, GAUSSIANS_OT_segment_text)
+from .segment_train import GAUSSIANS_OT_segment_train
 
 # Shown until the engine has answered once with its own account of the models it has.
 MODELS_HINT = ("Offline: click and box use region growing. SAM weights (segment-anything vit_b/l/h) give "
@@ -22,6 +23,18 @@ def _wrapped(layout, text: str, width: int = 48, icon: str = "NONE") -> None:
 
     for i, line in enumerate(textwrap.wrap(text, width) or [""]):
         layout.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+def draw_advanced(layout, scene: bpy.types.Scene) -> None:
+    """The section's Advanced box: the SAM checkpoint, refusing region growing, and feature training."""
+    adv = advanced(scene)
+    box = collapsible_box(layout, adv, "show_segment")
+    if box is None:
+        return
+    box.use_property_split = True
+    box.prop(adv, "sam_model")
+    box.prop(adv, "require_sam")
+    box.operator(GAUSSIANS_OT_segment_train.bl_idname, icon="OUTLINER_OB_POINTCLOUD")
 
 
 class GAUSSIANS_PT_segment(GaussiansPanel, bpy.types.Panel):
@@ -56,7 +69,7 @@ class GAUSSIANS_PT_segment(GaussiansPanel, bpy.types.Panel):
         row.operator(GAUSSIANS_OT_segment_apply.bl_idname, text="Apply", icon="CHECKMARK")
         layout.operator(GAUSSIANS_OT_segment_clear.bl_idname, icon="X")
         _wrapped(layout.box(), segment_query.models_line(session.answer) or MODELS_HINT)
-        advanced_settings.draw_segment(layout, context.scene)
+        draw_advanced(layout, context.scene)
 
 
 classes = (GAUSSIANS_PT_segment,)

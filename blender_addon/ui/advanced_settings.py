@@ -1,5 +1,6 @@
 """The "Advanced" boxes of the Animate and Segment panels: the engine's generator, depth and SAM options and the
 fallbacks to refuse, as scene properties; and the request options they make (the batch's --model, --steps, ...).
+The Animate box is drawn here, the Segment one by segment/segment_panel.py (it holds the Train Features button).
 
 Defaults fit a 24 GB GPU: LTX-Video (first + last frame) without offloading, Depth Anything V2 Small, SAM as
 found on this machine.
@@ -81,7 +82,7 @@ def segment_options(adv: GaussiansAdvancedSettings) -> dict:
     return options
 
 
-def _box(layout, adv, prop: str):
+def collapsible_box(layout, adv, prop: str):
     box = layout.box()
     shown = getattr(adv, prop)
     box.prop(adv, prop, icon="TRIA_DOWN" if shown else "TRIA_RIGHT", emboss=False)
@@ -90,7 +91,7 @@ def _box(layout, adv, prop: str):
 
 def draw_animate(layout, scene: bpy.types.Scene, generator: str) -> None:
     adv = advanced(scene)
-    box = _box(layout, adv, "show_animate")
+    box = collapsible_box(layout, adv, "show_animate")
     if box is None:
         return
     box.use_property_split = True
@@ -102,18 +103,6 @@ def draw_animate(layout, scene: bpy.types.Scene, generator: str) -> None:
     box.prop(adv, "depth_model")
     box.prop(adv, "require_depth")
     box.label(text="Defaults fit a 24 GB GPU", icon="INFO")
-
-
-def draw_segment(layout, scene: bpy.types.Scene) -> None:
-    adv = advanced(scene)
-    box = _box(layout, adv, "show_segment")
-    if box is None:
-        return
-    box.use_property_split = True
-    box.prop(adv, "sam_model")
-    box.prop(adv, "require_sam")
-    from ..segment.segment_train import GAUSSIANS_OT_segment_train
-    box.operator(GAUSSIANS_OT_segment_train.bl_idname, icon="OUTLINER_OB_POINTCLOUD")
 
 
 def register_properties() -> None:
