@@ -339,8 +339,8 @@ def _warnings() -> list[dict]:
 
 def _engine_backend() -> dict | None:
     """The engine's rasterizer and device ({"rasterizer", "device"}); None when no step started the engine."""
-    from blender_addon.engine_link import engine_backend
-    return engine_backend.current()
+    from blender_addon.engine_link import engine_client
+    return engine_client.current_backend()
 
 
 def build_report(ctx: BatchContext) -> dict:

@@ -138,10 +138,10 @@ def test_panel_line_and_batch_value_come_from_the_shared_clients_hello(monkeypat
     hello = {"backend": backend_probe.describe("2.5.1+cu124", "12.4", "NVIDIA L4", True)}
     monkeypatch.setattr(engine_client, "get_client", lambda: SimpleNamespace(hello=hello))
     layout = Layout()
-    engine_backend.draw(layout)
+    engine_backend.draw(layout, engine_client.current_backend())
     assert layout.labels == [("Engine: gsplat on NVIDIA L4", "CHECKMARK")]
-    assert engine_backend.current() == {"rasterizer": "gsplat", "device": "NVIDIA L4"}
+    assert engine_client.current_backend() == {"rasterizer": "gsplat", "device": "NVIDIA L4"}
     monkeypatch.setattr(engine_client, "get_client", lambda: SimpleNamespace(hello=None))   # not started yet
     layout = Layout()
-    engine_backend.draw(layout)
-    assert layout.labels == [] and engine_backend.current() is None
+    engine_backend.draw(layout, engine_client.current_backend())
+    assert layout.labels == [] and engine_client.current_backend() is None

@@ -237,13 +237,7 @@ def animate_blocking(scene: bpy.types.Scene, obj: bpy.types.Object, options: Ani
                      client: engine_client.EngineClient | None = None) -> AnimateSummary:
     """Make the motion and write its keys, waiting for the engine (batch, scripts)."""
     job = prepare_animate(scene, obj, options)
-    client = client or engine_client.get_client()
-
-    def on_progress(fraction: float, stage: str) -> None:
-        if report is not None:
-            report(f"animate: {100 * fraction:3.0f}% {stage}")
-
-    params, arrays = client.request("animate", job.params, job.arrays, on_progress=on_progress)
+    params, arrays = engine_client.request_blocking("animate", job.params, job.arrays, report, client)
     return apply_animate_result(job, params, arrays, scene)
 
 

@@ -1,8 +1,8 @@
 """The engine's rasterizer backend (gsplat / torch CUDA / torch CPU, and the device), as its hello said it.
 
 The engine works it out without importing torch (engine/backend_probe.py). Here the add-on records a lesser
-path as a notice (the panel and the batch report show it: never silent), draws the backend in the panel and
-gives it to the batch report (`engine_backend`). Pure Python apart from the panel's layout calls.
+path as a notice (the panel and the batch report show it: never silent) and draws the backend in the panel;
+engine_client.current_backend() gives the running engine's. Pure Python apart from the panel's layout call.
 """
 
 from __future__ import annotations
@@ -34,19 +34,9 @@ def record(hello: Mapping[str, Any] | None) -> str | None:
     return str(warning["message"])
 
 
-def current() -> dict[str, Any] | None:
-    """The shared engine client's backend if an engine has said hello in this session (starts nothing)."""
-    from . import engine_client
-    try:
-        client = engine_client.get_client()
-    except Exception:    # no preferences outside Blender's UI, etc.: nothing is known then
-        return None
-    return from_hello(getattr(client, "hello", None))   # test doubles of the client may not have one
-
-
-def draw(layout) -> None:
-    """One line in the main panel: "Engine: gsplat on NVIDIA H200" once the engine has started."""
-    backend = current()
+def draw(layout, backend: Mapping[str, Any] | None) -> None:
+    """One line in the main panel, "Engine: gsplat on NVIDIA H200", for the backend engine_client.current_backend()
+    gives once the engine has started (nothing before)."""
     if backend is not None:
         icon = "CHECKMARK" if backend["rasterizer"] == "gsplat" else "INFO"
         layout.label(text=f"Engine: {summary(backend)}", icon=icon)

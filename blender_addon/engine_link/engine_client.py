@@ -1,7 +1,7 @@
-"""Start the engine process and talk to it (engine.protocol over its stdin/stdout) without blocking Blender.
+"""The add-on's handle on the engine (engine.protocol over its stdin/stdout) without blocking Blender: submit
+requests, poll (the UI) or wait (batch) for their events, cancel them; and the add-on's one shared client.
 
-A reader thread per process turns frames into events on a queue; the UI polls (`poll`), batch waits (`wait`).
-stderr is drained into a ring buffer and the log, so the child never blocks on a full pipe. No torch, no bpy
+The process itself is engine_process.EngineProcess; which interpreter runs it, engine_python. No torch, no bpy
 at import: bpy is only asked for the preferences and the extension's user folder.
 """
 
@@ -10,279 +10,24 @@ from __future__ import annotations
 import atexit
 import collections
 import itertools
-import logging
 import os
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-import engine
 from engine import protocol
-from engine.errors import AnimateGaussiansError, CancelledError, EngineError
+from engine.errors import EngineError
 
 from .. import notices
 from . import engine_backend
-from .engine_watchdog import StallWatch, stall_timeout, stop_if_hung
+from .engine_process import EngineEvent, EngineProcess
+from .engine_python import SETUP_HINT, engine_pythonpath, find_engine_python
+from .engine_watchdog import stall_timeout, stop_if_hung
 
-ENV_PYTHON = "ANIMATE_GAUSSIANS_PYTHON"
-ENGINE_ENV_DIR = "engine-env"
-# The add-on's own package (this module sits in its engine_link/): the extension's id for its user folder.
-ADDON_PACKAGE = __package__.rpartition(".")[0] if __package__ else "blender_addon"
 STDERR_LINES = 200
-log = logging.getLogger("animate_gaussians.engine")
-
-_SETUP_HINT = ("create it with `python build_addon.py --engine-env DIR` and set DIR's python as the engine "
-               "interpreter in the add-on preferences (or export ANIMATE_GAUSSIANS_PYTHON)")
-_TORCH_CHECK = ("import importlib.util as u, sys; "
-                "sys.exit(0 if u.find_spec('torch') and u.find_spec('numpy') else 3)")
-_torch_checked: dict[tuple[str, int], bool] = {}
-
-
-# ---- which Python runs the engine ---------------------------------------------------------------------------
-
-def _venv_python(env_dir: Path) -> Path:
-    return env_dir / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-
-
-def python_has_torch(python: str) -> bool:
-    """Whether `python` runs and can import torch and numpy (checked without importing torch; cached)."""
-    try:
-        key = (python, os.stat(python).st_mtime_ns)
-    except OSError:
-        return False
-    if key not in _torch_checked:
-        try:
-            done = subprocess.run([python, "-c", _TORCH_CHECK], capture_output=True, timeout=60)
-            _torch_checked[key] = done.returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            _torch_checked[key] = False
-    return _torch_checked[key]
-
-
-def engine_env_candidates() -> list[Path]:
-    """Interpreters of an `engine-env` venv in, or beside, the extension's user folder (when run as one)."""
-    try:
-        import bpy
-
-        user_dir = Path(bpy.utils.extension_path_user(ADDON_PACKAGE, create=False))
-    except Exception:  # not running as an installed extension (tests, the bpy module, a legacy add-on)
-        return []
-    return [_venv_python(user_dir / ENGINE_ENV_DIR), _venv_python(user_dir.parent / ENGINE_ENV_DIR)]
-
-
-def find_engine_python(prefs_path: str) -> str:
-    """The interpreter for the engine: the preference, else $ANIMATE_GAUSSIANS_PYTHON, else an `engine-env`
-    venv by the extension's user folder, else this very interpreter when it has torch (tests, the bpy module).
-
-    A path the user set explicitly must work: it is never silently replaced by a fallback.
-    """
-    for source, value in (("the add-on preferences", prefs_path), (ENV_PYTHON, os.environ.get(ENV_PYTHON, ""))):
-        if not value:
-            continue
-        path = Path(value).expanduser()
-        if path.is_dir():
-            path = _venv_python(path)
-        if not path.is_file():
-            raise EngineError(f"the engine interpreter {str(path)!r} set in {source} does not exist",
-                              "point it at the python of the engine environment; " + _SETUP_HINT)
-        if not python_has_torch(str(path)):
-            raise EngineError(f"the engine interpreter {str(path)!r} set in {source} cannot import torch",
-                              "install the engine requirements into it; " + _SETUP_HINT)
-        return str(path)
-    for candidate in engine_env_candidates():
-        if candidate.is_file() and python_has_torch(str(candidate)):
-            return str(candidate)
-    if sys.executable and python_has_torch(sys.executable):
-        return sys.executable
-    raise EngineError("no Python with torch was found to run the engine", _SETUP_HINT)
-
-
-def engine_pythonpath() -> str:
-    """The folder holding the `engine` package this add-on imported, so the child runs the same code."""
-    return str(Path(engine.__file__).resolve().parent.parent)
-
-
-# ---- events --------------------------------------------------------------------------------------------------
-
-@dataclass
-class EngineEvent:
-    """What the engine said about a request: `progress`, then one `result` or `error`."""
-
-    kind: str
-    request_id: int
-    fraction: float = 0.0
-    stage: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    error: AnimateGaussiansError | None = None
-
-    @property
-    def final(self) -> bool:
-        return self.kind in ("result", "error")
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        try:
-            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-class _EngineProcess:
-    """One running engine: the child, its reader and stderr threads, and the requests it still owes."""
-
-    def __init__(self, python: str, env: Mapping[str, str], events: queue.Queue, stderr_lines: int) -> None:
-        # cwd is the folder holding `engine`, so `-m engine` cannot pick up another `engine` from Blender's cwd
-        self.python = python
-        self.events = events
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=stderr_lines)
-        self.pending: dict[int, str] = {}    # id → request type of each unanswered request (warnings are filed by it)
-        self.lock = threading.Lock()
-        self.write_lock = threading.Lock()
-        self.ready = threading.Event()
-        self.hello: dict[str, Any] | None = None
-        self.failure: EngineError | None = None
-        self.stall_error: EngineError | None = None   # set when the client stops a hung engine
-        self.watch = StallWatch()
-        self.stopping = False
-        self.popen = subprocess.Popen([python, "-m", "engine"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=dict(env), cwd=engine_pythonpath())
-        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True,
-                                               name=f"engine-{self.popen.pid}-stderr")
-        self._reader_thread = threading.Thread(target=self._read, daemon=True, name=f"engine-{self.popen.pid}-reader")
-        self._stderr_thread.start()
-        self._reader_thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self.failure is None and not self.stopping and self.popen.poll() is None
-
-    def _drain_stderr(self) -> None:
-        for raw in iter(self.popen.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.stderr_tail.append(line)
-            log.info("engine: %s", line)
-
-    def last_stderr(self, n: int = 12) -> str:
-        return "\n".join(list(self.stderr_tail)[-n:])
-
-    def _read(self) -> None:
-        stdout = self.popen.stdout
-        problem = None
-        try:
-            first = protocol.read_message(stdout)
-            if first is None:
-                pass  # died at start: _finish names the exit code
-            elif first.kind != "hello":
-                problem = EngineError(f"the engine did not start properly (its first message was {first.kind!r})")
-            elif first["protocol"] != protocol.PROTOCOL_VERSION:
-                problem = EngineError(
-                    f"the engine speaks protocol {first['protocol']} (engine {first.fields.get('engine_version')}),"
-                    f" the add-on protocol {protocol.PROTOCOL_VERSION} (engine {engine.__version__})",
-                    "the engine environment runs other engine code than the add-on: reinstall the add-on's engine")
-            else:
-                self.hello = dict(first.fields)
-                engine_backend.record(self.hello)      # a lesser rasterizer is a warning from the start
-                self.ready.set()
-                while (msg := protocol.read_message(stdout)) is not None:
-                    self._dispatch(msg)
-        except protocol.FrameError as exc:
-            problem = EngineError(f"the engine sent an unreadable frame: {exc}")
-        except (OSError, ValueError) as exc:  # the pipe closed under us (stop())
-            if not self.stopping:
-                problem = EngineError(f"lost the engine's output: {exc}")
-        finally:
-            self._finish(problem)
-
-    def _dispatch(self, msg: protocol.Message) -> None:
-        if msg.id is None:  # an error about a frame it could not attribute; the stream may be lost next
-            log.warning("engine: %s: %s", msg.fields.get("error_type"), msg.fields.get("message"))
-            return
-        self.watch.heard(msg.id)
-        if msg.kind == "progress":
-            event = EngineEvent("progress", msg.id, fraction=float(msg["fraction"]), stage=msg["stage"])
-        elif msg.kind == "result":
-            event = EngineEvent("result", msg.id, fraction=1.0, params=msg["params"], arrays=msg.arrays)
-            with self.lock:
-                request_type = self.pending.get(msg.id, "engine")
-            notices.record(request_type, msg["params"])
-        elif msg.kind == "error":
-            event = EngineEvent("error", msg.id, error=protocol.exception_from_error(msg))
-        else:
-            log.warning("engine sent an unexpected %r message", msg.kind)
-            return
-        if event.final:
-            with self.lock:
-                self.pending.pop(msg.id, None)
-            self.watch.finished(msg.id)
-        self.events.put(event)
-
-    def _finish(self, problem: EngineError | None) -> None:
-        if problem is not None and self.popen.poll() is None:
-            self.popen.kill()
-        try:
-            code = self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            code = self.popen.wait()
-        self._stderr_thread.join(timeout=2)
-        with self.lock:
-            owed = sorted(self.pending)
-            self.pending.clear()
-            problem = self.stall_error or problem
-            if problem is None and not self.stopping:
-                when = "" if self.hello is not None else " before it was ready"
-                problem = EngineError(f"the engine stopped{when}: it {_describe_exit(code)}")
-            if problem is not None:
-                tail = self.last_stderr()
-                if tail:
-                    problem = type(problem)(f"{problem}. Its last output:\n{tail}", problem.hint)
-                self.failure = problem
-        for request_id in owed:
-            error = self.failure or CancelledError("the engine was stopped before it answered")
-            self.events.put(EngineEvent("error", request_id, error=error))
-        self.ready.set()
-
-    def send(self, msg: protocol.Message) -> None:
-        with self.write_lock:
-            protocol.write_message(self.popen.stdin, msg)
-
-    def wait_dead(self, timeout: float) -> None:
-        self._reader_thread.join(timeout)
-
-    def stop(self, timeout: float) -> None:
-        self.stopping = True
-        try:
-            self.send(protocol.shutdown())
-            self.popen.stdin.close()
-        except (OSError, ValueError):
-            pass
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-        self._reader_thread.join(timeout=5)
-        self.close_pipes()
-
-    def close_pipes(self) -> None:
-        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
-            try:
-                stream.close()
-            except (OSError, ValueError):
-                pass
 
 
 class EngineClient:
@@ -303,7 +48,7 @@ class EngineClient:
         self._stash: collections.deque[EngineEvent] = collections.deque()
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
-        self._proc: _EngineProcess | None = None
+        self._proc: EngineProcess | None = None
         self._last_hello: dict[str, Any] | None = None     # of a stopped engine (hello stays readable)
 
     # -- process ----------------------------------------------------------------------------------------------
@@ -342,9 +87,9 @@ class EngineClient:
                 self._proc.close_pipes()
             python = self._resolve_python()
             try:
-                self._proc = _EngineProcess(python, self._child_env(), self._events, self._stderr_lines)
+                self._proc = EngineProcess(python, self._child_env(), self._events, self._stderr_lines)
             except OSError as exc:
-                raise EngineError(f"cannot start the engine with {python!r}: {exc}", _SETUP_HINT) from None
+                raise EngineError(f"cannot start the engine with {python!r}: {exc}", SETUP_HINT) from None
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         """Start the engine if needed and wait for its hello; returns it (protocol, versions, torch)."""
@@ -517,6 +262,31 @@ def get_client() -> EngineClient:
             _shared = EngineClient(python=lambda: find_engine_python(setting), stall_timeout_s=_preferred_stall_timeout)
             _shared_setting = setting
         return _shared
+
+
+def request_blocking(request_type: str, params: Mapping[str, Any] | None = None,
+                     arrays: Mapping[str, np.ndarray] | None = None, report: Callable[[str], None] | None = None,
+                     client: EngineClient | None = None, label: str | None = None
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Send a request and wait for its answer (batch, scripts): each progress step goes to `report` as one line,
+    "<label>: NN% stage". The shared client unless `client` is given; the request's error is raised here."""
+    client = client or get_client()
+
+    def on_progress(fraction: float, stage: str) -> None:
+        if report is not None:
+            report(f"{label or request_type}: {100 * fraction:3.0f}% {stage}")
+
+    return client.request(request_type, params, arrays, on_progress=on_progress)
+
+
+def current_backend() -> dict[str, Any] | None:
+    """The rasterizer and device ({"rasterizer", "device"}) of the shared client's engine once it has said hello
+    in this session; None before (starts nothing). The panel's line and the batch report's `engine_backend`."""
+    try:
+        client = get_client()
+    except Exception:    # no preferences outside Blender's UI, etc.: nothing is known then
+        return None
+    return engine_backend.from_hello(getattr(client, "hello", None))   # test doubles of the client may not have one
 
 
 def shutdown_client() -> None:

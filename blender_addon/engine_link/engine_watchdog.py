@@ -62,7 +62,7 @@ class StallWatch:
 
 
 def stop_if_hung(proc, limit_s: float) -> bool:
-    """Kill `proc` (an engine_client._EngineProcess) if one of its requests is silent past `limit_s`. Its reader
+    """Kill `proc` (an engine_process.EngineProcess) if one of its requests is silent past `limit_s`. Its reader
     thread then ends every request the engine owed with the error set here. True if it was stopped."""
     stalled = proc.watch.stalled(limit_s)
     if stalled is None:

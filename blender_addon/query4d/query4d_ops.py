@@ -176,13 +176,7 @@ def query_blocking(scene: bpy.types.Scene, obj: bpy.types.Object | None, text: s
     """Ask and wait (batch, scripts). Nothing in the scene changes; apply_answer shows the answer."""
     device = device or engine_client.preferred_device()
     params, arrays, target = build_query_request(scene, obj, text, device)
-    client = client or engine_client.get_client()
-
-    def on_progress(fraction: float, stage: str) -> None:
-        if report is not None:
-            report(f"query: {100 * fraction:3.0f}% {stage}")
-
-    result, result_arrays = client.request("query4d", params, arrays, on_progress=on_progress)
+    result, result_arrays = engine_client.request_blocking("query4d", params, arrays, report, client, label="query")
     return answer_from_result(target, result, result_arrays)
 
 

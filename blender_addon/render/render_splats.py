@@ -38,13 +38,7 @@ def render_splats_blocking(scene: bpy.types.Scene, out_dir: str | os.PathLike,
     """
     device = device or engine_client.preferred_device()
     params, arrays = build_render_request(scene, out_dir, resolution, device, write_video, tint_query)
-    client = client or engine_client.get_client()
-
-    def on_progress(fraction: float, stage: str) -> None:
-        if report is not None:
-            report(f"render: {100 * fraction:3.0f}% {stage}")
-
-    result, _ = client.request("render", params, arrays, on_progress=on_progress)
+    result, _ = engine_client.request_blocking("render", params, arrays, report, client)
     if len(result.get("frames") or []) != len(params["frames"]):   # a finished render wrote every frame
         raise EngineError(f"the engine answered {len(result.get('frames') or [])} rendered frames of "
                           f"{len(params['frames'])}", "the add-on and the engine differ in version: reinstall it")

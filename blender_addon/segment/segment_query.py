@@ -136,13 +136,7 @@ def segment_blocking(obj: bpy.types.Object, query: SegmentQuery, granularity: fl
     """Ask and wait (batch): (mask in the object's order, the answer's params)."""
     device = device or engine_client.preferred_device()
     params, arrays = build_segment_request(obj, query, granularity, method, device, options)
-    client = client or engine_client.get_client()
-
-    def on_progress(fraction: float, stage: str) -> None:
-        if report is not None:
-            report(f"segment: {100 * fraction:3.0f}% {stage}")
-
-    result, result_arrays = client.request("segment", params, arrays, on_progress=on_progress)
+    result, result_arrays = engine_client.request_blocking("segment", params, arrays, report, client)
     return mask_from_result(query, result, result_arrays, len(arrays["indices"])), result
 
 

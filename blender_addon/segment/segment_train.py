@@ -42,13 +42,8 @@ def train_blocking(obj: bpy.types.Object, device: str = "auto", views: dict | No
                    client=None) -> dict:
     """Train and wait (batch); returns the engine's answer {count, iterations, seconds, cached}."""
     params = train_request(obj, device, views, sam_variant)
-    client = client or engine_client.get_client()
-
-    def on_progress(fraction: float, stage: str) -> None:
-        if report is not None:
-            report(f"train features: {100 * fraction:3.0f}% {stage}")
-
-    result, _ = client.request("segment_train", params, on_progress=on_progress)
+    result, _ = engine_client.request_blocking("segment_train", params, report=report, client=client,
+                                               label="train features")
     return result
 
 

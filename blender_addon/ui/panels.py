@@ -6,7 +6,7 @@ from __future__ import annotations
 import bpy
 
 from .. import compat, notices
-from ..engine_link import engine_backend
+from ..engine_link import engine_backend, engine_client
 from ..io import display_nodes, gaussian_object
 from ..io.import_export import GAUSSIANS_OT_export_ply, GAUSSIANS_OT_import_ply
 from . import advanced_settings
@@ -37,7 +37,7 @@ class GAUSSIANS_PT_main(GaussiansPanel, bpy.types.Panel):
                               f"SH degree {gaussian_object.object_layout(obj).sh_degree}")
         else:
             layout.label(text="No Gaussian object selected")
-        engine_backend.draw(layout)   # the rasterizer and device, once the engine has started
+        engine_backend.draw(layout, engine_client.current_backend())   # the rasterizer and device, once started
         notices.draw(layout)     # every fallback the engine took, until the next result of that kind
 
 
