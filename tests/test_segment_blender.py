@@ -10,6 +10,7 @@ from segment_fakes import InProcessClient, label_segment
 
 from blender_addon.io import gaussian_object
 from blender_addon.segment import object_subsets, segment_ops, segment_query, selection
+from blender_addon.render import camera_data
 from blender_addon.render.camera_data import camera_from_blender
 from blender_addon.io.gaussian_layout import FILE_TO_LOCAL_KEY, SELECTION_ATTRIBUTE, SOURCE_INDEX_ATTRIBUTE
 from blender_addon.render.viewport_camera import opengl_view_to_opencv
@@ -224,7 +225,7 @@ def test_text_query_and_live_granularity_through_the_session(scene_obj, fake_ses
 
 def test_session_sends_only_the_newest_of_queued_queries(scene_obj, fake_session):
     session, client = fake_session
-    viewmat, K, w, h = segment_ops.scene_camera_view(bpy.context.scene)
+    viewmat, K, w, h = camera_data.scene_camera_view(bpy.context.scene)
     q = segment_query.make_query(scene_obj, "text", viewmat, K, w, h, text="red")
     session.request(q, 1.0)
     for g in (0.1, 0.2, 0.3):   # the slider moves while the first answer is on its way
@@ -235,7 +236,7 @@ def test_session_sends_only_the_newest_of_queued_queries(scene_obj, fake_session
 
 def test_click_on_empty_sky_is_a_clear_error_and_changes_nothing(scene_obj, fake_session):
     session, _ = fake_session
-    viewmat, K, w, h = segment_ops.scene_camera_view(bpy.context.scene)
+    viewmat, K, w, h = camera_data.scene_camera_view(bpy.context.scene)
     q = segment_query.make_query(scene_obj, "click", viewmat, K, w, h, point=(40, 1))
     snapshot = datablock_snapshot()
     session.request(q, 0.5)
@@ -299,7 +300,7 @@ def test_click_query_selects_the_clicked_object(scene_obj, fake_session):
     session, _ = fake_session
     scene = bpy.context.scene
     labels = _int_attr(scene_obj, "ply_label")
-    viewmat, K, w, h = segment_ops.scene_camera_view(scene)
+    viewmat, K, w, h = camera_data.scene_camera_view(scene)
     x, y = _project(scene_obj, np.flatnonzero(labels == 1), scene)
     query = segment_query.make_query(scene_obj, "click", viewmat, K, w, h, point=(x, y))
     session.request(query, 1.0)

@@ -71,7 +71,7 @@ def _pixel_of_red_sphere(scene, obj) -> tuple[float, float]:
     import numpy as np
 
     from blender_addon.io.gaussian_object import file_to_world
-    from blender_addon.segment.segment_ops import scene_camera_view
+    from blender_addon.render.camera_data import scene_camera_view
     from engine.cameras import project_points
     from engine.synthetic_scene import make_primitives_scene
 

@@ -345,8 +345,7 @@ class GAUSSIANS_OT_animate(EngineModalMixin, bpy.types.Operator):
             params, arrays = engine_client.get_client().request("animate", job.params, job.arrays)
             return self._finish_with(apply_animate_result(job, params, arrays, context.scene))
         except AnimateGaussiansError as exc:
-            self.report({"ERROR"}, exc.user_message())
-            return {"CANCELLED"}
+            return notices.fail(self, exc)
 
     def invoke(self, context, event):
         try:
@@ -354,8 +353,7 @@ class GAUSSIANS_OT_animate(EngineModalMixin, bpy.types.Operator):
             self._client = engine_client.get_client()
             self._request_id = self._client.submit("animate", self._job.params, self._job.arrays)
         except AnimateGaussiansError as exc:
-            self.report({"ERROR"}, exc.user_message())
-            return {"CANCELLED"}
+            return notices.fail(self, exc)
         self._progress = AnimateProgress()
         return self._begin_modal(context, self._progress.status)
 
@@ -381,8 +379,7 @@ class GAUSSIANS_OT_animate(EngineModalMixin, bpy.types.Operator):
         try:
             return self._finish_with(apply_animate_result(self._job, state.params, state.arrays, context.scene))
         except AnimateGaussiansError as exc:
-            self.report({"ERROR"}, exc.user_message())
-            return {"CANCELLED"}
+            return notices.fail(self, exc)
 
 
 def register_properties() -> None:

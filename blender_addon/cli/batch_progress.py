@@ -1,6 +1,5 @@
-"""Progress lines of the batch CLI, and the time a render will take, said after its first frame.
-
-Pure Python (no bpy): the batch prints these lines on stderr.
+"""Progress lines of the batch CLI, the time a render will take (said after its first frame), and Blender's own
+output caught where it would get in the way. Pure Python (no bpy): the batch prints these lines on stderr.
 """
 
 from __future__ import annotations
@@ -14,9 +13,16 @@ import tempfile
 import time
 from typing import Callable, Iterator
 
+from .batch_args import PROG
+
 # A render estimated to take longer than this suggests a smaller --resolution.
 SLOW_RENDER_S = 60.0
 _FRAME = re.compile(r"\((\d+) of (\d+)\)")
+
+
+def say(text: str) -> None:
+    """One progress line of the batch on stderr ("batch.py: segment:  40% lifting masks")."""
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
 
 class RenderEstimate:

@@ -103,12 +103,16 @@ def import_ply(path: str | os.PathLike, context: bpy.types.Context | None = None
     obj = build_object(parsed, object_name(path), context.collection, convert_axes=convert_axes,
                        points_only=points_only, points_only_threshold=points_only_threshold, file_frame=frame)
     obj[FORMAT_KEY] = fmt
-    view_layer = context.view_layer
+    make_active(context.view_layer, obj)
+    return obj
+
+
+def make_active(view_layer: bpy.types.ViewLayer, obj: bpy.types.Object) -> None:
+    """Select `obj` alone and make it the active object: what an import or a split leaves for the next tool."""
     for other in view_layer.objects.selected:
         other.select_set(False)
     obj.select_set(True)
     view_layer.objects.active = obj
-    return obj
 
 
 def is_gaussian_object(obj: bpy.types.Object | None) -> bool:

@@ -11,18 +11,11 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from engine.errors import AnimateGaussiansError
 from engine.formats.detect import EXPORT_EXTENSIONS
 
-IMPORT_GLOB = "*.ply;*.splat;*.spz;*.sog;meta.json"
-
+from .. import notices
 from ..preferences import settings
 from . import gaussian_object
 
-
-def _fail(operator: bpy.types.Operator, error: Exception) -> set[str]:
-    if isinstance(error, AnimateGaussiansError):
-        operator.report({"ERROR"}, error.user_message())
-    else:  # OSError and the like: the message names the path
-        operator.report({"ERROR"}, f"{type(error).__name__}: {error}")
-    return {"CANCELLED"}
+IMPORT_GLOB = "*.ply;*.splat;*.spz;*.sog;meta.json"
 
 
 class GAUSSIANS_OT_import_ply(bpy.types.Operator, ImportHelper):
@@ -62,7 +55,7 @@ class GAUSSIANS_OT_import_ply(bpy.types.Operator, ImportHelper):
                                              points_only=points_only,
                                              points_only_threshold=settings(context).points_only_threshold)
         except (AnimateGaussiansError, OSError) as error:
-            return _fail(self, error)
+            return notices.fail(self, error)
         self.report({"INFO"}, f"Imported {gaussian_object.gaussian_count(obj):,} Gaussians as {obj.name!r} "
                               f"in {time.perf_counter() - start:.2f} s")
         return {"FINISHED"}
@@ -90,7 +83,7 @@ class GAUSSIANS_OT_export_ply(bpy.types.Operator, ExportHelper):
         try:
             path = gaussian_object.export_ply(obj, self.filepath)
         except (AnimateGaussiansError, OSError) as error:
-            return _fail(self, error)
+            return notices.fail(self, error)
         self.report({"INFO"}, f"Exported {gaussian_object.gaussian_count(obj):,} Gaussians to {path}")
         return {"FINISHED"}
 
@@ -126,7 +119,7 @@ class GAUSSIANS_OT_export_splats(bpy.types.Operator, ExportHelper):
         try:
             written = splat_export.export_gaussians(obj, path)
         except (AnimateGaussiansError, OSError) as error:
-            return _fail(self, error)
+            return notices.fail(self, error)
         self.report({"INFO"}, f"Exported {gaussian_object.gaussian_count(obj):,} Gaussians to {written}")
         return {"FINISHED"}
 

@@ -1,5 +1,6 @@
-"""Operators: import a PLY sequence (the folder of the chosen frame) as one animated Gaussian object, and export
-the active Gaussian object's animation (keys, rig, dynamic sequence) over the scene's frame range as .ply frames."""
+"""Operators: import a PLY sequence (the folder of the chosen frame) or a Dynamic 3D Gaussians params.npz as one
+animated Gaussian object, and export the active Gaussian object's animation (keys, rig, dynamic sequence) over the
+scene's frame range as .ply frames."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from engine.errors import AnimateGaussiansError
 
 from .. import notices
-from . import gaussian_object, ply_sequence
-from .import_export import GAUSSIANS_OT_export_ply, _fail
+from . import dynamic_import, gaussian_object, ply_sequence
+from .import_export import GAUSSIANS_OT_export_ply
 
 
 class GAUSSIANS_OT_import_ply_sequence(bpy.types.Operator, ImportHelper):
@@ -34,7 +35,7 @@ class GAUSSIANS_OT_import_ply_sequence(bpy.types.Operator, ImportHelper):
         try:
             obj, notes = ply_sequence.import_sequence(folder, context, frame_start=self.frame_start)
         except (AnimateGaussiansError, OSError) as error:
-            return _fail(self, error)
+            return notices.fail(self, error)
         notices.report(self, notes)
         steps = int(obj[ply_sequence.dynamic_import.DYNAMIC_STEPS_KEY])
         self.report({"INFO"}, f"Imported {steps} frames of {gaussian_object.gaussian_count(obj):,} Gaussians as "
@@ -62,9 +63,33 @@ class GAUSSIANS_OT_export_ply_sequence(bpy.types.Operator, ExportHelper):
         try:
             written = ply_sequence.export_sequence(context.active_object, path, scene=context.scene)
         except (AnimateGaussiansError, OSError) as error:
-            return _fail(self, error)
+            return notices.fail(self, error)
         self.report({"INFO"}, f"Exported {len(written)} frames to {written[0].parent}")
         return {"FINISHED"}
 
 
-classes = (GAUSSIANS_OT_import_ply_sequence, GAUSSIANS_OT_export_ply_sequence)
+class GAUSSIANS_OT_import_dynamic(bpy.types.Operator):
+    """Import a Dynamic 3D Gaussians params.npz as a Gaussian object that plays on the timeline"""
+
+    bl_idname = "gaussians.import_dynamic"
+    bl_label = "Import Dynamic Gaussians"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH")
+    filter_glob: bpy.props.StringProperty(default="*.npz", options={"HIDDEN"})
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        try:
+            obj = dynamic_import.import_dynamic(self.filepath, context)
+        except AnimateGaussiansError as error:
+            return notices.fail(self, error)
+        self.report({"INFO"}, f"{obj.name}: {len(obj.data.vertices):,} Gaussians, "
+                              f"{obj[dynamic_import.DYNAMIC_STEPS_KEY]} timesteps")
+        return {"FINISHED"}
+
+
+classes = (GAUSSIANS_OT_import_ply_sequence, GAUSSIANS_OT_export_ply_sequence, GAUSSIANS_OT_import_dynamic)

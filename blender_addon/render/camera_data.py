@@ -41,3 +41,10 @@ def camera_from_blender(scene, camera_obj, width: int | None = None, height: int
         cam.sensor_fit, cam.shift_x, cam.shift_y, int(width), int(height),
         scene.render.pixel_aspect_x, scene.render.pixel_aspect_y, camera_type=cam.type)
     return viewmat, K, float(cam.clip_start), float(cam.clip_end)
+
+
+def scene_camera_view(scene) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(viewmat, K, width, height) of the scene's active camera at the render resolution."""
+    width, height = render_resolution(scene)
+    viewmat, K, _, _ = camera_from_blender(scene, scene.camera, width, height)
+    return viewmat, K, width, height

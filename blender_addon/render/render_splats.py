@@ -15,6 +15,7 @@ import bpy
 
 from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
+from .. import notices
 from ..engine_link import engine_client
 from ..engine_link.modal_engine import EngineModalMixin
 from .render_request import build_render_request, gaussian_objects
@@ -114,8 +115,7 @@ class GAUSSIANS_OT_render_splats(EngineModalMixin, bpy.types.Operator):
             out = render_splats_blocking(context.scene, bpy.path.abspath(self.directory), None,
                                          write_video=self.write_video, tint_query=self.tint_query)
         except AnimateGaussiansError as exc:
-            self.report({"ERROR"}, exc.user_message())
-            return {"CANCELLED"}
+            return notices.fail(self, exc)
         self.report({"INFO"}, f"Rendered {len(out)} files to {bpy.path.abspath(self.directory)}")
         return {"FINISHED"}
 
@@ -123,8 +123,7 @@ class GAUSSIANS_OT_render_splats(EngineModalMixin, bpy.types.Operator):
         try:
             self._submit(context)
         except AnimateGaussiansError as exc:
-            self.report({"ERROR"}, exc.user_message())
-            return {"CANCELLED"}
+            return notices.fail(self, exc)
         self._progress = RenderProgress(bpy.path.abspath(self.directory))
         return self._begin_modal(context, self._progress.status)
 

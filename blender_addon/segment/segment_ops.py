@@ -4,16 +4,16 @@ Apply (split the selection into its own object, one undo step) and Clear. Querie
 from __future__ import annotations
 
 import bpy
-import numpy as np
 
 from engine.errors import AnimateGaussiansError
 
+from .. import notices
 from ..engine_link import engine_client
 from ..engine_link.modal_engine import set_status
 from ..io import gaussian_object
-from ..render.camera_data import camera_from_blender, render_resolution
+from ..render.camera_data import scene_camera_view
 from ..render.viewport_camera import region_camera, region_pixel, window_region_at
-from . import object_subsets, segment_query, visible_object
+from . import object_subsets, segment_query
 
 _POLL_SECONDS = 0.05
 _HELP = "Esc or right-click: done"
@@ -124,16 +124,10 @@ class _ViewportTool:
     def _send(self, context, mode: str, view, **where) -> None:
         _, viewmat, K, width, height = view
         obj = active_gaussian_object(context)
-        # The object seen at the click (or over the box), among all Gaussian objects: a segment split off the
-        # active scene object is what the user sees there, not the ground behind it.
-        seen = visible_object.object_at(context.scene, viewmat, K, point=where.get("point"), box=where.get("box"))
-        if seen is not None and seen != obj:
-            obj = seen
-            for other in context.selected_objects:
-                other.select_set(False)
-            obj.select_set(True)
-            context.view_layer.objects.active = obj
-        query = segment_query.make_query(obj, mode, viewmat, K, width, height, views=_views(context), **where)
+        query = segment_query.query_on_view(context.scene, obj, mode, viewmat, K, width, height,
+                                            views=_views(context), **where)
+        if query.object_name != obj.name:    # the object seen there is the one asked: it becomes the active one
+            gaussian_object.make_active(context.view_layer, bpy.data.objects[query.object_name])
         start_query(context, query)
 
 
@@ -227,17 +221,9 @@ class GAUSSIANS_OT_segment_box(_ViewportTool, bpy.types.Operator):
                 self._send(context, "box", (region, viewmat, K, width, height),
                            box=(corners[0][0], corners[0][1], corners[1][0], corners[1][1]))
             except AnimateGaussiansError as error:
-                self.report({"ERROR"}, error.user_message())
-                return {"CANCELLED"}
+                return notices.fail(self, error)
             return {"FINISHED"}
         return {"RUNNING_MODAL"}
-
-
-def scene_camera_view(scene) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """(viewmat, K, width, height) of the scene's active camera at the render resolution."""
-    width, height = render_resolution(scene)
-    viewmat, K, _, _ = camera_from_blender(scene, scene.camera, width, height)
-    return viewmat, K, width, height
 
 
 class GAUSSIANS_OT_segment_text(bpy.types.Operator):
@@ -267,8 +253,7 @@ class GAUSSIANS_OT_segment_text(bpy.types.Operator):
                                              views=_views(context))
             start_query(context, query)
         except AnimateGaussiansError as error:
-            self.report({"ERROR"}, error.user_message())
-            return {"CANCELLED"}
+            return notices.fail(self, error)
         self.report({"INFO"}, f"Segmenting {obj.name}: {query.describe()}")
         return {"FINISHED"}
 
@@ -296,13 +281,9 @@ class GAUSSIANS_OT_segment_apply(bpy.types.Operator):
         try:
             segment = object_subsets.split_selected(obj, object_subsets.selection_mask(obj), name)
         except AnimateGaussiansError as error:
-            self.report({"ERROR"}, error.user_message())
-            return {"CANCELLED"}
+            return notices.fail(self, error)
         segment_query.session().forget()
-        for other in context.view_layer.objects.selected:
-            other.select_set(False)
-        segment.select_set(True)
-        context.view_layer.objects.active = segment
+        gaussian_object.make_active(context.view_layer, segment)
         self.report({"INFO"}, f"{segment.name}: {gaussian_object.gaussian_count(segment):,} Gaussians split off "
                               f"{obj.name} ({gaussian_object.gaussian_count(obj):,} left)")
         return {"FINISHED"}

@@ -15,7 +15,7 @@ from engine.errors import AnimateGaussiansError, CameraError, CancelledError, En
 from ..engine_link import engine_client
 from ..io import gaussian_object
 from ..io.gaussian_layout import SOURCE_KEY
-from . import object_subsets
+from . import object_subsets, visible_object
 
 MODES = ("click", "box", "text")
 METHODS = ("auto", "region", "lift", "saga")
@@ -85,6 +85,17 @@ def make_query(obj: bpy.types.Object, mode: str, viewmat: np.ndarray, K: np.ndar
         raise AnimateGaussiansError("the text query is empty", "type what to select, e.g. \"the red ball\"")
     return SegmentQuery(obj.name, mode, np.asarray(viewmat, np.float64), np.asarray(K, np.float64), int(width),
                         int(height), point, box, text.strip(), views)
+
+
+def query_on_view(scene: bpy.types.Scene, obj: bpy.types.Object, mode: str, viewmat: np.ndarray, K: np.ndarray,
+                  width: int, height: int, point=None, box=None, text: str = "",
+                  views: dict | None = None) -> SegmentQuery:
+    """The query for a click, box or text on a view of the scene (the viewport's, or the camera's in batch).
+    A click or box asks the Gaussian object seen there among every one in the scene (a segment split off `obj`
+    stands in front of it, not the ground behind), else `obj`; a text asks `obj`."""
+    if mode in ("click", "box"):
+        obj = visible_object.object_at(scene, viewmat, K, point=point, box=box) or obj
+    return make_query(obj, mode, viewmat, K, width, height, point=point, box=box, text=text, views=views)
 
 
 def build_segment_request(obj: bpy.types.Object, query: SegmentQuery, granularity: float, method: str = "auto",

@@ -79,16 +79,14 @@ class GAUSSIANS_OT_segment_train(EngineRequestModal, bpy.types.Operator):
             self._client = engine_client.get_client()
             self._request_id = self._client.submit("segment_train", params)
         except AnimateGaussiansError as error:
-            self.report({"ERROR"}, error.user_message())
-            return {"CANCELLED"}
+            return notices.fail(self, error)
         return self._begin_modal(context, "Training features: starting — Esc cancels")
 
     def execute(self, context):
         try:
             result, _ = engine_client.get_client().request("segment_train", self._params(context))
         except AnimateGaussiansError as error:
-            self.report({"ERROR"}, error.user_message())
-            return {"CANCELLED"}
+            return notices.fail(self, error)
         return self._done(result)
 
     def _done(self, result: dict) -> set[str]:
