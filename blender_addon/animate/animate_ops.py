@@ -15,11 +15,11 @@ from typing import Callable
 import bpy
 import numpy as np
 
-from engine.errors import AnimateGaussiansError, CameraError, CancelledError, EngineError
+from engine.errors import AnimateGaussiansError, CameraError, EngineError
 
 from .. import notices
 from ..engine_link import engine_client
-from ..engine_link.modal_engine import EngineModalMixin
+from ..engine_link.modal_engine import EngineRequestModal
 from ..io import gaussian_object
 from ..io.gaussian_layout import SOURCE_KEY
 from ..preferences import generator_credentials
@@ -286,100 +286,35 @@ def animate_settings(scene: bpy.types.Scene) -> GaussiansAnimateSettings:
     return scene.gaussians_animate
 
 
-@dataclass
-class AnimateProgress:
-    """What the UI shows of an animate request (no bpy: testable as is)."""
-
-    fraction: float = 0.0
-    status: str = "Animate: starting the engine — Esc cancels"
-    done: bool = False
-    error: AnimateGaussiansError | None = None
-    params: dict = field(default_factory=dict)
-    arrays: dict = field(default_factory=dict)
-
-    def apply(self, events: list[engine_client.EngineEvent]) -> "AnimateProgress":
-        for ev in events:
-            if self.done:
-                break
-            if ev.kind == "progress":
-                self.fraction = ev.fraction
-                self.status = f"Animate: {100 * ev.fraction:.0f}% {ev.stage} — Esc cancels"
-            elif ev.kind == "result":
-                self.done, self.fraction, self.params, self.arrays = True, 1.0, ev.params, ev.arrays
-            else:
-                self.done, self.error = True, ev.error or EngineError("the motion request failed")
-        return self
-
-
-class GAUSSIANS_OT_animate(EngineModalMixin, bpy.types.Operator):
+class GAUSSIANS_OT_animate(EngineRequestModal, bpy.types.Operator):
     """Animate the active Gaussian object from the prompt (or a video): keys on the object, or a rig"""
 
     bl_idname = "gaussians.animate"
     bl_label = "Animate"
     bl_options = {"REGISTER", "UNDO"}
 
-    _timer = None
-    _client: engine_client.EngineClient | None = None
-    _request_id: int | None = None
+    _label = "Animate"
+    _cancelled = "Animate cancelled; the scene is unchanged"
     _job: AnimateJob | None = None
-    _progress: AnimateProgress | None = None
 
     @classmethod
     def poll(cls, context):
         return gaussian_object.is_gaussian_object(context.active_object)
 
-    def _job_from(self, context) -> AnimateJob:
+    def _request(self, context):
         options = options_from_settings(animate_settings(context.scene), engine_client.preferred_device(),
                                         context.scene)
-        return prepare_animate(context.scene, context.active_object, options)
+        self._job = prepare_animate(context.scene, context.active_object, options)
+        return "animate", self._job.params, self._job.arrays
 
-    def _finish_with(self, summary: AnimateSummary) -> set[str]:
+    def _on_result(self, context, params: dict, arrays: dict) -> set[str]:
+        try:
+            summary = apply_animate_result(self._job, params, arrays, context.scene)
+        except AnimateGaussiansError as exc:
+            return notices.fail(self, exc)
         self.report({"INFO"}, summary.message())
         notices.report(self, notices.latest("animate"))
         return {"FINISHED"}
-
-    def execute(self, context):
-        # Scripted calls wait; the interactive path is invoke() → modal().
-        try:
-            job = self._job_from(context)
-            params, arrays = engine_client.get_client().request("animate", job.params, job.arrays)
-            return self._finish_with(apply_animate_result(job, params, arrays, context.scene))
-        except AnimateGaussiansError as exc:
-            return notices.fail(self, exc)
-
-    def invoke(self, context, event):
-        try:
-            self._job = self._job_from(context)
-            self._client = engine_client.get_client()
-            self._request_id = self._client.submit("animate", self._job.params, self._job.arrays)
-        except AnimateGaussiansError as exc:
-            return notices.fail(self, exc)
-        self._progress = AnimateProgress()
-        return self._begin_modal(context, self._progress.status)
-
-    def modal(self, context, event):
-        if event.type == "ESC" and event.value == "PRESS":
-            self._client.cancel(self._request_id)
-            self._status(context, "Animate: cancelling…")
-            return {"RUNNING_MODAL"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        state = self._progress.apply(self._client.poll(self._request_id))
-        if not state.done:
-            context.window_manager.progress_update(int(100 * state.fraction))
-            self._status(context, state.status)
-            return {"RUNNING_MODAL"}
-        self._end_modal(context)
-        if state.error is not None:
-            if isinstance(state.error, CancelledError):
-                self.report({"WARNING"}, "Animate cancelled; the scene is unchanged")
-            else:
-                self.report({"ERROR"}, state.error.user_message())
-            return {"CANCELLED"}
-        try:
-            return self._finish_with(apply_animate_result(self._job, state.params, state.arrays, context.scene))
-        except AnimateGaussiansError as exc:
-            return notices.fail(self, exc)
 
 
 def register_properties() -> None:

@@ -55,19 +55,21 @@ class GAUSSIANS_OT_query4d(EngineRequestModal, bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     _label = "4D Query"
-
-    _timer = None
-    _client = None
-    _request_id: int | None = None
     _target: QueryTarget | None = None
 
     @classmethod
     def poll(cls, context):
         return _query_poll(cls, context)
 
-    def _finish_answer(self, context, result: dict, arrays: dict) -> set[str]:
+    def _request(self, context):
+        params, arrays, self._target = build_query_request(context.scene, context.active_object,
+                                                           context.scene.gaussians_query4d.text,
+                                                           engine_client.preferred_device())
+        return "query4d", params, arrays
+
+    def _on_result(self, context, params: dict, arrays: dict) -> set[str]:
         try:
-            answer = answer_from_result(self._target, result, arrays)
+            answer = answer_from_result(self._target, params, arrays)
             apply_answer(context.scene, answer)
         except AnimateGaussiansError as error:
             return notices.fail(self, error)
@@ -79,30 +81,6 @@ class GAUSSIANS_OT_query4d(EngineRequestModal, bpy.types.Operator):
             self.report({"INFO"}, f"\u201c{answer.target.text}\u201d: frames {a}–{b}, "
                                   f"{sum(answer.matched()):,} Gaussians")
         return {"FINISHED"}
-
-    def execute(self, context):   # scripts wait
-        settings = context.scene.gaussians_query4d
-        try:
-            params, arrays, self._target = build_query_request(context.scene, context.active_object, settings.text,
-                                                               engine_client.preferred_device())
-            result, result_arrays = engine_client.get_client().request("query4d", params, arrays)
-        except AnimateGaussiansError as error:
-            return notices.fail(self, error)
-        return self._finish_answer(context, result, result_arrays)
-
-    def invoke(self, context, event):
-        settings = context.scene.gaussians_query4d
-        try:
-            params, arrays, self._target = build_query_request(context.scene, context.active_object, settings.text,
-                                                               engine_client.preferred_device())
-            self._client = engine_client.get_client()
-            self._request_id = self._client.submit("query4d", params, arrays)
-        except AnimateGaussiansError as error:
-            return notices.fail(self, error)
-        return self._begin_modal(context, "4D Query: starting — Esc cancels")
-
-    def _on_result(self, context, params, arrays):
-        return self._finish_answer(context, params, arrays)
 
 
 class GAUSSIANS_OT_query4d_segment(bpy.types.Operator):

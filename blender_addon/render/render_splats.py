@@ -8,7 +8,6 @@ fast path that skips Blender's image pipeline.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Callable
 
 import bpy
@@ -17,10 +16,11 @@ from engine.errors import AnimateGaussiansError, CancelledError, EngineError
 
 from .. import notices
 from ..engine_link import engine_client
-from ..engine_link.modal_engine import EngineModalMixin
+from ..engine_link.modal_engine import EngineRequestModal
 from .render_request import build_render_request, gaussian_objects
 
 DEFAULT_OUT_DIR = "//splat_render/"
+CANCELLED_MESSAGE = f"Render cancelled; {CancelledError.hint}"
 
 
 def written_files(result: dict) -> list[str]:
@@ -46,42 +46,13 @@ def render_splats_blocking(scene: bpy.types.Scene, out_dir: str | os.PathLike,
     return written_files(result)
 
 
-@dataclass
-class RenderProgress:
-    """What the UI shows of a render request, advanced by the engine's events (no bpy: testable as is)."""
-
-    out_dir: str
-    fraction: float = 0.0
-    status: str = "Render Splats: starting the engine — Esc cancels"
-    done: bool = False
-    report_type: str = ""       # the Operator.report type once done: INFO, WARNING or ERROR
-    report: str = ""
-
-    def apply(self, events: list[engine_client.EngineEvent]) -> "RenderProgress":
-        for ev in events:
-            if self.done:
-                break
-            if ev.kind == "progress":
-                self.fraction = ev.fraction
-                self.status = f"Render Splats: {100 * ev.fraction:.0f}% {ev.stage} — Esc cancels"
-            elif ev.kind == "result" and not ev.params.get("frames"):
-                self.done, self.report_type = True, "ERROR"
-                self.report = EngineError("the engine's render answer lists no frames").user_message()
-            elif ev.kind == "result":
-                self.done, self.fraction, self.report_type = True, 1.0, "INFO"
-                video = " and render.mp4" if ev.params.get("video") else ""
-                self.report = f"Rendered {len(ev.params.get('frames', []))} frames{video} to {self.out_dir}"
-            else:
-                self.done = True
-                if isinstance(ev.error, CancelledError):
-                    self.report_type, self.report = "WARNING", f"Render cancelled; {CancelledError.hint}"
-                else:
-                    self.report_type = "ERROR"
-                    self.report = (ev.error or EngineError("the render failed")).user_message()
-        return self
+def rendered_message(result: dict, out_dir: str) -> str:
+    """The operator's report of a finished render: how many frames, and the video when there is one."""
+    video = " and render.mp4" if result.get("video") else ""
+    return f"Rendered {len(result.get('frames', []))} frames{video} to {out_dir}"
 
 
-class GAUSSIANS_OT_render_splats(EngineModalMixin, bpy.types.Operator):
+class GAUSSIANS_OT_render_splats(EngineRequestModal, bpy.types.Operator):
     """Render the frame range with the engine (photoreal splats) from the active camera to PNGs and an MP4"""
 
     bl_idname = "gaussians.render_splats"
@@ -94,23 +65,20 @@ class GAUSSIANS_OT_render_splats(EngineModalMixin, bpy.types.Operator):
     tint_query: bpy.props.BoolProperty(name="Tint 4D Query", default=False,
                                        description="Tint the Gaussians of the 4D query's answer on its frames")
 
-    _timer = None
-    _client: engine_client.EngineClient | None = None
-    _request_id: int | None = None
-    _progress: RenderProgress | None = None
+    _label = "Render Splats"
+    _cancelled = CANCELLED_MESSAGE
 
     @classmethod
     def poll(cls, context):
         return context.scene is not None and bool(gaussian_objects(context.scene))
 
-    def _submit(self, context) -> None:
+    def _request(self, context):
         params, arrays = build_render_request(context.scene, bpy.path.abspath(self.directory), None,
                                               engine_client.preferred_device(), self.write_video, self.tint_query)
-        self._client = engine_client.get_client()
-        self._request_id = self._client.submit("render", params, arrays)
+        return "render", params, arrays
 
     def execute(self, context):
-        # Scripted calls (and batch) wait; the interactive path is invoke() → modal().
+        # Scripted calls (and batch) wait, checking every frame was written; the interactive path is invoke().
         try:
             out = render_splats_blocking(context.scene, bpy.path.abspath(self.directory), None,
                                          write_video=self.write_video, tint_query=self.tint_query)
@@ -119,30 +87,11 @@ class GAUSSIANS_OT_render_splats(EngineModalMixin, bpy.types.Operator):
         self.report({"INFO"}, f"Rendered {len(out)} files to {bpy.path.abspath(self.directory)}")
         return {"FINISHED"}
 
-    def invoke(self, context, event):
-        try:
-            self._submit(context)
-        except AnimateGaussiansError as exc:
-            return notices.fail(self, exc)
-        self._progress = RenderProgress(bpy.path.abspath(self.directory))
-        return self._begin_modal(context, self._progress.status)
-
-    def modal(self, context, event):
-        client = self._client
-        if event.type == "ESC" and event.value == "PRESS":
-            client.cancel(self._request_id)  # the engine answers with CancelledError at its next frame
-            self._status(context, "Render Splats: cancelling…")
-            return {"RUNNING_MODAL"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        state = self._progress.apply(client.poll(self._request_id))
-        if not state.done:
-            context.window_manager.progress_update(int(100 * state.fraction))
-            self._status(context, state.status)
-            return {"RUNNING_MODAL"}
-        self._end_modal(context)
-        self.report({state.report_type}, state.report)
-        return {"FINISHED"} if state.report_type == "INFO" else {"CANCELLED"}
+    def _on_result(self, context, params: dict, arrays: dict) -> set[str]:
+        if not params.get("frames"):
+            return notices.fail(self, EngineError("the engine's render answer lists no frames"))
+        self.report({"INFO"}, rendered_message(params, bpy.path.abspath(self.directory)))
+        return {"FINISHED"}
 
 
 classes = (GAUSSIANS_OT_render_splats,)

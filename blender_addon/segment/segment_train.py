@@ -18,6 +18,8 @@ from ..engine_link import engine_client
 from ..engine_link.modal_engine import EngineRequestModal
 from ..io import gaussian_object
 from ..io.gaussian_layout import SOURCE_KEY
+from ..ui.advanced_settings import advanced
+from .segment_query import views_for_capture
 
 
 def train_request(obj: bpy.types.Object, device: str = "auto", views: dict | None = None,
@@ -57,48 +59,23 @@ class GAUSSIANS_OT_segment_train(EngineRequestModal, bpy.types.Operator):
 
     _label = "Training features"
 
-    _client = None
-    _request_id: int | None = None
-
     @classmethod
     def poll(cls, context):
         return gaussian_object.is_gaussian_object(context.active_object)
 
-    def _params(self, context) -> dict:
-        from ..ui.advanced_settings import advanced
-        from .segment_query import views_for_capture
-
+    def _request(self, context):
         adv = advanced(context.scene)
-        return train_request(context.active_object, engine_client.preferred_device(),
-                             views_for_capture(context.scene.gaussians_segment.capture),
-                             None if adv.sam_model == "auto" else adv.sam_model)
+        params = train_request(context.active_object, engine_client.preferred_device(),
+                               views_for_capture(context.scene.gaussians_segment.capture),
+                               None if adv.sam_model == "auto" else adv.sam_model)
+        return "segment_train", params, None
 
-    def invoke(self, context, event):
-        try:
-            params = self._params(context)
-            self._client = engine_client.get_client()
-            self._request_id = self._client.submit("segment_train", params)
-        except AnimateGaussiansError as error:
-            return notices.fail(self, error)
-        return self._begin_modal(context, "Training features: starting — Esc cancels")
-
-    def execute(self, context):
-        try:
-            result, _ = engine_client.get_client().request("segment_train", self._params(context))
-        except AnimateGaussiansError as error:
-            return notices.fail(self, error)
-        return self._done(result)
-
-    def _done(self, result: dict) -> set[str]:
-        context = bpy.context
+    def _on_result(self, context, params: dict, arrays: dict) -> set[str]:
         context.scene.gaussians_segment.method = "saga"
-        self.report({"INFO"}, f"Features trained in {float(result.get('seconds', 0)):.0f} s; "
+        self.report({"INFO"}, f"Features trained in {float(params.get('seconds', 0)):.0f} s; "
                               "Segment now uses SAGA Features")
         notices.report(self, notices.latest("segment_train"))
         return {"FINISHED"}
-
-    def _on_result(self, context, params, arrays):
-        return self._done(params)
 
 
 classes = (GAUSSIANS_OT_segment_train,)
