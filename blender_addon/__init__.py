@@ -1,6 +1,8 @@
 """Animate Gaussians: import, segment, animate and render 3D Gaussian Splatting scenes in Blender.
 
-Modules that need bpy are imported in register(), so the pure ones (gaussian_layout) import without Blender.
+A package per stage (io, segment, animate, query4d, render) beside the engine's, with engine_link, ui and cli;
+docs/architecture.md is the map. Modules that need bpy are imported in register(), so the pure ones
+(gaussian_layout, selection, keyframes, ...) import without Blender.
 """
 
 bl_info = {
