@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from blender_addon.engine_client import EngineClient  # noqa: E402
+from blender_addon.engine_link.engine_client import EngineClient  # noqa: E402
 
 
 def measure_start(python: str, starts: int) -> None:

@@ -28,8 +28,8 @@ from fault_scene import make_scene, run_request  # noqa: E402
 from scene_state import differences, scene_state  # noqa: E402
 
 import blender_addon  # noqa: E402
-from blender_addon import engine_client  # noqa: E402
-from blender_addon.engine_watchdog import STALL_ENV  # noqa: E402
+from blender_addon.engine_link import engine_client  # noqa: E402
+from blender_addon.engine_link.engine_watchdog import STALL_ENV  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 from engine.synthetic_scene import make_primitives_scene  # noqa: E402
 

@@ -50,7 +50,7 @@ def main() -> None:
     import bpy
 
     import blender_addon
-    from blender_addon import gaussian_object
+    from blender_addon.io import gaussian_object
     from engine.formats import read_scene
 
     paths = _files(args.count)

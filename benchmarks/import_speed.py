@@ -52,7 +52,7 @@ def _memory_run(path: str) -> None:
     """In a fresh process (child mode): peak RSS increase of one import, printed as bytes."""
     import bpy
     import blender_addon
-    from blender_addon import gaussian_object
+    from blender_addon.io import gaussian_object
 
     blender_addon.register()
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -83,7 +83,7 @@ def main() -> None:
 
     import bpy
     import blender_addon
-    from blender_addon import gaussian_object
+    from blender_addon.io import gaussian_object
 
     blender_addon.register()
     ours, blender = [], []

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 
-from blender_addon.keyframes import channel_container, keyframe_count, reduce_keys, write_keys  # noqa: E402
+from blender_addon.animate.keyframes import channel_container, keyframe_count, reduce_keys, write_keys  # noqa: E402
 
 OBJECTS, FRAMES = 10, 1000
 GROUPS = (("location", 3, 1e-3), ("rotation_quaternion", 4, 1e-4), ("scale", 3, 1e-3))   # 10 channels

@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blender_addon.engine_client import EngineClient  # noqa: E402
+from blender_addon.engine_link.engine_client import EngineClient  # noqa: E402
 from benchmarks.timing import median_ms  # noqa: E402
 from engine import shared_pixels  # noqa: E402
 from engine.cameras import intrinsics_from_fov, look_at  # noqa: E402

@@ -26,11 +26,12 @@ sys.path.insert(0, str(ROOT))
 import bpy  # noqa: E402
 
 from benchmarks.timing import median_ms  # noqa: E402
-from blender_addon import engine_client, render_splats  # noqa: E402
-from blender_addon.gaussian_object import import_ply  # noqa: E402
-from blender_addon.render_region import pass_pixels, scaled_camera  # noqa: E402
-from blender_addon.render_request import build_pixels_request  # noqa: E402
-from blender_addon.splat_render_engine import ENGINE_ID  # noqa: E402
+from blender_addon.engine_link import engine_client  # noqa: E402
+from blender_addon.render import render_splats  # noqa: E402
+from blender_addon.io.gaussian_object import import_ply  # noqa: E402
+from blender_addon.render.render_region import pass_pixels, scaled_camera  # noqa: E402
+from blender_addon.render.render_request import build_pixels_request  # noqa: E402
+from blender_addon.render.splat_render_engine import ENGINE_ID  # noqa: E402
 from engine import shared_pixels  # noqa: E402
 from engine.ply import write_gaussians  # noqa: E402
 from engine.synthetic_scene import make_random_gaussians  # noqa: E402
@@ -118,7 +119,7 @@ def main() -> None:
 
         # The viewport: a perspective view as a redraw asks for it (full size and navigating at half size).
         depsgraph = bpy.context.evaluated_depsgraph_get()
-        from blender_addon.camera_data import camera_from_blender
+        from blender_addon.render.camera_data import camera_from_blender
         viewmat, K, near, far = camera_from_blender(scene, scene.camera, args.width, args.height)
         for label, scale, passes in (("f12_engine", 1.0, ("combined", "depth")), ("viewport", 1.0, ("combined",)),
                                      ("viewport_navigate", 0.5, ("combined",))):

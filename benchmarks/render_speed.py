@@ -136,7 +136,7 @@ def gpu_benchmarks(n: int, frames: int, run_process: bool) -> None:
             shutil.rmtree(out_dir)
 
         if run_process:
-            from blender_addon.engine_client import EngineClient
+            from blender_addon.engine_link.engine_client import EngineClient
 
             client = EngineClient(python=sys.executable)
             try:

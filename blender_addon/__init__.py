@@ -1,6 +1,8 @@
 """Animate Gaussians: import, segment, animate and render 3D Gaussian Splatting scenes in Blender.
 
-Modules that need bpy are imported in register(), so the pure ones (gaussian_layout) import without Blender.
+A package per stage (io, segment, animate, query4d, render) beside the engine's, with engine_link, ui and cli;
+docs/architecture.md is the map. Modules that need bpy are imported in register(), so the pure ones
+(gaussian_layout, selection, keyframes, ...) import without Blender.
 """
 
 bl_info = {
@@ -14,8 +16,13 @@ _registered_modules: list = []
 
 
 def _modules():
-    from . import (advanced_settings, animate_ops, import_export, panels, preferences, query4d_ops, render_splats,
-                   segment_ops, segment_panel, segment_train, sequence_ops, splat_render_engine)
+    from . import preferences
+    from .animate import animate_ops
+    from .io import import_export, sequence_ops
+    from .query4d import query4d_ops
+    from .render import render_splats, splat_render_engine
+    from .segment import segment_ops, segment_panel, segment_train
+    from .ui import advanced_settings, panels
     return [preferences, advanced_settings, import_export, sequence_ops, render_splats, segment_ops, segment_train,
             animate_ops, query4d_ops, panels, segment_panel, splat_render_engine]
 
@@ -29,7 +36,12 @@ def register() -> None:
     for module in modules:
         for cls in module.classes:
             bpy.utils.register_class(cls)
-    from . import advanced_settings, animate_ops, import_export, query4d_ops, segment_ops, splat_render_engine
+    from .animate import animate_ops
+    from .io import import_export
+    from .query4d import query4d_ops
+    from .render import splat_render_engine
+    from .segment import segment_ops
+    from .ui import advanced_settings
     import_export.register_menus()
     splat_render_engine.register_panels()
     advanced_settings.register_properties()
@@ -42,11 +54,16 @@ def register() -> None:
 def unregister() -> None:
     import bpy
 
-    from . import engine_client, import_export
+    from .engine_link import engine_client
+    from .io import import_export
     engine_client.shutdown_client()
     if _registered_modules:
         import_export.unregister_menus()
-        from . import advanced_settings, animate_ops, query4d_ops, segment_ops, splat_render_engine
+        from .animate import animate_ops
+        from .query4d import query4d_ops
+        from .render import splat_render_engine
+        from .segment import segment_ops
+        from .ui import advanced_settings
         splat_render_engine.unregister_panels()
         advanced_settings.unregister_properties()
         segment_ops.unregister_properties()

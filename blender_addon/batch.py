@@ -3,14 +3,16 @@
     blender -b [scene.blend] -P blender_addon/batch.py -- [options]
     python blender_addon/batch.py [--blend scene.blend] [options]      # the same, with the bpy module
 
-Each step is (name, predicate on the arguments, function of the run's context); later work adds its step to
-STEPS at its place. A failure exits non-zero with one line on stderr and writes no .blend.
+Each step is (name, predicate on the arguments, function of the run's context) and calls what the operators
+call (import_ply, segment_blocking, animate_blocking, ...); a new step goes into STEPS at its place. The command
+line is cli/batch_args.py, the report cli/batch_report.py. A failure exits non-zero with one line on stderr and
+writes no .blend.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 import traceback
@@ -20,11 +22,17 @@ from typing import Callable, Sequence
 
 if __package__ in (None, ""):
     # Run as a script file (python batch.py / blender -P batch.py): import the add-on as package `blender_addon`
-    # from the repository root, and the shared `engine` beside it.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # from the repository root, and the shared `engine` beside it. `python batch.py` also puts this folder first
+    # on sys.path, where the add-on's packages (io, render, ...) would pass for top-level modules: take it off.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
 
-from blender_addon import batch_args  # noqa: E402
-from blender_addon.batch_args import PROG, BatchError, build_parser  # noqa: E402,F401 (re-exported)
+from blender_addon import notices  # noqa: E402
+from blender_addon.cli import batch_args, batch_report  # noqa: E402
+from blender_addon.cli.batch_args import PROG, BatchError, build_parser  # noqa: E402,F401 (re-exported)
+from blender_addon.cli.batch_progress import say  # noqa: E402
+from blender_addon.cli.batch_report import one_line  # noqa: E402
 from engine.errors import AnimateGaussiansError, InputFileError  # noqa: E402
 from engine.formats.sequence import is_sequence_spec  # noqa: E402
 
@@ -55,7 +63,7 @@ class BatchContext:
     def gaussian_object(self):
         """The last Gaussian object made (or, in a loaded .blend, the active/first one)."""
         import bpy
-        from blender_addon.gaussian_object import is_gaussian_object
+        from blender_addon.io.gaussian_object import is_gaussian_object
 
         for name in reversed(self.objects):
             obj = bpy.data.objects.get(name)
@@ -76,7 +84,7 @@ def step_open_blend(ctx: BatchContext) -> None:
     """Open the .blend; one that Blender cannot read is the user's input error, not ours (Blender's own
     message goes into ours instead of stdout)."""
     import bpy
-    from blender_addon.batch_progress import captured_stdout
+    from blender_addon.cli.batch_progress import captured_stdout
 
     path = Path(ctx.args.blend).resolve()
     with captured_stdout() as said:
@@ -86,18 +94,17 @@ def step_open_blend(ctx: BatchContext) -> None:
             failure = error
         else:
             return
-    detail = _one_line(str(failure).replace("Error:", "")) or _one_line(said())
+    detail = one_line(str(failure).replace("Error:", "")) or one_line(said())
     raise InputFileError(f"--blend: Blender cannot read {path}: {detail}",
                          hint="check that it is a .blend saved by Blender 4.2 or later and not truncated")
 
 
 def step_import_ply(ctx: BatchContext) -> None:
     import bpy
-    from blender_addon import gaussian_object
+    from blender_addon.io import gaussian_object, ply_sequence
     from blender_addon.preferences import settings
 
     if is_sequence_spec(ctx.args.ply):   # a folder or numbered pattern of .ply frames: one animated object
-        from blender_addon import ply_sequence
         obj, _ = ply_sequence.import_sequence(ctx.args.ply, bpy.context)
         ctx.last_dynamic = obj.name
     else:
@@ -108,7 +115,7 @@ def step_import_ply(ctx: BatchContext) -> None:
 
 def step_import_dynamic(ctx: BatchContext) -> None:
     import bpy
-    from blender_addon import dynamic_import
+    from blender_addon.io import dynamic_import
 
     obj = dynamic_import.import_dynamic(ctx.args.dynamic, bpy.context)
     ctx.objects.append(obj.name)
@@ -119,36 +126,33 @@ def step_query(ctx: BatchContext) -> None:
     """4D query on the dynamic object (--dynamic, else the scene's first one), else on the scene's animated
     Gaussian objects; the answer is highlighted and marked on the timeline, and reported under "queries"."""
     import bpy
-    from blender_addon import dynamic_import, query4d_ops
+    from blender_addon.io import dynamic_import
+    from blender_addon.query4d import query4d_answer, query4d_request
 
     scene = bpy.context.scene
     obj = bpy.data.objects.get(ctx.last_dynamic) if ctx.last_dynamic else None
     if obj is None:
         obj = next((o for o in scene.objects if dynamic_import.is_dynamic(o)), None)
-
-    def progress(text: str) -> None:
-        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
-
-    answer = query4d_ops.query_blocking(scene, obj, ctx.args.query, device=ctx.args.device or "auto",
-                                        report=progress)
-    query4d_ops.apply_answer(scene, answer)
+    answer = query4d_request.query_blocking(scene, obj, ctx.args.query, device=ctx.args.device or "auto",
+                                            report=say)
+    query4d_answer.apply_answer(scene, answer)
     if answer.span_frames is None:
-        progress(f"query: {answer.no_match_message()}")
+        say(f"query: {answer.no_match_message()}")
     ctx.queries.append(answer.summary())
 
 
 def step_capture_images(ctx: BatchContext) -> None:
-    from blender_addon.segment_query import views_for_capture
+    from blender_addon.segment.segment_query import views_for_capture
 
     ctx.views = views_for_capture(Path(ctx.args.images).resolve())
 
 
 def step_select(ctx: BatchContext) -> None:
-    """Segment the Gaussian object from the active camera's view (render resolution) and split the selection
-    into its own object. Everything is asked and checked before the scene changes."""
+    """Segment from the active camera's view (render resolution), as the Segment tools do from the viewport's,
+    and split the selection into its own object. Everything is asked and checked before the scene changes."""
     import bpy
-    from blender_addon import object_subsets, segment_query
-    from blender_addon.segment_ops import scene_camera_view
+    from blender_addon.render.camera_data import scene_camera_view
+    from blender_addon.segment import object_subsets, segment_query, segment_train
     from engine.errors import CameraError
 
     args, scene = ctx.args, bpy.context.scene
@@ -156,32 +160,18 @@ def step_select(ctx: BatchContext) -> None:
     if scene.camera is None:
         raise CameraError("--select needs a camera: the scene has no active camera",
                           hint="open a .blend with a camera (--blend), or set the scene's camera")
-    viewmat, K, width, height = scene_camera_view(scene)
-    if args.select_point is not None or args.select_box is not None:
-        # What is seen at the click (or over the box), among every Gaussian object: a segment an earlier Apply
-        # split off is in front of the scene object it came from.
-        from blender_addon.visible_object import object_at
-        obj = object_at(scene, viewmat, K, point=args.select_point, box=args.select_box) or obj
-    if args.select_point is not None:
-        query = segment_query.make_query(obj, "click", viewmat, K, width, height, point=args.select_point,
-                                         views=ctx.views)
-    elif args.select_box is not None:
-        query = segment_query.make_query(obj, "box", viewmat, K, width, height, box=args.select_box, views=ctx.views)
-    else:
-        query = segment_query.make_query(obj, "text", viewmat, K, width, height, text=args.select, views=ctx.views)
-
-    def progress(text: str) -> None:
-        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
-
+    mode, where = (("click", {"point": args.select_point}) if args.select_point is not None else
+                   ("box", {"box": args.select_box}) if args.select_box is not None else ("text", {"text": args.select}))
+    query = segment_query.query_on_view(scene, obj, mode, *scene_camera_view(scene), views=ctx.views, **where)
+    obj = bpy.data.objects[query.object_name]      # for a click or box, the object seen there
     granularity = 0.5 if args.granularity is None else args.granularity
     method = "auto"
     if args.train_features:
-        from blender_addon.segment_train import train_blocking
-        train_blocking(obj, args.device or "auto", ctx.views, args.sam_model, report=progress)
+        segment_train.train_blocking(obj, args.device or "auto", ctx.views, args.sam_model, report=say)
         method = "saga"
     options = {"sam_variant": args.sam_model} if args.sam_model else {}
     mask, answer = segment_query.segment_blocking(obj, query, granularity, method, device=args.device or "auto",
-                                                  report=progress, options=options)
+                                                  report=say, options=options)
     segment = object_subsets.split_selected(obj, mask, args.segment_name or "segment")
     ctx.objects.append(segment.name)
     ctx.last_segment = segment.name
@@ -194,24 +184,20 @@ def step_animate(ctx: BatchContext) -> None:
     """Animate --target (else the last segment, else the Gaussian object) from the prompt; keys on it, or on
     its rig (then the armature is reported too)."""
     import bpy
-    from blender_addon.animate_ops import AnimateOptions, animate_blocking, scene_fps
+    from blender_addon.animate.animate_ops import AnimateOptions, animate_blocking, scene_fps
 
     args, scene = ctx.args, bpy.context.scene
     name = args.target or ctx.last_segment
     obj = bpy.data.objects.get(name) if name else ctx.gaussian_object
     if obj is None:
         raise BatchError(f"--target: there is no object named {name!r}", hint="give the name of a Gaussian object")
-
-    def progress(text: str) -> None:
-        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
-
     options = AnimateOptions(prompt=args.animate, generator=args.generator or "preset",
                              frames=args.frames if args.frames is not None else 48,
                              fps=args.fps if args.fps is not None else scene_fps(scene),
                              video_path=str(Path(args.video).resolve()) if args.video else "",
                              motion=args.motion or "auto", handles=args.handles or 8,
                              device=args.device or "auto", options=batch_args.generator_options(args))
-    summary = animate_blocking(scene, obj, options, report=progress)
+    summary = animate_blocking(scene, obj, options, report=say)
     ctx.animations.append({"name": summary.object_name, "armature": summary.armature_name,
                            "motion": summary.motion, "frames": summary.frames, "keyframes": summary.keyframes,
                            "info": summary.info})
@@ -222,13 +208,9 @@ def step_animate(ctx: BatchContext) -> None:
 
 def step_render(ctx: BatchContext) -> None:
     import bpy
-    from blender_addon.render_splats import render_splats_blocking
-
-    from blender_addon.batch_progress import RenderEstimate
-    from blender_addon.camera_data import render_resolution
-
-    def say(text: str) -> None:
-        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+    from blender_addon.cli.batch_progress import RenderEstimate
+    from blender_addon.render.camera_data import render_resolution
+    from blender_addon.render.render_splats import render_splats_blocking
 
     scene = bpy.context.scene
     resolution = tuple(ctx.args.resolution) if ctx.args.resolution else None
@@ -244,14 +226,14 @@ def step_render(ctx: BatchContext) -> None:
 
 
 def step_export_ply(ctx: BatchContext) -> None:
-    from blender_addon import gaussian_object
+    from blender_addon.io import gaussian_object
 
     path = gaussian_object.export_ply(ctx.gaussian_object, ctx.args.export_ply)
     ctx.files.append(str(Path(path).resolve()))
 
 
 def step_export(ctx: BatchContext) -> None:
-    from blender_addon import splat_export
+    from blender_addon.io import splat_export
 
     ctx.files.extend(str(Path(p).resolve()) for p in splat_export.export_target(ctx.gaussian_object, ctx.args.export))
 
@@ -311,68 +293,6 @@ def validate(args: argparse.Namespace) -> list[Step]:
     return wanted
 
 
-# ----------------------------------------------------------------------------------------------------- report
-
-def _keyframe_count(obj) -> tuple[int, list[float] | None]:
-    anim = obj.animation_data
-    action = anim.action if anim else None
-    if action is None:
-        return 0, None
-    fcurves = list(getattr(action, "fcurves", []) or [])
-    if not fcurves and hasattr(action, "layers"):       # Blender 4.4+ layered actions
-        for layer in action.layers:
-            for strip in layer.strips:
-                for bag in getattr(strip, "channelbags", []):
-                    fcurves.extend(bag.fcurves)
-    return sum(len(fc.keyframe_points) for fc in fcurves), [float(f) for f in action.frame_range]
-
-
-def _warnings() -> list[dict]:
-    """Every fallback the engine (or the add-on) took in this run: {"source", "code", "message"}."""
-    from blender_addon import notices
-    return notices.history()
-
-
-def _engine_backend() -> dict | None:
-    """The engine's rasterizer and device ({"rasterizer", "device"}); None when no step started the engine."""
-    from blender_addon import engine_backend
-    return engine_backend.current()
-
-
-def build_report(ctx: BatchContext) -> dict:
-    import bpy
-    from blender_addon.gaussian_object import gaussian_count, is_gaussian_object, object_layout
-
-    objects = []
-    for name in ctx.objects:
-        obj = bpy.data.objects.get(name)
-        if obj is None:
-            continue
-        entry: dict = {"name": obj.name}
-        if is_gaussian_object(obj):
-            entry["gaussians"] = gaussian_count(obj)
-            entry["sh_degree"] = object_layout(obj).sh_degree
-        entry["keyframes"], entry["frame_range"] = _keyframe_count(obj)
-        objects.append(entry)
-    return {"ok": not ctx.errors, "objects": objects, "segments": ctx.segments, "queries": ctx.queries,
-            "animations": ctx.animations,
-            "files": ctx.files, "warnings": _warnings(), "engine_backend": _engine_backend(),
-            "seconds": {s["name"]: s["seconds"] for s in ctx.steps}, "steps": ctx.steps, "errors": ctx.errors}
-
-
-def write_report(ctx: BatchContext) -> None:
-    path = Path(ctx.args.report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        report = build_report(ctx)
-    except Exception as error:   # the report must still say what went wrong
-        report = {"ok": False, "objects": [], "files": ctx.files, "steps": ctx.steps, "warnings": _warnings(),
-                  "engine_backend": _engine_backend(),
-                  "seconds": {s["name"]: s["seconds"] for s in ctx.steps},
-                  "errors": ctx.errors + [f"report: {error}"]}
-    path.write_text(json.dumps(report, indent=2))
-
-
 # ------------------------------------------------------------------------------------------------------- main
 
 def _register_addon() -> bool:
@@ -402,38 +322,16 @@ def _start_scene(args: argparse.Namespace) -> None:
         bpy.ops.wm.read_homefile(use_empty=True)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _command_line_report(argv: Sequence[str], message: str) -> None:
-    """The report of a run refused before it started (the command line is wrong), when --report is given."""
-    argv = list(argv)
-    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--report=")), None)
-    if path is None and "--report" in argv[:-1]:
-        path = argv[argv.index("--report") + 1]
-    if not path:
-        return
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"ok": False, "objects": [], "segments": [], "queries": [], "files": [],
-                                          "warnings": [], "seconds": {}, "steps": [], "errors": [message]},
-                                         indent=2))
-    except OSError:
-        pass   # the error line on stderr already says what is wrong
-
-
 def run(argv: Sequence[str]) -> int:
     """Run the batch; returns the exit status (0 ok, 1 failed, 2 bad command line)."""
     try:
         args = build_parser().parse_args(list(argv))
         steps = validate(args)
     except AnimateGaussiansError as error:
-        message = _one_line(error.user_message())
+        message = one_line(error.user_message())
         print(f"{PROG}: error: {message}", file=sys.stderr)
-        _command_line_report(argv, message)
+        batch_report.command_line_report(argv, message)
         return 2
-    from blender_addon import notices
     notices.require(batch_args.required_codes(args))
     ctx = BatchContext(args=args)
     status = 0
@@ -443,30 +341,29 @@ def run(argv: Sequence[str]) -> int:
         _start_scene(args)
         for step in steps:
             start = time.perf_counter()
-            seen = len(_warnings())
+            seen = len(batch_report.warnings())
             try:
                 step.run(ctx)
             finally:
                 ctx.steps.append({"name": step.name, "seconds": round(time.perf_counter() - start, 4)})
-                for w in _warnings()[seen:]:
-                    print(f"{PROG}: warning: {_one_line(w['message'])}", file=sys.stderr, flush=True)
+                for w in batch_report.warnings()[seen:]:
+                    say(f"warning: {one_line(w['message'])}")
     except (AnimateGaussiansError, OSError) as error:
         message = error.user_message() if isinstance(error, AnimateGaussiansError) else f"{type(error).__name__}: {error}"
-        ctx.errors.append(_one_line(message))
+        ctx.errors.append(one_line(message))
         status = 1
     except Exception as error:   # a bug: still one line, the traceback only on request
-        ctx.errors.append(_one_line(f"internal error {type(error).__name__}: {error} (please report it; set "
-                                    "ANIMATE_GAUSSIANS_DEBUG=1 for the traceback)"))
-        import os
+        ctx.errors.append(one_line(f"internal error {type(error).__name__}: {error} (please report it; set "
+                                   "ANIMATE_GAUSSIANS_DEBUG=1 for the traceback)"))
         if os.environ.get("ANIMATE_GAUSSIANS_DEBUG"):
             traceback.print_exc()
         status = 1
     if args.report is not None:
         try:
-            write_report(ctx)
+            batch_report.write_report(ctx)
             ctx.files.append(str(Path(args.report).resolve()))
         except OSError as error:
-            ctx.errors.append(_one_line(f"cannot write the report: {error}"))
+            ctx.errors.append(one_line(f"cannot write the report: {error}"))
             status = status or 1
     if registered:
         _unregister_addon()

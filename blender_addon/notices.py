@@ -1,4 +1,4 @@
-"""Warnings the user must see: every engine fallback (no depth, torch instead of gsplat, region growing instead
+"""Warnings (and operator errors) the user must see: every engine fallback (no depth, torch instead of gsplat, region growing instead
 of SAM, ...) arrives with its result as `params["warnings"]` (engine/fallbacks.py). The engine client records
 them here by request type as results arrive; the panel draws them, operators report them, and the batch report
 lists them under `warnings`. Pure Python (no bpy), so the batch and the tests read it directly.
@@ -10,6 +10,7 @@ import threading
 from typing import Any, Mapping
 
 from engine import fallbacks
+from engine.errors import AnimateGaussiansError
 
 _lock = threading.Lock()
 _latest: dict[str, list[dict[str, str]]] = {}     # request type → warnings of its latest result
@@ -87,6 +88,16 @@ def report(operator, messages: list[str]) -> None:
     """Show each warning through Operator.report (the status bar and the info log)."""
     for message in messages:
         operator.report({"WARNING"}, message)
+
+
+def fail(operator, error: Exception) -> set[str]:
+    """An operator's failure as its one ERROR report (our errors say what to do; an OSError names the path);
+    returns {"CANCELLED"}, what the operator then returns. The scene is as the operator found it."""
+    if isinstance(error, AnimateGaussiansError):
+        operator.report({"ERROR"}, error.user_message())
+    else:
+        operator.report({"ERROR"}, f"{type(error).__name__}: {error}")
+    return {"CANCELLED"}
 
 
 def draw(layout, source: str | None = None) -> None:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import bpy
 
-from .engine_watchdog import DEFAULT_STALL_TIMEOUT_S
-from .gaussian_object import DEFAULT_POINTS_ONLY_THRESHOLD
+from .engine_link.engine_watchdog import DEFAULT_STALL_TIMEOUT_S
+from .io.gaussian_object import DEFAULT_POINTS_ONLY_THRESHOLD
 
 ADDON_ID = __package__
 

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import bpy
 
-from blender_addon import animate_ops, camera_data, gaussian_object, query4d_ops, render_splats, segment_query
+from blender_addon.animate import animate_ops
+from blender_addon.io import gaussian_object
+from blender_addon.query4d import query4d_request
+from blender_addon.render import camera_data, render_splats
+from blender_addon.segment import segment_query
 
 SIZE = (24, 18)
 
@@ -39,5 +43,5 @@ def run_request(request_type: str, scene, obj, client, out_dir: Path):
         options = animate_ops.AnimateOptions(prompt="the ball rolls", frames=6, fps=24.0, device="cpu")
         return animate_ops.animate_blocking(scene, obj, options, client=client)
     if request_type == "query4d":
-        return query4d_ops.query_blocking(scene, obj, "a ball", device="cpu", client=client)
+        return query4d_request.query_blocking(scene, obj, "a ball", device="cpu", client=client)
     return render_splats.render_splats_blocking(scene, out_dir, SIZE, "cpu", write_video=False, client=client)

@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 
-from blender_addon.engine_client import EngineEvent
+from blender_addon.engine_link.engine_client import EngineEvent
 from engine.cameras import project_points
 from engine.errors import AnimateGaussiansError
 from engine.ply import read_header, read_structured
@@ -22,7 +22,7 @@ class _Ctx:
 
 
 class InProcessClient:
-    """submit/poll/request/cancel like blender_addon.engine_client.EngineClient, handlers run at submit."""
+    """submit/poll/request/cancel like blender_addon.engine_link.engine_client.EngineClient, handlers run at submit."""
 
     def __init__(self, handlers: dict) -> None:
         self.handlers = handlers

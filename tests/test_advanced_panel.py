@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 
-from blender_addon import advanced_settings
-from blender_addon.animate_ops import animate_settings, options_from_settings
+from blender_addon.ui import advanced_settings
+from blender_addon.animate.animate_ops import animate_settings, options_from_settings
 from engine.motion.model_profiles import DEFAULT_24GB_MODEL
 
 pytestmark = pytest.mark.blender

@@ -12,7 +12,10 @@ from engine_python import ENGINE_PYTHON
 from blender_fixtures import addon, bpy, datablock_snapshot  # noqa: F401 (fixtures)
 from motion_fakes import fake_engine_python, known_nonrigid_motion, known_rigid_motion
 
-from blender_addon import animate_ops, engine_client, gaussian_object, keyframes, motion_result, render_request, render_splats, rig
+from blender_addon.animate import animate_ops, keyframes, motion_result, rig
+from blender_addon.engine_link import engine_client
+from blender_addon.io import gaussian_object
+from blender_addon.render import render_request, render_splats
 from engine.ply import read_gaussians
 from engine.synthetic_scene import make_primitives_scene
 

@@ -130,7 +130,7 @@ def test_render_without_a_camera_is_one_line_and_writes_nothing(clean_scene, cap
 def test_blend_with_keyframes_renders_frames_and_video(clean_scene, capsys, primitives_ply, tmp_path):
     """The batch --render step: a saved .blend with a camera and a keyframed Gaussian object renders through
     the engine (CPU) to one PNG per frame and render.mp4, listed in the report; the object's motion shows."""
-    from blender_addon.gaussian_object import import_ply
+    from blender_addon.io.gaussian_object import import_ply
     from PIL import Image
 
     obj = import_ply(primitives_ply, bpy.context)

@@ -11,7 +11,8 @@ from engine_python import ENGINE_PYTHON
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 from motion_fakes import fake_engine_python
 
-from blender_addon import batch, engine_client
+from blender_addon import batch
+from blender_addon.engine_link import engine_client
 from engine.handlers import HANDLERS
 from engine.synthetic_scene import make_primitives_scene
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 
-from blender_addon import batch, engine_client, notices
-from blender_addon.batch_progress import RenderEstimate
+from blender_addon import batch, notices
+from blender_addon.engine_link import engine_client
+from blender_addon.cli.batch_progress import RenderEstimate
 
 pytestmark = pytest.mark.blender
 
@@ -79,7 +80,7 @@ def test_render_estimate_after_the_first_frame():
 
 
 def test_a_cpu_render_prints_its_estimate(clean_scene, capfd, primitives_ply, tmp_path):
-    from blender_addon.gaussian_object import import_ply
+    from blender_addon.io.gaussian_object import import_ply
 
     import_ply(primitives_ply, bpy.context)
     scene = bpy.context.scene

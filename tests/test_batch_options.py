@@ -11,7 +11,9 @@ from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 from motion_fakes import fake_engine_python
 from tiny_diffusers_engine import tiny_diffusers_engine_python
 
-from blender_addon import batch, batch_args, engine_client, notices
+from blender_addon import batch, notices
+from blender_addon.cli import batch_args
+from blender_addon.engine_link import engine_client
 from engine import fallbacks
 from test_batch_animate import camera_blend, small_ply  # noqa: F401 (fixtures)
 

@@ -14,8 +14,11 @@ torch = pytest.importorskip("torch")   # the query4d handler runs in this proces
 from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: E402, F401 (fixtures)
 from segment_fakes import InProcessClient  # noqa: E402
 
-from blender_addon import batch, dynamic_import, engine_client, query4d_ops  # noqa: E402
-from blender_addon.gaussian_layout import AXIS_CONVERSION  # noqa: E402
+from blender_addon import batch  # noqa: E402
+from blender_addon.engine_link import engine_client  # noqa: E402
+from blender_addon.io import dynamic_import  # noqa: E402
+from blender_addon.query4d import query4d_request  # noqa: E402
+from blender_addon.io.gaussian_layout import AXIS_CONVERSION  # noqa: E402
 from engine.dynamic import make_moving_sequence, write_dynamic  # noqa: E402
 from engine.query4d import handler  # noqa: E402
 
@@ -38,8 +41,8 @@ def npz(tmp_path, sequence):
 @pytest.fixture
 def oracle_engine(monkeypatch, tmp_path):
     monkeypatch.setenv("ANIMATE_GAUSSIANS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv(query4d_ops.EXTRACTOR_ENV, "oracle")
-    monkeypatch.setattr(query4d_ops, "FIELD_OPTIONS", SMALL_FIELD)
+    monkeypatch.setenv(query4d_request.EXTRACTOR_ENV, "oracle")
+    monkeypatch.setattr(query4d_request, "FIELD_OPTIONS", SMALL_FIELD)
     handler._fields.clear()
     client = InProcessClient({"query4d": handler.handle_query4d})
     monkeypatch.setattr(engine_client, "get_client", lambda: client)
@@ -122,7 +125,7 @@ def test_failed_query_leaves_the_scene_as_it_was(clean_scene, oracle_engine, npz
     clean_scene.gaussians_query4d.text = "   "
     with pytest.raises(RuntimeError, match="no text"):     # bpy.ops raises what the operator reports as ERROR
         bpy.ops.gaussians.query4d()
-    monkeypatch.setenv(query4d_ops.EXTRACTOR_ENV, "no-such-extractor")
+    monkeypatch.setenv(query4d_request.EXTRACTOR_ENV, "no-such-extractor")
     clean_scene.gaussians_query4d.text = "the red sphere"
     with pytest.raises(RuntimeError, match="unknown feature extractor"):
         bpy.ops.gaussians.query4d()
@@ -131,7 +134,7 @@ def test_failed_query_leaves_the_scene_as_it_was(clean_scene, oracle_engine, npz
 
 
 def test_animated_objects_are_asked_per_scene_frame(clean_scene, monkeypatch, tmp_path):
-    from blender_addon import gaussian_object
+    from blender_addon.io import gaussian_object
     from engine.synthetic_scene import make_primitives_scene
 
     ply = make_primitives_scene(20, sh_degree=0).write(tmp_path / "prims.ply")
@@ -152,7 +155,7 @@ def test_animated_objects_are_asked_per_scene_frame(clean_scene, monkeypatch, tm
                 {"mask_start": start, "mask_end": end, "peak": np.ones(n, np.float32)})
 
     monkeypatch.setattr(engine_client, "get_client", lambda: InProcessClient({"query4d": fake_query}))
-    answer = query4d_ops.query_blocking(clean_scene, obj, "a thing moving", device="cpu")
+    answer = query4d_request.query_blocking(clean_scene, obj, "a thing moving", device="cpu")
     matrices = seen["arrays"]["object_matrices"]
     assert matrices.shape == (4, 1, 4, 4) and seen["params"]["objects"][0]["name"] == obj.name
     expected = []

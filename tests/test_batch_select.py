@@ -13,8 +13,10 @@ from engine_python import ENGINE_PYTHON
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 from segment_fakes import InProcessClient, label_segment
 
-from blender_addon import batch, engine_client, gaussian_object
-from blender_addon.gaussian_layout import AXIS_CONVERSION
+from blender_addon import batch
+from blender_addon.engine_link import engine_client
+from blender_addon.io import gaussian_object
+from blender_addon.io.gaussian_layout import AXIS_CONVERSION
 from engine.cameras import blender_camera_to_opencv, project_points
 from engine.synthetic_scene import make_primitives_scene
 

@@ -9,7 +9,7 @@ from bad_ply_files import valid_vertices
 from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: F401 (fixtures)
 from mathutils import Matrix
 
-from blender_addon import gaussian_object
+from blender_addon.io import gaussian_object
 from engine.errors import AnimateGaussiansError
 from engine.gaussian_transform import quat_multiply, quat_from_matrix, sh_basis
 from engine.ply import read_header, read_structured, write_ply
@@ -68,7 +68,7 @@ def test_moved_object_exports_transformed_gaussians(clean_scene, primitives_ply,
     before = read_structured(read_header(primitives_ply))
     after = read_structured(read_header(out))
     # What the file frame sees: T = inverse(axis conversion) @ matrix_world.
-    from blender_addon.gaussian_layout import AXIS_CONVERSION
+    from blender_addon.io.gaussian_layout import AXIS_CONVERSION
     t = np.linalg.inv(AXIS_CONVERSION) @ np.array(obj.matrix_world, dtype=np.float64)
     p = np.stack([before[c] for c in "xyz"], 1).astype(np.float64)
     expected = p @ t[:3, :3].T + t[:3, 3]

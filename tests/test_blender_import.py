@@ -8,8 +8,8 @@ import pytest
 from bad_ply_files import BAD_CASES, make_bad_file
 from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: F401 (fixtures)
 
-from blender_addon import display_nodes, gaussian_object
-from blender_addon.gaussian_layout import AXIS_CONVERSION, HASH_KEY, LAYOUT_KEY, SOURCE_KEY, layout_from_json
+from blender_addon.io import display_nodes, gaussian_object
+from blender_addon.io.gaussian_layout import AXIS_CONVERSION, HASH_KEY, LAYOUT_KEY, SOURCE_KEY, layout_from_json
 from engine.ply import read_header, read_structured
 
 pytestmark = pytest.mark.blender
@@ -132,7 +132,7 @@ def test_failure_after_building_removes_everything(clean_scene, primitives_ply, 
 def test_render_still_shows_the_coloured_primitives(clean_scene, primitives_ply, tmp_path):
     from PIL import Image
 
-    from blender_addon.render_still import render_still
+    from blender_addon.render.render_still import render_still
 
     obj = gaussian_object.import_ply(primitives_ply)
     path = render_still(bpy.context.scene, tmp_path / "still.png", (160, 120), obj=obj, samples=2)

@@ -8,8 +8,8 @@ import pytest
 from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: F401 (fixtures)
 from splat_format_fixtures import random_gaussians, same_rotation, sog_files, write_sog, write_splat_by_hand
 
-from blender_addon import gaussian_object, splat_export, splat_import
-from blender_addon.gaussian_layout import AXIS_CONVERSION
+from blender_addon.io import gaussian_object, splat_export, splat_import
+from blender_addon.io.gaussian_layout import AXIS_CONVERSION
 from engine.formats import read_scene, write_scene
 from engine.formats.sog import pillow_webp
 from engine.ply import SH_C0, write_gaussians

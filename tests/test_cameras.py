@@ -85,7 +85,7 @@ def test_matches_blender_world_to_camera_view():
     from bpy_extras.object_utils import world_to_camera_view
     from mathutils import Matrix, Vector
 
-    from blender_addon.camera_data import camera_from_blender
+    from blender_addon.render.camera_data import camera_from_blender
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
@@ -141,7 +141,7 @@ def test_matches_blender_world_to_camera_view():
 @pytest.mark.blender
 def test_camera_from_blender_with_explicit_size_and_errors():
     bpy = pytest.importorskip("bpy")
-    from blender_addon.camera_data import camera_from_blender
+    from blender_addon.render.camera_data import camera_from_blender
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene

@@ -11,9 +11,10 @@ import pytest
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 from segment_fakes import InProcessClient, label_segment
 
-from blender_addon import batch, engine_client
-from blender_addon.gaussian_layout import AXIS_CONVERSION
-from blender_addon.visible_object import front_object, pixel_weights
+from blender_addon import batch
+from blender_addon.engine_link import engine_client
+from blender_addon.io.gaussian_layout import AXIS_CONVERSION
+from blender_addon.segment.visible_object import front_object, pixel_weights
 from engine.cameras import project_points
 from test_batch_select import _labels, camera_blend, labelled  # noqa: F401 (fixtures)
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from blender_fixtures import addon, bpy, clean_scene  # noqa: F401 (fixtures)
 
-from blender_addon import compat, display_nodes
-from blender_addon.gaussian_object import import_ply
+from blender_addon import compat
+from blender_addon.io import display_nodes
+from blender_addon.io.gaussian_object import import_ply
 
 pytestmark = pytest.mark.blender
 

@@ -54,8 +54,8 @@ def _world_positions(obj, frame: int) -> np.ndarray:
 
 
 def test_dynamic_import_plays_on_the_timeline(tmp_path, monkeypatch, clean_scene):  # noqa: F811
-    from blender_addon.dynamic_import import import_dynamic, set_query_highlight, timestep_for_frame
-    from blender_addon.gaussian_layout import AXIS_CONVERSION
+    from blender_addon.io.dynamic_import import import_dynamic, set_query_highlight, timestep_for_frame
+    from blender_addon.io.gaussian_layout import AXIS_CONVERSION
 
     monkeypatch.setenv("ANIMATE_GAUSSIANS_CACHE", str(tmp_path / "cache"))
     seq = make_moving_sequence(30, timesteps=8, move_start=2, move_end=5)

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from blender_addon import engine_backend, notices
-from blender_addon.engine_client import EngineClient
+from blender_addon import notices
+from blender_addon.engine_link import engine_backend
+from blender_addon.engine_link.engine_client import EngineClient
 from engine import backend_probe, fallbacks
 from engine.errors import FallbackRefusedError
 
@@ -125,7 +126,7 @@ def test_gpu_hello_and_render_backend_agree():
 def test_panel_line_and_batch_value_come_from_the_shared_clients_hello(monkeypatch):
     from types import SimpleNamespace
 
-    from blender_addon import engine_client
+    from blender_addon.engine_link import engine_client
 
     class Layout:
         def __init__(self):
@@ -137,10 +138,10 @@ def test_panel_line_and_batch_value_come_from_the_shared_clients_hello(monkeypat
     hello = {"backend": backend_probe.describe("2.5.1+cu124", "12.4", "NVIDIA L4", True)}
     monkeypatch.setattr(engine_client, "get_client", lambda: SimpleNamespace(hello=hello))
     layout = Layout()
-    engine_backend.draw(layout)
+    engine_backend.draw(layout, engine_client.current_backend())
     assert layout.labels == [("Engine: gsplat on NVIDIA L4", "CHECKMARK")]
-    assert engine_backend.current() == {"rasterizer": "gsplat", "device": "NVIDIA L4"}
+    assert engine_client.current_backend() == {"rasterizer": "gsplat", "device": "NVIDIA L4"}
     monkeypatch.setattr(engine_client, "get_client", lambda: SimpleNamespace(hello=None))   # not started yet
     layout = Layout()
-    engine_backend.draw(layout)
-    assert layout.labels == [] and engine_backend.current() is None
+    engine_backend.draw(layout, engine_client.current_backend())
+    assert layout.labels == [] and engine_client.current_backend() is None

@@ -1,4 +1,4 @@
-"""blender_addon.engine_client against real engine processes: events, wait, cancel, a dying engine, restarts."""
+"""engine_link.engine_client against real engine processes: events, wait, cancel, a dying engine, restarts."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_addon import engine_client
-from blender_addon.engine_client import EngineClient, find_engine_python
+from blender_addon.engine_link import engine_client, engine_python
+from blender_addon.engine_link.engine_client import EngineClient
+from blender_addon.engine_link.engine_python import find_engine_python
 from engine import protocol
 from engine.errors import CancelledError, EngineError, InputFileError
 
@@ -40,7 +41,7 @@ def poll_until_final(client: EngineClient, request_id: int, timeout: float = TIM
 def test_hello_and_the_engine_runs_this_checkouts_code(client):
     hello = client.wait_ready(TIMEOUT)
     assert hello["protocol"] == protocol.PROTOCOL_VERSION
-    assert engine_client.engine_pythonpath() == str(Path(protocol.__file__).resolve().parents[1])
+    assert engine_python.engine_pythonpath() == str(Path(protocol.__file__).resolve().parents[1])
 
 
 def test_poll_streams_progress_then_the_result_without_blocking(client):
@@ -151,22 +152,22 @@ def test_an_engine_that_dies_at_start_reports_its_stderr(tmp_path):
 
 
 def test_find_engine_python_order_and_errors(tmp_path, monkeypatch):
-    monkeypatch.delenv(engine_client.ENV_PYTHON, raising=False)
+    monkeypatch.delenv(engine_python.ENV_PYTHON, raising=False)
     assert find_engine_python("") == sys.executable  # the test interpreter has torch
     with pytest.raises(EngineError, match="does not exist"):
         find_engine_python(str(tmp_path / "nope" / "python"))
     no_torch = _fake_python(tmp_path, "import sys; sys.exit(1)")
     with pytest.raises(EngineError, match="cannot import torch"):
         find_engine_python(no_torch)
-    monkeypatch.setenv(engine_client.ENV_PYTHON, no_torch)
-    with pytest.raises(EngineError, match=engine_client.ENV_PYTHON):
+    monkeypatch.setenv(engine_python.ENV_PYTHON, no_torch)
+    with pytest.raises(EngineError, match=engine_python.ENV_PYTHON):
         find_engine_python("")
     assert find_engine_python(sys.executable) == sys.executable  # the preference wins over the env var
     venv = tmp_path / "engine-env" / "bin"
     venv.mkdir(parents=True)
     (venv / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
     (venv / "python").chmod(0o755)
-    monkeypatch.setenv(engine_client.ENV_PYTHON, str(tmp_path / "engine-env"))  # a venv folder works too
+    monkeypatch.setenv(engine_python.ENV_PYTHON, str(tmp_path / "engine-env"))  # a venv folder works too
     assert find_engine_python("") == str(venv / "python")
 
 
@@ -196,7 +197,7 @@ def test_a_request_right_after_a_crash_still_reports_the_crash_to_the_old_reques
 def test_a_silent_engine_is_stopped_with_a_clear_error_through_poll(client, monkeypatch):
     """The UI's path (poll from a timer): a request without progress past the stall limit ends with an error
     event, the hung engine is gone, and the next request starts a new one."""
-    from blender_addon.engine_watchdog import STALL_ENV
+    from blender_addon.engine_link.engine_watchdog import STALL_ENV
 
     monkeypatch.setenv(STALL_ENV, "0.5")
     pid = client.wait_ready(TIMEOUT)["pid"]
@@ -213,7 +214,7 @@ def test_a_silent_engine_is_stopped_with_a_clear_error_through_poll(client, monk
 
 
 def test_stall_limit_comes_from_env_then_preference_then_default(monkeypatch):
-    from blender_addon.engine_watchdog import DEFAULT_STALL_TIMEOUT_S, STALL_ENV, stall_timeout
+    from blender_addon.engine_link.engine_watchdog import DEFAULT_STALL_TIMEOUT_S, STALL_ENV, stall_timeout
 
     monkeypatch.delenv(STALL_ENV, raising=False)
     assert stall_timeout() == DEFAULT_STALL_TIMEOUT_S and stall_timeout(30) == 30

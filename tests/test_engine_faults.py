@@ -15,8 +15,8 @@ from engine_faults import FAULTS, FAULTS_ENV, REQUEST_TYPES, faulty_engine_pytho
 from fault_scene import make_scene, run_request
 from scene_state import differences, scene_state
 
-from blender_addon import engine_client
-from blender_addon.engine_watchdog import STALL_ENV
+from blender_addon.engine_link import engine_client
+from blender_addon.engine_link.engine_watchdog import STALL_ENV
 from engine.errors import EngineError
 from engine.synthetic_scene import make_primitives_scene
 

@@ -68,6 +68,8 @@ def test_zip_layout(extension_zip: Path) -> None:
         with zf.open(engine_wheel) as fh, zipfile.ZipFile(fh) as wheel:
             wheel_names = set(wheel.namelist())
     assert "__init__.py" in names and "batch.py" in names
+    for package in ("io", "segment", "animate", "query4d", "render", "engine_link", "ui", "cli"):  # the stages
+        assert f"{package}/__init__.py" in names, package
     assert not any("__pycache__" in n for n in names)
     assert 'id = "animate_gaussians"' in manifest
     assert "\nnetwork = " in manifest and "LICENSE" in names

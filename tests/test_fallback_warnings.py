@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from blender_addon import notices
-from blender_addon.engine_client import EngineClient
+from blender_addon.engine_link.engine_client import EngineClient
 from engine import fallbacks
 from engine.errors import FallbackRefusedError
 

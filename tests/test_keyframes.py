@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blender_addon.keyframes import BezierKeys, evaluate_keys, reduce_keys
+from blender_addon.animate.keyframes import BezierKeys, evaluate_keys, reduce_keys
 
 FRAMES = np.arange(1, 121, dtype=np.float64)
 
@@ -85,7 +85,7 @@ def _keyed_empty(bpy):
 @pytest.mark.blender
 def test_blender_evaluates_the_written_keys_within_tolerance():
     bpy = pytest.importorskip("bpy")
-    from blender_addon.keyframes import channel_container, keyframe_count, write_keys
+    from blender_addon.animate.keyframes import channel_container, keyframe_count, write_keys
 
     obj = _keyed_empty(bpy)
     t = np.arange(1, 201, dtype=np.float64) * 0.75 + 0.5          # non-integer key times too
@@ -114,7 +114,7 @@ def test_blender_evaluates_the_written_keys_within_tolerance():
 @pytest.mark.blender
 def test_rewriting_replaces_the_curves():
     bpy = pytest.importorskip("bpy")
-    from blender_addon.keyframes import channel_container, keyframe_count, remove_fcurves, write_keys
+    from blender_addon.animate.keyframes import channel_container, keyframe_count, remove_fcurves, write_keys
 
     obj = _keyed_empty(bpy)
     t = np.arange(10, dtype=np.float64)

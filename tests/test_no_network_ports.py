@@ -22,7 +22,7 @@ _PROBE = textwrap.dedent("""
     sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
     import bpy
     import blender_addon
-    from blender_addon.engine_client import EngineClient
+    from blender_addon.engine_link.engine_client import EngineClient
     from socket_audit import network_sockets, socket_inodes
     from engine.synthetic_scene import make_random_gaussians
     from engine.ply import write_gaussians

@@ -9,7 +9,7 @@ from bad_ply_files import valid_vertices
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blender_addon.gaussian_layout import attribute_specs, read_dtypes
+from blender_addon.io.gaussian_layout import attribute_specs, read_dtypes
 from engine.errors import InputFileError, PlyFormatError
 from engine.ply import read_groups, read_header, read_structured, write_ply
 

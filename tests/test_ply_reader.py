@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from bad_ply_files import BAD_CASES, make_bad_file, valid_vertices
 
-from blender_addon.gaussian_layout import (AXIS_CONVERSION, attribute_specs, from_buffer, layout_from_json,
-                                           layout_to_json, read_dtypes, relative_transform, is_identity, to_buffer)
+from blender_addon.io.gaussian_layout import (AXIS_CONVERSION, attribute_specs, from_buffer, layout_from_json,
+                                              layout_to_json, read_dtypes, relative_transform, is_identity, to_buffer)
 from engine.ply import read_groups, read_header, read_structured, write_ply
 
 

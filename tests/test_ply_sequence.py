@@ -8,7 +8,7 @@ import pytest
 from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: F401 (fixtures)
 from splat_format_fixtures import random_gaussians
 
-from blender_addon import gaussian_object, ply_sequence
+from blender_addon.io import gaussian_object, ply_sequence
 from engine.errors import InputFileError, SplatFormatError
 from engine.formats.sequence import frame_paths, is_sequence_spec, read_sequence, sequence_files
 from engine.ply import read_gaussians, write_gaussians
@@ -114,8 +114,8 @@ def test_dynamic_object_exports_its_timesteps(clean_scene, tmp_path, monkeypatch
 
 
 def test_rigged_object_exports_what_the_armature_deforms(clean_scene, tmp_path):
-    from blender_addon import rig
-    from blender_addon.gaussian_layout import AXIS_CONVERSION
+    from blender_addon.animate import rig
+    from blender_addon.io.gaussian_layout import AXIS_CONVERSION
 
     g = random_gaussians(120, 0, seed=5)
     write_gaussians(tmp_path / "still.ply", g)

@@ -90,8 +90,8 @@ def test_render_request_of_a_dynamic_object(tmp_path, monkeypatch, dynamic_files
     bpy = pytest.importorskip("bpy")
     from blender_fixtures import addon  # noqa: F401
     import blender_addon
-    from blender_addon.dynamic_import import import_dynamic
-    from blender_addon.render_request import build_render_request
+    from blender_addon.io.dynamic_import import import_dynamic
+    from blender_addon.render.render_request import build_render_request
 
     if not blender_addon.is_registered():
         blender_addon.register()
@@ -109,7 +109,7 @@ def test_render_request_of_a_dynamic_object(tmp_path, monkeypatch, dynamic_files
     assert params["objects"][0]["npz_path"] == str(npz.resolve())
     np.testing.assert_array_equal(arrays["timesteps_0"], np.minimum(np.arange(11), 7))
     assert "highlight_color" not in params and "highlight_start_0" not in arrays
-    from blender_addon.dynamic_import import set_query_highlight
+    from blender_addon.io.dynamic_import import set_query_highlight
     obj = bpy.data.objects[params["objects"][0]["name"]]
     n = len(obj.data.vertices)
     set_query_highlight(obj, np.full(n, 12, np.int32), np.full(n, 14, np.int32), np.ones(n, np.float32))

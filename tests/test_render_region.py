@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blender_addon.render_region import (PixelRect, ViewportSchedule, border_rect, cropped_intrinsics, pass_pixels,
-                                         scaled_camera, scaled_view_camera)
+from blender_addon.render.render_region import (PixelRect, ViewportSchedule, border_rect, cropped_intrinsics,
+                                                pass_pixels, scaled_camera, scaled_view_camera)
 from engine.cameras import project_points
 from engine.errors import CameraError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from blender_addon.motion_result import linear_blend
+from blender_addon.animate.motion_result import linear_blend
 from cuda_ext import transform_gaussians
 from engine.render.job import DeviceGaussians, posed_gaussians
 from engine.render.skinning import skinning_from_request

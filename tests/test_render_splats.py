@@ -11,10 +11,12 @@ from engine_python import ENGINE_PYTHON
 
 bpy = pytest.importorskip("bpy")
 
-from blender_addon import engine_client, render_request, render_splats  # noqa: E402
-from blender_addon.camera_data import camera_from_blender  # noqa: E402
-from blender_addon.gaussian_layout import AXIS_CONVERSION, SOURCE_KEY  # noqa: E402
-from blender_addon.gaussian_object import import_ply  # noqa: E402
+from blender_addon.engine_link import engine_client  # noqa: E402
+from blender_addon.engine_link.modal_engine import RequestProgress  # noqa: E402
+from blender_addon.render import render_request, render_splats  # noqa: E402
+from blender_addon.render.camera_data import camera_from_blender  # noqa: E402
+from blender_addon.io.gaussian_layout import AXIS_CONVERSION, SOURCE_KEY  # noqa: E402
+from blender_addon.io.gaussian_object import import_ply  # noqa: E402
 from engine.errors import AnimateGaussiansError, CameraError  # noqa: E402
 from engine.synthetic_scene import make_primitives_scene  # noqa: E402
 
@@ -142,7 +144,7 @@ def test_cancelled_render_keeps_written_frames_and_reports_a_warning(animated_sc
     scene.frame_end = 200
     params, arrays = render_request.build_render_request(scene, tmp_path, SIZE, "cpu", write_video=True)
     request_id = client.submit("render", params, arrays)
-    state = render_splats.RenderProgress(str(tmp_path))
+    state = RequestProgress("Render Splats")
     deadline = time.monotonic() + 60
     cancelled = False
     while not state.done and time.monotonic() < deadline:
@@ -151,21 +153,24 @@ def test_cancelled_render_keeps_written_frames_and_reports_a_warning(animated_sc
             client.cancel(request_id)
             cancelled = True
         time.sleep(0.01)
-    assert state.done and state.report_type == "WARNING" and "cancelled" in state.report
+    assert state.done and state.failure(render_splats.CANCELLED_MESSAGE) == ("WARNING", render_splats.CANCELLED_MESSAGE)
+    assert "cancelled" in render_splats.CANCELLED_MESSAGE
     written = sorted(p.name for p in tmp_path.glob("frame_*.png"))
     assert 2 <= len(written) < 200 and written[0] == "frame_0001.png"
     assert not (tmp_path / "render.mp4").exists()  # an unfinished video is not left looking finished
 
 
 def test_render_progress_reports_results_and_errors():
-    from blender_addon.engine_client import EngineEvent
+    from blender_addon.engine_link.engine_client import EngineEvent
     from engine.errors import EngineError as Err
 
-    state = render_splats.RenderProgress("/out").apply(
+    state = RequestProgress("Render Splats").apply(
         [EngineEvent("progress", 1, fraction=0.5, stage="frame 2 (2 of 4)")])
-    assert not state.done and "50% frame 2" in state.status
+    assert not state.done and state.status == "Render Splats: 50% frame 2 (2 of 4) — Esc cancels"
     state.apply([EngineEvent("result", 1, params={"frames": ["a", "b"], "video": "/out/render.mp4"})])
-    assert state.done and state.report_type == "INFO" and state.report == "Rendered 2 frames and render.mp4 to /out"
-    state = render_splats.RenderProgress("/out").apply(
+    assert state.done and state.failure() is None
+    assert render_splats.rendered_message(state.params, "/out") == "Rendered 2 frames and render.mp4 to /out"
+    state = RequestProgress("Render Splats").apply(
         [EngineEvent("error", 1, error=Err("the engine stopped: it exited with code 3"))])
-    assert state.report_type == "ERROR" and "exited with code 3" in state.report
+    kind, message = state.failure()
+    assert kind == "ERROR" and "exited with code 3" in message

@@ -15,7 +15,9 @@ import pytest
 from blender_fixtures import addon, bpy  # noqa: F401 (fixtures)
 from fault_scene import make_scene
 
-from blender_addon import animate_ops, batch, engine_client
+from blender_addon import batch
+from blender_addon.animate import animate_ops
+from blender_addon.engine_link import engine_client
 from engine.errors import AnimateGaussiansError
 from engine.synthetic_scene import make_primitives_scene
 

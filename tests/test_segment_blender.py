@@ -8,10 +8,12 @@ import pytest
 from blender_fixtures import addon, bpy, clean_scene, datablock_snapshot  # noqa: F401 (fixtures)
 from segment_fakes import InProcessClient, label_segment
 
-from blender_addon import gaussian_object, object_subsets, segment_ops, segment_query, selection
-from blender_addon.camera_data import camera_from_blender
-from blender_addon.gaussian_layout import FILE_TO_LOCAL_KEY, SELECTION_ATTRIBUTE, SOURCE_INDEX_ATTRIBUTE
-from blender_addon.viewport_camera import opengl_view_to_opencv
+from blender_addon.io import gaussian_object
+from blender_addon.segment import object_subsets, segment_ops, segment_query, selection
+from blender_addon.render import camera_data
+from blender_addon.render.camera_data import camera_from_blender
+from blender_addon.io.gaussian_layout import FILE_TO_LOCAL_KEY, SELECTION_ATTRIBUTE, SOURCE_INDEX_ATTRIBUTE
+from blender_addon.render.viewport_camera import opengl_view_to_opencv
 from engine.errors import AnimateGaussiansError, CameraError
 from engine.ply import read_header, read_structured
 from engine.synthetic_scene import make_primitives_scene
@@ -193,7 +195,7 @@ def test_highlight_attribute_and_clear(scene_obj):
     scene_obj.data.attributes[SELECTION_ATTRIBUTE].data.foreach_get("value", values)
     np.testing.assert_array_equal(values, mask.astype(np.float32))
     # the display's material tints by it
-    from blender_addon import display_nodes
+    from blender_addon.io import display_nodes
     material = bpy.data.materials[display_nodes.MATERIAL_NAME]
     assert any(getattr(n, "attribute_name", "") == SELECTION_ATTRIBUTE for n in material.node_tree.nodes)
     assert bpy.ops.gaussians.segment_clear() == {"FINISHED"}
@@ -223,7 +225,7 @@ def test_text_query_and_live_granularity_through_the_session(scene_obj, fake_ses
 
 def test_session_sends_only_the_newest_of_queued_queries(scene_obj, fake_session):
     session, client = fake_session
-    viewmat, K, w, h = segment_ops.scene_camera_view(bpy.context.scene)
+    viewmat, K, w, h = camera_data.scene_camera_view(bpy.context.scene)
     q = segment_query.make_query(scene_obj, "text", viewmat, K, w, h, text="red")
     session.request(q, 1.0)
     for g in (0.1, 0.2, 0.3):   # the slider moves while the first answer is on its way
@@ -234,7 +236,7 @@ def test_session_sends_only_the_newest_of_queued_queries(scene_obj, fake_session
 
 def test_click_on_empty_sky_is_a_clear_error_and_changes_nothing(scene_obj, fake_session):
     session, _ = fake_session
-    viewmat, K, w, h = segment_ops.scene_camera_view(bpy.context.scene)
+    viewmat, K, w, h = camera_data.scene_camera_view(bpy.context.scene)
     q = segment_query.make_query(scene_obj, "click", viewmat, K, w, h, point=(40, 1))
     snapshot = datablock_snapshot()
     session.request(q, 0.5)
@@ -251,7 +253,7 @@ def test_render_of_split_objects_equals_the_unsplit_object(scene_obj, tmp_path):
     pytest.importorskip("torch")     # the render job runs in this process
     from PIL import Image
 
-    from blender_addon import render_request
+    from blender_addon.render import render_request
     from engine.render.job import handle_render
     from segment_fakes import _Ctx
 
@@ -298,7 +300,7 @@ def test_click_query_selects_the_clicked_object(scene_obj, fake_session):
     session, _ = fake_session
     scene = bpy.context.scene
     labels = _int_attr(scene_obj, "ply_label")
-    viewmat, K, w, h = segment_ops.scene_camera_view(scene)
+    viewmat, K, w, h = camera_data.scene_camera_view(scene)
     x, y = _project(scene_obj, np.flatnonzero(labels == 1), scene)
     query = segment_query.make_query(scene_obj, "click", viewmat, K, w, h, point=(x, y))
     session.request(query, 1.0)

@@ -13,12 +13,13 @@ bpy = pytest.importorskip("bpy")
 
 from PIL import Image  # noqa: E402
 
-from blender_addon import engine_client, render_request, render_splats  # noqa: E402
+from blender_addon.engine_link import engine_client  # noqa: E402
+from blender_addon.render import render_request, render_splats  # noqa: E402
 from engine_python import ENGINE_PYTHON  # noqa: E402
-from blender_addon.camera_data import camera_from_blender  # noqa: E402
-from blender_addon.gaussian_object import import_ply  # noqa: E402
-from blender_addon.render_region import scaled_view_camera  # noqa: E402
-from blender_addon.splat_render_engine import ENGINE_ID  # noqa: E402
+from blender_addon.render.camera_data import camera_from_blender  # noqa: E402
+from blender_addon.io.gaussian_object import import_ply  # noqa: E402
+from blender_addon.render.render_region import scaled_view_camera  # noqa: E402
+from blender_addon.render.splat_render_engine import ENGINE_ID  # noqa: E402
 
 EMPTY_DEPTH = 1.0e10     # engine/render/pixels.py's value for "no splat here" (that module needs torch)
 
@@ -91,7 +92,7 @@ def f12(scene, path) -> np.ndarray:
 
 
 def test_f12_writes_the_engines_frame_for_the_camera(scene, tmp_path, monkeypatch):
-    from blender_addon import splat_render_engine
+    from blender_addon.render import splat_render_engine
 
     expected = render_splats_frames(scene, tmp_path / "splats")[1]   # frame 2 of 1..3
     read = []
@@ -238,7 +239,7 @@ class ViewportEngine:
     cannot be instantiated from Python, and background Blender has no GPU to draw with, so the texture upload
     is recorded instead (its layout is tested in test_render_region.py)."""
 
-    from blender_addon.splat_render_engine import GaussianSplatsRenderEngine as _E
+    from blender_addon.render.splat_render_engine import GaussianSplatsRenderEngine as _E
 
     view_update, view_draw, _collect, _init_viewport_state = (_E.view_update, _E.view_draw, _E._collect,
                                                               _E._init_viewport_state)

@@ -16,7 +16,8 @@ from motion_fakes import fake_engine_python
 from scene_state import differences, scene_state
 from segment_fakes import InProcessClient
 
-from blender_addon import engine_client, object_subsets
+from blender_addon.engine_link import engine_client
+from blender_addon.segment import object_subsets
 from engine.dynamic import make_moving_sequence, write_dynamic
 from engine.synthetic_scene import make_primitives_scene
 

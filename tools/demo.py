@@ -42,7 +42,7 @@ def add_camera_move(blend: Path, frames: int = 24) -> tuple[float, float]:
     from mathutils import Matrix, Vector
 
     import blender_addon
-    from blender_addon.render_still import frame_camera
+    from blender_addon.render.render_still import frame_camera
 
     bpy.ops.wm.open_mainfile(filepath=str(blend))
     blender_addon.register()
@@ -70,8 +70,8 @@ def add_camera_move(blend: Path, frames: int = 24) -> tuple[float, float]:
 def _pixel_of_red_sphere(scene, obj) -> tuple[float, float]:
     import numpy as np
 
-    from blender_addon.gaussian_object import file_to_world
-    from blender_addon.segment_ops import scene_camera_view
+    from blender_addon.io.gaussian_object import file_to_world
+    from blender_addon.render.camera_data import scene_camera_view
     from engine.cameras import project_points
     from engine.synthetic_scene import make_primitives_scene
 
@@ -85,7 +85,7 @@ def render_still_of(blend: Path, png: Path) -> None:
     import bpy
 
     import blender_addon
-    from blender_addon.render_still import render_still
+    from blender_addon.render.render_still import render_still
 
     bpy.ops.wm.open_mainfile(filepath=str(blend))
     blender_addon.register()

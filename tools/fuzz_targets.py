@@ -100,7 +100,7 @@ def _mutate_ply(rng: np.random.Generator, data: bytes) -> bytes:
 
 
 def parse_ply(data: bytes, workdir: Path) -> None:
-    from blender_addon.gaussian_layout import attribute_specs, read_dtypes
+    from blender_addon.io.gaussian_layout import attribute_specs, read_dtypes
     from engine.ply import read_gaussians, read_groups, read_header, read_structured
 
     path = workdir / "fuzz.ply"
