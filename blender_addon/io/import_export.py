@@ -141,6 +141,7 @@ def _menu_import(self, context):
     self.layout.operator(GAUSSIANS_OT_import_ply.bl_idname,
                          text="Gaussian Splats (.ply, .compressed.ply, .splat, .spz, .sog)")
     self.layout.operator("gaussians.import_ply_sequence", text="Gaussian PLY Sequence (folder of .ply frames)")
+    self.layout.operator("gaussians.import_dynamic", text="Dynamic Gaussians (.npz)")
 
 
 def _menu_export(self, context):
