@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.segment import lifting, region_growing  # noqa: E402
-from engine.segment.neighbours import knn_graph  # noqa: E402
+from engine.neighbours import knn_graph  # noqa: E402
 from engine.segment.views import orbit_views  # noqa: E402
 from engine.synthetic_scene import make_primitives_scene  # noqa: E402
 

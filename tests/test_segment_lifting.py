@@ -11,7 +11,7 @@ import torch
 from cuda_ext.reference import contribution_votes_reference
 from engine.segment.lifting import (assign_labels, lift_masks, pick_gaussian, render_view, splat_tensors,
                                     trusted_label_maps, view_shares)
-from engine.segment.neighbours import knn_graph
+from engine.neighbours import knn_graph
 from engine.segment.views import orbit_views
 from engine.synthetic_scene import make_primitives_scene
 

@@ -16,10 +16,10 @@ import torch
 
 from .. import fallbacks
 from ..errors import AnimateGaussiansError
+from ..neighbours import subset_knn
 from ..render.job import resolve_device
 from ..scene_cache import load_scene
 from . import cleanup, lifting, region_growing
-from .neighbours import subset_knn
 from .views import View, load_views
 
 MODES = ("click", "box", "text", "masks")

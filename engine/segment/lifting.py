@@ -252,11 +252,10 @@ def stray_fragments(labels: np.ndarray, means: np.ndarray, knn: np.ndarray,
                     min_fraction: float = MIN_FRAGMENT_FRACTION) -> np.ndarray:
     """(N,) bool: Gaussians in a connected 3D piece of their label (voxel grid of a few point spacings, see
     cleanup.voxel_components) smaller than `min_fraction` of that label's largest piece — mask noise."""
-    from .cleanup import VOXEL_SPACINGS, voxel_components
+    from .cleanup import voxel_components, voxel_size
 
     means = np.asarray(means, np.float64)
-    spacing = np.linalg.norm(means - means[np.asarray(knn)[:, 0]], axis=1)
-    voxel = VOXEL_SPACINGS * max(float(np.median(spacing)), 1e-9)
+    voxel = voxel_size(means, knn)
     stray = np.zeros(len(labels), bool)
     for label in np.unique(labels[labels >= 0]):
         rows = np.nonzero(labels == label)[0]

@@ -435,11 +435,9 @@ def _fill_unseen(features: np.ndarray, seen: np.ndarray, means: np.ndarray, k: i
     """Gaussians no view showed take the mean feature of their k nearest seen Gaussians."""
     if seen.all() or not seen.any():
         return features
-    from scipy.spatial import cKDTree
+    from ..neighbours import nearest
 
-    tree = cKDTree(means[seen])
-    _, idx = tree.query(means[~seen], k=min(k, int(seen.sum())), workers=-1)
-    idx = idx.reshape(int((~seen).sum()), -1)
+    idx, _ = nearest(means[seen], means[~seen], min(k, int(seen.sum())))
     filled = features.copy()
     filled[~seen] = features[seen][idx].mean(1)
     return filled
@@ -547,7 +545,7 @@ def _lift_segments(renderer, prepared: list[_ViewMasks], identities: list[torch.
     shares of its compositing weight in each segment's masks: smoothing over neighbours, stray fragments and
     unseen Gaussians decided by their neighbours), and its feature the segment's code: (N, D)."""
     from .lifting import VIEW_SUPPORT_FLOOR, assign_labels
-    from .neighbours import scene_knn
+    from ..neighbours import scene_knn
 
     knn, _ = scene_knn(scene)
     device = g.means.device
