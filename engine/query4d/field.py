@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from ..atomic_files import atomic_write
 from ..dynamic import DynamicGaussians
 from ..neighbours import MovingNeighbours
+from ..render.contributions import lift_with_support
+from ..render.splats import SplatTensors
 from .autoencoder import train_autoencoder
 from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
 from .features import FeatureExtractor, clip_crop_features, crop_boxes, crop_membership
-from .lifting import lift_feature_image
 
 FIELD_VERSION = 3
 
@@ -165,10 +166,11 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
         means, quats, rgb = dev.at(t)
         num = torch.zeros((seq.count, d), device=device)
         den = torch.zeros(seq.count, device=device)
+        posed = SplatTensors(means, quats, dev.scales, dev.opacities, rgb)
         for v in range(len(views)):
             pixel_codes = (member_w.T @ crop_codes[i, v].float()) / norm[:, None]
-            n_v, d_v = lift_feature_image(means, quats, dev.scales, dev.opacities, viewmats[v], Ks[v],
-                                          pixel_codes.reshape(options.height, options.width, d), options.backend)
+            n_v, d_v = lift_with_support(posed, viewmats[v], Ks[v], options.width, options.height, pixel_codes,
+                                         backend=options.backend)
             num += n_v
             den += d_v
         if options.knn > 0:
