@@ -39,12 +39,14 @@ def kernel_available(device: torch.device | str) -> bool:
     return cuda_ext.available()
 
 
+def _on(device: torch.device, array, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+    """A camera array or label map (numpy or torch) as a tensor on `device` (float32 unless `dtype` None)."""
+    tensor = array if isinstance(array, torch.Tensor) else torch.as_tensor(np.asarray(array))
+    return tensor.to(device) if dtype is None else tensor.to(device=device, dtype=dtype)
+
+
 def _camera(g: SplatTensors, viewmat, K) -> tuple[torch.Tensor, torch.Tensor]:
-    device = g.means.device
-    return (torch.as_tensor(np.asarray(viewmat) if not isinstance(viewmat, torch.Tensor) else viewmat,
-                            dtype=torch.float32).to(device),
-            torch.as_tensor(np.asarray(K) if not isinstance(K, torch.Tensor) else K,
-                            dtype=torch.float32).to(device))
+    return _on(g.means.device, viewmat), _on(g.means.device, K)
 
 
 def lift(g: SplatTensors, viewmat, K, values: torch.Tensor, backend: str = "auto", near: float = 0.01,
@@ -144,12 +146,9 @@ def label_votes(g: SplatTensors, viewmats, Ks, labels, num_labels: int, near: fl
     with values outside [0, num_labels) ignored. `use_kernel` None = the CUDA kernel when it can run, else
     the torch rasterizer's weights (on the Gaussians' device)."""
     device = g.means.device
-    viewmats = torch.as_tensor(np.asarray(viewmats) if not isinstance(viewmats, torch.Tensor) else viewmats,
-                               dtype=torch.float32).to(device).reshape(-1, 4, 4)
-    Ks = torch.as_tensor(np.asarray(Ks) if not isinstance(Ks, torch.Tensor) else Ks,
-                         dtype=torch.float32).to(device).reshape(-1, 3, 3)
-    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).to(device)
-    labels = labels.to(torch.int32).reshape(-1, *labels.shape[-2:])
+    viewmats, Ks = _on(device, viewmats).reshape(-1, 4, 4), _on(device, Ks).reshape(-1, 3, 3)
+    labels = _on(device, labels, torch.int32)
+    labels = labels.reshape(-1, *labels.shape[-2:])
     if not (len(viewmats) == len(Ks) == len(labels)):
         raise ValueError(f"{len(viewmats)} viewmats, {len(Ks)} Ks and {len(labels)} label maps: counts differ")
     if use_kernel is None:
