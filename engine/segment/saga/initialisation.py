@@ -4,13 +4,17 @@ robust label assignment); a Gaussian's feature is then its segments' orthonormal
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ...render.contributions import view_shares
+from ...render.splats import SplatTensors
 from .features import BANDS
 from .masks import ViewMasks
+from .rendering import ViewContributions
 
 # Masks of two views whose 3D footprints have at least this cosine are one 3D segment (see associate);
 # SKETCH_DIM random dimensions estimate the cosine to about ±1/sqrt(SKETCH_DIM) (124 + colour + depth fill
@@ -24,8 +28,9 @@ def band_normalise(features: torch.Tensor, band_dim: int) -> torch.Tensor:
     return F.normalize(features.reshape(len(features), BANDS, band_dim), dim=2).reshape(len(features), -1)
 
 
-def associate(contributions: list, prepared: list[ViewMasks], identities: list[torch.Tensor], usable: list[int],
-              count: int, generator: torch.Generator) -> tuple[list[torch.Tensor | None], list[int]]:
+def associate(contributions: Sequence[ViewContributions], prepared: list[ViewMasks],
+              identities: list[torch.Tensor], usable: list[int], count: int, generator: torch.Generator
+              ) -> tuple[list[torch.Tensor | None], list[int]]:
     """(per view (BANDS, M_v) the 3D segment of each of its masks per band (−1: none), the segment count
     per band): the masks of one 3D segment share it in every view.
 
@@ -79,9 +84,10 @@ def segment_codes(count: int, band_dim: int, generator: torch.Generator) -> torc
     return F.normalize(basis[:max(count, 1)], dim=1)
 
 
-def lift_segments(contributions: list, prepared: list[ViewMasks], identities: list[torch.Tensor], usable: list[int],
-                  components: list[torch.Tensor], counts: list[int], scene, g, band_dim: int,
-                  generator: torch.Generator) -> torch.Tensor:
+def lift_segments(contributions: Sequence[ViewContributions], prepared: list[ViewMasks],
+                  identities: list[torch.Tensor], usable: list[int], components: list[torch.Tensor],
+                  counts: list[int], scene, g: SplatTensors, band_dim: int, generator: torch.Generator
+                  ) -> torch.Tensor:
     """Band by band, each Gaussian's 3D segment by direct lifting (lifting.assign_labels on the per-view
     shares of its compositing weight in each segment's masks: smoothing over neighbours, stray fragments and
     unseen Gaussians decided by their neighbours), and its feature the segment's code: (N, D)."""
@@ -105,5 +111,6 @@ def lift_segments(contributions: list, prepared: list[ViewMasks], identities: li
         result = assign_labels(votes, knn, g.rgb.cpu().numpy(), means=g.means.cpu().numpy())
         labels = torch.from_numpy(result.labels).to(device)
         codes = segment_codes(k, band_dim, generator).to(device)
-        features[:, b * band_dim:(b + 1) * band_dim] = torch.where((labels >= 0)[:, None], codes[labels.clamp_min(0)], 0.0)
+        features[:, b * band_dim:(b + 1) * band_dim] = torch.where((labels >= 0)[:, None], codes[labels.clamp_min(0)],
+                                                                   0.0)
     return features

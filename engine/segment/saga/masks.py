@@ -12,7 +12,7 @@ import torch
 
 from ..views import View
 from .features import SagaError
-from .rendering import NullContext, view_images
+from .rendering import NullContext, ViewContributions, view_images
 
 
 @dataclass
@@ -31,7 +31,8 @@ def _as_mask_stack(masks) -> np.ndarray:
     return label_map_to_masks(masks) if masks.ndim == 2 else masks.astype(bool)
 
 
-def prepare_masks(view_masks: list, contributions: list, views: Sequence[View], device) -> list[ViewMasks]:
+def prepare_masks(view_masks: list, contributions: Sequence[ViewContributions], views: Sequence[View],
+                  device) -> list[ViewMasks]:
     """Each view's masks ((M, H, W) bool or an (H, W) label map) with their 3D scales from the view's rendered
     depth, those of no finite scale dropped, sorted by scale; `contributions` per view (view_contributions)."""
     from ..sam_masks import mask_scales

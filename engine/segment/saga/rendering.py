@@ -14,6 +14,9 @@ from ...render.rasterizer import gsplat_available, render_gaussians
 from ...render.splats import SplatTensors, splat_tensors
 from ..views import View
 
+# A view's feature rendering and contribution lifting, as training uses them.
+ViewContributions = ViewWeights | RasterizedView
+
 
 
 class NullContext:
@@ -63,7 +66,7 @@ def view_images(scene, views: Sequence[View], device) -> list[np.ndarray]:
 
 
 def view_contributions(g: SplatTensors, views: Sequence[View], backend: str,
-                       progress: Callable[[float], None] | None = None) -> list[ViewWeights | RasterizedView]:
+                       progress: Callable[[float], None] | None = None) -> list[ViewContributions]:
     """Per view, its feature rendering and lifting: "gsplat" (each a rasterizer pass) or "contributions" (the
     weights computed once per view, then sparse products)."""
     if backend == "gsplat":
