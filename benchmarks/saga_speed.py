@@ -49,15 +49,16 @@ def benchmark_training(gaussians: int = 1_000_000, views: int = 60, width: int =
     time it and a click per object (IoU of the clicked segment against the labels is reported too)."""
     from engine.scene_cache import load_scene
     from engine.segment import saga
+    from engine.segment.saga.rendering import as_device, scene_splats
     from engine.segment.views import orbit_views
     from engine.synthetic_scene import make_primitives_scene
 
-    dev = saga._resolve_device(device)
+    dev = as_device(device)
     synth = make_primitives_scene(gaussians_per_object=max(gaussians // 6, 50), sh_degree=0)
     folder = Path(workdir or tempfile.mkdtemp(prefix="saga_bench_"))
     scene = load_scene(synth.write(folder / "scene.ply"))
     view_list = orbit_views(scene.gaussians.means, views, width=width, height=height)
-    g = saga._tensors(scene, dev)
+    g = scene_splats(scene, dev)
     maps, masks = oracle_masks(synth.labels, g, view_list, dev)
     print("saga_inputs: oracle masks (the synthetic scene's labels rendered), not SAM")
 

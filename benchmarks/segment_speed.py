@@ -16,8 +16,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.neighbours import knn_graph  # noqa: E402
+from engine.render import contributions  # noqa: E402
+from engine.render.splats import splat_tensors  # noqa: E402
 from engine.segment import lifting, region_growing  # noqa: E402
-from engine.segment.neighbours import knn_graph  # noqa: E402
 from engine.segment.views import orbit_views  # noqa: E402
 from engine.synthetic_scene import make_primitives_scene  # noqa: E402
 
@@ -47,7 +49,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     per_object = args.gaussians // 6       # the ground holds three objects' worth
     scene = make_primitives_scene(gaussians_per_object=per_object, sh_degree=0, seed=0)
-    g = lifting.splat_tensors(scene.gaussians, device)
+    g = splat_tensors(scene.gaussians, device)
     print(f"gaussians: {g.count}")
     print("inputs: oracle masks (the synthetic scene's labels rendered), not SAM")
     views = orbit_views(scene.gaussians.means, count=args.views, width=args.width, height=args.height)
@@ -61,10 +63,10 @@ def main() -> None:
         lab[out.alpha < 0.5] = -1
         maps.append(lab)
     maps = torch.stack(maps)
-    use_kernel = lifting.kernel_available(device)
+    use_kernel = contributions.kernel_available(device)
     print(f"kernel_available: {use_kernel}")
 
-    t_votes, _ = timed(lambda: lifting.contribution_votes(g, vms, Ks, maps, 4, use_kernel=use_kernel, normalise=True))
+    t_votes, _ = timed(lambda: contributions.label_votes(g, vms, Ks, maps, 4, use_kernel=use_kernel, normalise=True))
     print(f"lift_votes_{args.views}_views_s: {t_votes:.3f}")
     knn, dist = knn_graph(scene.gaussians.means, 16)
     # The whole lifting as the handler runs it: trusted label maps, per-view shares, smoothing, clean-up.
@@ -75,8 +77,8 @@ def main() -> None:
     print(f"lift_min_iou: {min(ious):.4f}")
 
     r = args.reference_views
-    t_ref, _ = timed(lambda: lifting.contribution_votes(g, vms[:r], Ks[:r], maps[:r], 4, use_kernel=False), repeat=1)
-    t_ker, _ = timed(lambda: lifting.contribution_votes(g, vms[:r], Ks[:r], maps[:r], 4, use_kernel=use_kernel))
+    t_ref, _ = timed(lambda: contributions.label_votes(g, vms[:r], Ks[:r], maps[:r], 4, use_kernel=False), repeat=1)
+    t_ker, _ = timed(lambda: contributions.label_votes(g, vms[:r], Ks[:r], maps[:r], 4, use_kernel=use_kernel))
     print(f"reference_{r}_views_s: {t_ref:.3f}")
     print(f"kernel_{r}_views_s: {t_ker:.4f}")
     print(f"kernel_speedup: {t_ref / t_ker:.1f}")

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from .build import load_extension
-from .reference import contribution_votes_reference, pack_object_parameters, transform_gaussians_reference
+from .reference import contributions_reference, pack_object_parameters, transform_gaussians_reference
 
 __all__ = ["available", "transform_gaussians", "pack_object_parameters", "transform_gaussians_reference",
-           "accumulate_contributions", "contribution_votes_reference"]
+           "accumulate_contributions", "contributions_reference"]
 
 # Set to 1 to always run the torch reference (e.g. to rule the kernel out while debugging).
 DISABLE_ENV = "ANIMATE_GAUSSIANS_DISABLE_CUDA_EXT"
@@ -91,12 +91,13 @@ def accumulate_contributions(means2d: torch.Tensor, conics: torch.Tensor, opacit
     Takes gsplat's unpacked projection of I images (means2d (I, N, 2), conics (I, N, 3)), opacities (N,),
     labels (I, H, W) int (pixels outside [0, num_labels) count for nothing), and gsplat's tile intersections
     (isect_offset_encode's (I, th, tw) offsets, flatten_ids into I·N). Returns votes (N, num_labels) float32.
-    CUDA only: cuda_ext.reference.contribution_votes_reference is the same on the torch rasterizer.
+    CUDA only: cuda_ext.reference.contributions_reference of the labels' one-hots is the same on the torch
+    rasterizer (engine.render.contributions.label_votes picks between them).
     """
     ext = _extension()
     if ext is None:
         raise RuntimeError("accumulate_contributions needs the CUDA extension; "
-                           "use cuda_ext.reference.contribution_votes_reference instead")
+                           "use cuda_ext.reference.contributions_reference instead")
     if means2d.data_ptr() % 8:
         means2d = means2d.clone()
     return ext.accumulate_contributions(means2d.float().contiguous(), conics.float().contiguous(),

@@ -87,33 +87,22 @@ def transform_gaussians_reference(means: torch.Tensor, quats: torch.Tensor, log_
     return new_means, new_quats, new_log_scales, new_sh
 
 
-def contribution_votes_reference(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor,
-                                 opacities: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
-                                 labels: torch.Tensor, num_labels: int, near: float = 0.01,
-                                 far: float = 1e10) -> torch.Tensor:
-    """What accumulate_contributions computes for one view, on the pure-torch rasterizer (any device).
+def contributions_reference(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor,
+                            opacities: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
+                            pixel_values: torch.Tensor, near: float = 0.01, far: float = 1e10) -> torch.Tensor:
+    """(N, D): Σ_p w_g(p)·pixel_values[p] for every Gaussian g, where w_g(p) is the weight (alpha ×
+    transmittance) with which g is composited into pixel p, on the pure-torch rasterizer (any device).
 
-    votes[g, l] = Σ over pixels p with labels[p] == l of w_g(p), the weight (alpha × transmittance) with
-    which Gaussian g is composited into p; labels outside [0, num_labels) count for nothing. The weights are
-    the gradient of Σ_p Σ_l onehot(p, l)·image(p, l) with respect to per-Gaussian channels (the image is
-    linear in them), so the CPU rasterizer's own compositing gives them exactly.
+    With label one-hots as the values (H, W, L) this is what accumulate_contributions computes (labels outside
+    [0, L) one-hot to zeros); for any values it is the backward pass of feature rendering (the image is linear
+    in the features), which engine.render.contributions takes from gsplat on CUDA.
     """
     from engine.render import cpu_rasterizer
 
-    height, width = labels.shape
+    height, width, dim = pixel_values.shape
     with torch.no_grad():
         proj = cpu_rasterizer.project_gaussians(means, quats, scales, opacities, viewmat, K, width, height,
                                                 near, far)
-    votes = torch.zeros(means.shape[0], num_labels, dtype=means.dtype, device=means.device)
-    if proj.ids.numel() == 0:
-        return votes
-    labels = labels.to(means.device).long()
-    counted = (labels >= 0) & (labels < num_labels)
-    onehot = torch.nn.functional.one_hot(torch.where(counted, labels, 0), num_labels).to(means.dtype)
-    onehot = onehot * counted[..., None]
-    channels = torch.zeros(proj.ids.numel(), num_labels, dtype=means.dtype, device=means.device,
-                           requires_grad=True)
-    with torch.enable_grad():
-        image, _ = cpu_rasterizer.composite(proj, channels, width, height)
-        (grad,) = torch.autograd.grad((image * onehot).sum(), channels)
-    return votes.index_add_(0, proj.ids, grad)
+        sums = cpu_rasterizer.accumulate(proj, pixel_values.to(means.device), width, height)
+    out = torch.zeros(means.shape[0], dim, dtype=means.dtype, device=means.device)
+    return out.index_add_(0, proj.ids, sums.to(means.dtype))

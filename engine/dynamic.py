@@ -32,8 +32,21 @@ class DynamicFormatError(AnimateGaussiansError):
             "means3D and unnorm_rotations, logit_opacities, log_scales and rgb_colors")
 
 
+class SequenceShape:
+    """`timesteps` and `count` of a sequence whose `means` are (T, N, 3): the file's arrays and their tensors on
+    the device (query4d.clips.DeviceSequence) alike."""
+
+    @property
+    def timesteps(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def count(self) -> int:
+        return int(self.means.shape[1])
+
+
 @dataclass
-class DynamicGaussians:
+class DynamicGaussians(SequenceShape):
     """A Gaussian sequence in its file frame. Arrays with a leading time axis of length 1 are constant."""
 
     means: np.ndarray                    # (T, N, 3) float32
@@ -43,14 +56,6 @@ class DynamicGaussians:
     log_scales: np.ndarray               # (N, 3)
     seg_colors: np.ndarray | None = None # (N, 3)
     labels: np.ndarray | None = None     # (N,) int32, synthetic ground truth
-
-    @property
-    def timesteps(self) -> int:
-        return int(self.means.shape[0])
-
-    @property
-    def count(self) -> int:
-        return int(self.means.shape[1])
 
     def _at(self, array: np.ndarray, t: int) -> np.ndarray:
         return array[min(t, array.shape[0] - 1)]

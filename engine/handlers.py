@@ -72,7 +72,7 @@ HANDLERS: dict[str, Handler | str] = {
     "render": "engine.render.job:handle_render",
     "query4d": "engine.query4d.handler:handle_query4d",
     "segment": "engine.segment.handler:handle_segment",
-    "segment_train": "engine.segment.saga:handle_segment_train",
+    "segment_train": "engine.segment.saga.training:handle_segment_train",
     "animate": "engine.motion.handler:handle_animate",
 }
 

@@ -24,7 +24,7 @@ _WORKER = textwrap.dedent("""
     import sys, zipfile
     import numpy as np
     from engine import scene_cache
-    from engine.segment.neighbours import scene_knn
+    from engine.neighbours import scene_knn
     ply, rounds = sys.argv[1], int(sys.argv[2])
     loaded = scene_cache.load_scene(ply)
     bad = 0

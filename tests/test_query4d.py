@@ -137,10 +137,11 @@ def test_open_clip_path_runs_end_to_end(one_thread):
 
 
 def test_neighbour_graph_is_rebuilt_only_when_gaussians_moved():
-    from engine.query4d.field import Neighbours, colour_weights, neighbourhood_sums
+    from engine.neighbours import MovingNeighbours
+    from engine.query4d.field import colour_weights, neighbourhood_sums
 
     means = torch.tensor(np.random.default_rng(0).random((300, 3)), dtype=torch.float32)
-    nb = Neighbours(4)
+    nb = MovingNeighbours(4)
     first = nb.at(means)
     assert nb.at(means + 1e-4) is first and nb.builds == 1          # jitter below the neighbour distance
     moved = means.clone()

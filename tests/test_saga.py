@@ -1,5 +1,6 @@
-"""SAGA affinity features: exact CPU feature rendering, mask scales, training on oracle masks of a labelled
-synthetic scene then clicks, the feature cache, and the "segment_train" handler. CPU, small scenes."""
+"""SAGA affinity features: the closed-form gate, mask scales, training on oracle masks of a labelled synthetic
+scene then clicks, the feature cache, and the "segment_train" handler. CPU, small scenes (its feature rendering
+and lifting are engine.render.contributions', tested in test_contributions.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 
 from engine.render.rasterizer import render_gaussians
+from engine.render.splats import splat_tensors
 from engine.scene_cache import load_scene
 from engine.segment import saga
-from engine.segment.lifting import splat_tensors
+from engine.segment.saga.features import band_gate
 from engine.segment.sam_masks import mask_scales
 from engine.segment.views import orbit_views
 from engine.synthetic_scene import make_primitives_scene
@@ -42,40 +44,8 @@ def _oracle(synth, g, views):
     return maps, masks
 
 
-def test_contribution_renderer_matches_the_rasterizer(labelled):
-    synth, _, views = labelled
-    g = splat_tensors(synth.gaussians)
-    renderer = saga._ContributionFeatureRenderer(g, views[:2])
-    features = torch.randn(g.count, 5)
-    for i, v in enumerate(views[:2]):
-        ref = render_gaussians(g.means, g.quats, g.scales, g.opacities, torch.zeros(g.count, 3), v.viewmat, v.K,
-                               v.width, v.height, features=features, backend="cpu")
-        mine, alpha = renderer.render(features, i, torch.arange(v.width * v.height))
-        assert torch.allclose(mine.reshape(v.height, v.width, 5), ref.features, atol=1e-5)
-        assert torch.allclose(alpha.reshape(v.height, v.width), ref.alpha, atol=1e-5)
-        solid = ref.alpha > 0.5
-        assert torch.allclose(renderer.depths[i][solid], ref.depth[solid], atol=1e-4)
-
-
-def test_pull_back_is_the_transpose_of_rendering(labelled):
-    """The sparse transpose product (CPU) and the autograd VJP of rendering (the gsplat path) agree."""
-    synth, _, views = labelled
-    g = splat_tensors(synth.gaussians)
-    renderer = saga._ContributionFeatureRenderer(g, views[:1])
-
-    class ViaAutograd:                       # not a _ContributionFeatureRenderer: takes the autograd branch
-        render = renderer.render
-
-    pixels = torch.nonzero(renderer.alphas[0].reshape(-1) > 0.5).squeeze(1)
-    values = torch.randn(len(pixels), 3)
-    fast, fast_support = saga._pull_back(renderer, 0, pixels, values, g.count)
-    slow, slow_support = saga._pull_back(ViaAutograd(), 0, pixels, values, g.count)
-    assert torch.allclose(fast, slow, atol=1e-4) and torch.allclose(fast_support, slow_support, atol=1e-4)
-    assert float(fast_support.max()) > 0.5
-
-
 def test_band_gate_keeps_the_band_of_the_granularity():
-    gate = saga._band_gate(saga.FEATURE_DIM)
+    gate = band_gate(saga.FEATURE_DIM)
     q = torch.tensor([0.0, 0.2, 0.3, 0.6, 0.9, 1.0])
     weights = gate(q).detach().reshape(len(q), saga.BANDS, -1)
     band = (q * saga.BANDS).floor().long().clamp(max=saga.BANDS - 1)

@@ -1,5 +1,5 @@
 """The contribution-accumulation kernel (cuda_ext, on gsplat's projection) against its torch reference (the
-CPU rasterizer's compositing), on the device."""
+torch rasterizer's weights), through engine.render.contributions.label_votes, on the device."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.segment.lifting import contribution_votes, splat_tensors
+from engine.render.contributions import kernel_available, label_votes
+from engine.render.splats import splat_tensors
 from engine.segment.views import orbit_views
 from engine.synthetic_scene import make_primitives_scene, make_random_gaussians
 
@@ -24,8 +25,6 @@ def _label_maps(views, rng, num_labels):
 @pytest.mark.gpu
 @pytest.mark.parametrize("scene", ["primitives", "random"])
 def test_kernel_matches_reference(scene):
-    from engine.segment.lifting import kernel_available
-
     assert kernel_available("cuda"), "the CUDA extension or gsplat failed to load"
     if scene == "primitives":
         g = make_primitives_scene(gaussians_per_object=3000, sh_degree=0).gaussians
@@ -35,8 +34,8 @@ def test_kernel_matches_reference(scene):
     views = orbit_views(g.means, count=5, width=200, height=150)
     maps = _label_maps(views, np.random.default_rng(0), 4)
     vms, Ks = np.stack([v.viewmat for v in views]), np.stack([v.K for v in views])
-    got = contribution_votes(splats, vms, Ks, maps, 4, use_kernel=True).cpu().numpy()
-    want = contribution_votes(splats, vms, Ks, maps, 4, use_kernel=False).cpu().numpy()
+    got = label_votes(splats, vms, Ks, maps, 4, use_kernel=True).cpu().numpy()
+    want = label_votes(splats, vms, Ks, maps, 4, use_kernel=False).cpu().numpy()
     scale = want.sum(1).max()
     assert want.sum() > 100
     np.testing.assert_allclose(got.sum(), want.sum(), rtol=2e-3)
@@ -51,7 +50,7 @@ def test_kernel_ignores_uncounted_pixels_and_matches_total_alpha():
     splats = splat_tensors(g, "cuda")
     (view,) = orbit_views(g.means, count=1, width=160, height=120)
     all_zero = np.zeros((1, view.height, view.width), np.int32)
-    votes = contribution_votes(splats, view.viewmat[None], view.K[None], all_zero, 1, use_kernel=True)
+    votes = label_votes(splats, view.viewmat[None], view.K[None], all_zero, 1, use_kernel=True)
     from engine.render.rasterizer import render_gaussians
 
     alpha = render_gaussians(splats.means, splats.quats, splats.scales, splats.opacities, splats.rgb,
@@ -59,4 +58,4 @@ def test_kernel_ignores_uncounted_pixels_and_matches_total_alpha():
     # Σ_g w_g(p) over Gaussians is the pixel's alpha, so the votes add up to the image's total alpha.
     assert abs(float(votes.sum()) - float(alpha.sum())) < 1e-3 * float(alpha.sum())
     none = np.full_like(all_zero, -1)
-    assert float(contribution_votes(splats, view.viewmat[None], view.K[None], none, 1, use_kernel=True).sum()) == 0
+    assert float(label_votes(splats, view.viewmat[None], view.K[None], none, 1, use_kernel=True).sum()) == 0

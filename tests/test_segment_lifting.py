@@ -1,5 +1,5 @@
 """Direct lifting on the synthetic labelled scene (CPU rasterizer): oracle masks and noisy masks from orbit
-views lifted onto the Gaussians, compared with the true labels (IoU per object); the reference's weights."""
+views lifted onto the Gaussians, compared with the true labels (IoU per object); clicks pick the object."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cuda_ext.reference import contribution_votes_reference
-from engine.segment.lifting import (assign_labels, lift_masks, pick_gaussian, render_view, splat_tensors,
-                                    trusted_label_maps, view_shares)
-from engine.segment.neighbours import knn_graph
+from engine.neighbours import knn_graph
+from engine.render.contributions import view_shares
+from engine.render.splats import splat_tensors
+from engine.segment.lifting import assign_labels, lift_masks, pick_gaussian, render_view, trusted_label_maps
 from engine.segment.views import orbit_views
 from engine.synthetic_scene import make_primitives_scene
 
@@ -85,7 +85,7 @@ def noisy_view(truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def truth_and_noisy_votes(scene, splats, view, rng):
     """One pass of the CPU rasterizer per view: the true labels rendered (one-hot channels) give the oracle
     map, the noise is put on it, and the gradient of the same compositing gives the noisy map's votes (as
-    contribution_votes_reference computes them; the image is linear in the channels)."""
+    the torch rasterizer's label votes are; the image is linear in the channels)."""
     from engine.render import cpu_rasterizer
 
     vm = torch.as_tensor(view.viewmat, dtype=torch.float32)
@@ -136,48 +136,6 @@ def test_trusted_label_maps_drop_edges_and_specks():
     assert (out[14:26, 14:26] == 1).all()                  # the inside is kept (corners are rounded)
     assert (out[7:13, 20] == -1).all() and (out[27:33, 20] == -1).all()   # within 3 px of the edge: dropped
     assert out[5, 20] == 0 and out[20, 20] == 1
-
-
-def test_view_shares_count_each_view_once():
-    votes = torch.tensor([[8.0, 2.0], [0.0, 0.0], [0.1, 0.0], [40.0, 0.0]])
-    shares = view_shares(votes, floor=0.5)                  # median total weight 10, floor 5
-    np.testing.assert_allclose(shares.numpy(), [[0.8, 0.2], [0, 0], [0.02, 0], [1.0, 0]], atol=1e-6)
-
-
-def test_reference_weights_are_the_composited_weights():
-    """Brute force per pixel (sorted by depth, gsplat's alpha rule) on a few Gaussians."""
-    rng = np.random.default_rng(0)
-    n, W, H = 12, 24, 20
-    means = torch.tensor(np.c_[rng.uniform(-0.4, 0.4, (n, 2)), rng.uniform(2, 3, n)], dtype=torch.float32)
-    quats = torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32)
-    scales = torch.tensor(rng.uniform(0.05, 0.2, (n, 3)), dtype=torch.float32)
-    opac = torch.tensor(rng.uniform(0.3, 0.99, n), dtype=torch.float32)
-    viewmat, K = torch.eye(4), torch.tensor([[30.0, 0, W / 2], [0, 30.0, H / 2], [0, 0, 1]])
-    labels = torch.tensor(rng.integers(-1, 3, (H, W)), dtype=torch.int32)
-    got = contribution_votes_reference(means, quats, scales, opac, viewmat, K, labels, 3).numpy()
-
-    from engine.render.cpu_rasterizer import project_gaussians
-
-    proj = project_gaussians(means, quats, scales, opac, viewmat, K, W, H, 0.01, 1e10)
-    want = np.zeros((n, 3))
-    order = torch.argsort(proj.depths).numpy()
-    for py in range(H):
-        for px in range(W):
-            T, lab = 1.0, int(labels[py, px])
-            for j in order:
-                d = proj.means2d[j].numpy() - (px + 0.5, py + 0.5)
-                a, b, c = proj.conics[j].numpy()
-                sigma = 0.5 * (a * d[0] ** 2 + c * d[1] ** 2) + b * d[0] * d[1]
-                alpha = min(0.999, float(proj.opacities[j]) * np.exp(-sigma))
-                if sigma < 0 or alpha < 1 / 255:
-                    continue
-                if T * (1 - alpha) <= 1e-4:
-                    break
-                if 0 <= lab < 3:
-                    want[int(proj.ids[j]), lab] += alpha * T
-                T *= 1 - alpha
-    assert want.sum() > 1
-    np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 def test_pick_gaussian_hits_the_object_under_the_pixel(orbit_case):

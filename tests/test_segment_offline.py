@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from engine.cameras import project_points
+from engine.neighbours import knn_graph
+from engine.render.splats import splat_tensors
 from engine.segment import cleanup, region_growing
-from engine.segment.lifting import pick_gaussian, splat_tensors
-from engine.segment.neighbours import knn_graph
+from engine.segment.lifting import pick_gaussian
 from engine.segment.views import orbit_views
 from engine.synthetic_scene import make_primitives_scene
 

@@ -13,13 +13,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..dynamic import DynamicGaussians
+from ..dynamic import DynamicGaussians, SequenceShape
 from ..render.rasterizer import render_gaussians
 from ..segment.views import View, orbit_views
 
 
 @dataclass
-class DeviceSequence:
+class DeviceSequence(SequenceShape):
     """A DynamicGaussians as torch tensors on one device (time-constant arrays keep a time axis of 1)."""
 
     means: torch.Tensor          # (T, N, 3)
@@ -28,14 +28,6 @@ class DeviceSequence:
     scales: torch.Tensor         # (N, 3) linear
     opacities: torch.Tensor      # (N,)
     labels_onehot: torch.Tensor | None   # (N, L) float, when the sequence carries labels
-
-    @property
-    def timesteps(self) -> int:
-        return int(self.means.shape[0])
-
-    @property
-    def count(self) -> int:
-        return int(self.means.shape[1])
 
     @property
     def device(self) -> torch.device:

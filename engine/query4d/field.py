@@ -20,10 +20,12 @@ import torch.nn.functional as F
 
 from ..atomic_files import atomic_write
 from ..dynamic import DynamicGaussians
+from ..neighbours import MovingNeighbours
+from ..render.contributions import lift_with_support
+from ..render.splats import SplatTensors
 from .autoencoder import train_autoencoder
 from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
 from .features import FeatureExtractor, clip_crop_features, crop_boxes, crop_membership
-from .lifting import lift_feature_image
 
 FIELD_VERSION = 3
 
@@ -80,30 +82,6 @@ class FeatureField:
                        decoder_weight=torch.from_numpy(z["decoder_weight"]).to(device),
                        decoder_bias=torch.from_numpy(z["decoder_bias"]).to(device), extractor=str(z["extractor"]),
                        stats=json.loads(str(z["stats"])))
-
-
-class Neighbours:
-    """Each Gaussian's k nearest neighbours, rebuilt only when some Gaussian has moved further than the typical
-    neighbour distance since the last build (a k-d tree over every Gaussian costs seconds at 300k)."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self.built_at: np.ndarray | None = None
-        self.index: torch.Tensor | None = None
-        self.reach = 0.0
-        self.builds = 0
-
-    def at(self, means: torch.Tensor) -> torch.Tensor:
-        from ..segment.neighbours import knn_graph
-
-        m = means.detach().float().cpu().numpy()
-        if self.built_at is None or np.abs(m - self.built_at).max() > self.reach:
-            idx, dist = knn_graph(m, self.k)
-            finite = dist[np.isfinite(dist)]
-            self.reach = float(np.median(finite)) if len(finite) else 0.0
-            self.built_at, self.builds = m, self.builds + 1
-            self.index = torch.from_numpy(idx.astype(np.int64)).to(means.device)
-        return self.index
 
 
 def neighbourhood_sums(index: torch.Tensor, num: torch.Tensor, den: torch.Tensor,
@@ -183,15 +161,16 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     d = crop_codes.shape[-1]
     codes = torch.zeros((len(steps), seq.count, d), dtype=torch.float16, device=device)
     seen = torch.zeros((len(steps), seq.count), dtype=torch.bool, device=device)
-    neighbours = Neighbours(options.knn)
+    neighbours = MovingNeighbours(options.knn)
     for i, t in enumerate(steps.tolist()):
         means, quats, rgb = dev.at(t)
         num = torch.zeros((seq.count, d), device=device)
         den = torch.zeros(seq.count, device=device)
+        posed = SplatTensors(means, quats, dev.scales, dev.opacities, rgb)
         for v in range(len(views)):
             pixel_codes = (member_w.T @ crop_codes[i, v].float()) / norm[:, None]
-            n_v, d_v = lift_feature_image(means, quats, dev.scales, dev.opacities, viewmats[v], Ks[v],
-                                          pixel_codes.reshape(options.height, options.width, d), options.backend)
+            n_v, d_v = lift_with_support(posed, viewmats[v], Ks[v], options.width, options.height, pixel_codes,
+                                         backend=options.backend)
             num += n_v
             den += d_v
         if options.knn > 0:

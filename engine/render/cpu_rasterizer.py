@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -149,18 +150,20 @@ def _tile_batches(per_tile: torch.Tensor) -> list[torch.Tensor]:
     return batches
 
 
-def composite(proj: Projected, channels: torch.Tensor, width: int, height: int,
-              background: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Front-to-back alpha compositing of per-Gaussian `channels` (M, C) -> ((H, W, C), alpha (H, W)).
+def composite_weights(proj: Projected, width: int, height: int
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The weight alpha × transmittance of every Gaussian in every pixel it is composited into, chunk by chunk
+    of the tiles' depth-sorted lists: the one compositing rule that composite (forward), accumulate (its
+    transpose) and weight_triplets (the weights themselves) read.
 
     gsplat's per-pixel rule: alpha = min(0.999, o·exp(-½ dᵀ Σ⁻¹ d)) with d from the pixel centre; Gaussians
     with alpha < 1/255 are skipped; the pixel stops before the Gaussian that would take its transmittance to
-    1e-4 or below. `background` (C,) is added with the remaining transmittance.
+    1e-4 or below. Yields (tiles (B,) of the batch, rows (b,) of it in this chunk, gaussians (b, lc) rows of
+    `proj` (len(proj.ids) = padding, weight 0), weights (b, TILE², lc) with pixels row-major in the tile,
+    the batch's transmittance (B, TILE²) after the chunk); every chunk of one batch yields the same `tiles`.
     """
     tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
-    n_tiles = tiles_x * tiles_y
-    C = channels.shape[1]
-    dtype, device = channels.dtype, channels.device
+    dtype, device = proj.means2d.dtype, proj.means2d.device
     gauss, starts, per_tile = bin_tiles(proj, tiles_x, tiles_y)
     # Pixel-centre offsets inside a tile (rows and columns alike).
     offsets = torch.arange(TILE, dtype=dtype, device=device) + 0.5
@@ -169,17 +172,14 @@ def composite(proj: Projected, channels: torch.Tensor, width: int, height: int,
     means2d = torch.cat([proj.means2d, proj.means2d.new_zeros(1, 2)])
     conics = torch.cat([proj.conics, proj.conics.new_zeros(1, 3)])
     opac = torch.cat([proj.opacities, proj.opacities.new_zeros(1)])
-    chans = torch.cat([channels, channels.new_zeros(1, C)])
     pad = len(means2d) - 1
 
     P = TILE * TILE
-    tile_ids, tile_colors, tile_trans = [], [], []
     for tiles in _tile_batches(per_tile):
         B = len(tiles)
         counts = per_tile[tiles]
         corners = torch.stack([tiles % tiles_x, tiles // tiles_x], dim=-1).to(dtype) * TILE          # (B, 2)
-        acc = channels.new_zeros(B, P, C)
-        trans = channels.new_ones(B, P)
+        trans = torch.ones(B, P, dtype=dtype, device=device)
         done = torch.zeros(B, P, dtype=torch.bool, device=device)
         active = torch.arange(B, device=device)
         L = int(counts.max())
@@ -220,13 +220,28 @@ def composite(proj: Projected, channels: torch.Tensor, width: int, height: int,
                 used = t_incl > MIN_TRANSMITTANCE      # monotone: exactly the Gaussians before the stop
             t_excl = torch.cat([t_prev[..., None], t_incl[..., :-1]], dim=-1)
             weights = torch.where(used, alpha * t_excl, torch.zeros_like(alpha))                     # (b, P, lc)
-            acc = acc.index_add(0, active, weights @ chans[g])
             trans = trans.index_add(0, active, -weights.sum(-1))
             with torch.no_grad():
                 done[active] = done[active] | (~used & keep).any(-1)
-        tile_colors.append(acc)
-        tile_trans.append(trans)
-        tile_ids.append(tiles)
+            yield tiles, active, g, weights, trans
+
+
+def composite(proj: Projected, channels: torch.Tensor, width: int, height: int,
+              background: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Front-to-back alpha compositing of per-Gaussian `channels` (M, C) -> ((H, W, C), alpha (H, W)), by
+    composite_weights' rule. `background` (C,) is added with the remaining transmittance."""
+    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
+    n_tiles = tiles_x * tiles_y
+    C = channels.shape[1]
+    chans = torch.cat([channels, channels.new_zeros(1, C)])     # the padding Gaussian's row
+    tile_ids, tile_colors, tile_trans = [], [], []
+    for tiles, active, g, weights, trans in composite_weights(proj, width, height):
+        if not tile_ids or tile_ids[-1] is not tiles:
+            tile_ids.append(tiles)
+            tile_colors.append(channels.new_zeros(len(tiles), TILE * TILE, C))
+            tile_trans.append(trans)
+        tile_colors[-1] = tile_colors[-1].index_add(0, active, weights @ chans[g])
+        tile_trans[-1] = trans
 
     all_colors = channels.new_zeros(n_tiles, TILE * TILE, C)
     all_trans = channels.new_ones(n_tiles, TILE * TILE)
@@ -235,9 +250,43 @@ def composite(proj: Projected, channels: torch.Tensor, width: int, height: int,
         all_colors = all_colors.index_copy(0, ids, torch.cat(tile_colors))
         all_trans = all_trans.index_copy(0, ids, torch.cat(tile_trans))
     if background is not None:
-        all_colors = all_colors + all_trans[..., None] * background.to(dtype)
+        all_colors = all_colors + all_trans[..., None] * background.to(channels.dtype)
     image = all_colors.reshape(tiles_y, tiles_x, TILE, TILE, C).permute(0, 2, 1, 3, 4)
     image = image.reshape(tiles_y * TILE, tiles_x * TILE, C)[:height, :width]
     alpha = (1.0 - all_trans).reshape(tiles_y, tiles_x, TILE, TILE).permute(0, 2, 1, 3)
     alpha = alpha.reshape(tiles_y * TILE, tiles_x * TILE)[:height, :width]
     return image, alpha
+
+
+def accumulate(proj: Projected, pixel_values: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The transpose of composite: (M, C) per Gaussian of `proj`, Σ over pixels p of its weight in p × the
+    pixel's values (H, W, C) — what composite's backward pass gives its channels, computed directly."""
+    tiles_x, tiles_y = math.ceil(width / TILE), math.ceil(height / TILE)
+    C = pixel_values.shape[-1]
+    values = pixel_values.to(proj.means2d.dtype).new_zeros(tiles_y * TILE, tiles_x * TILE, C)
+    values[:height, :width] = pixel_values
+    values = values.reshape(tiles_y, TILE, tiles_x, TILE, C).permute(0, 2, 1, 3, 4).reshape(-1, TILE * TILE, C)
+    out = values.new_zeros(len(proj.ids) + 1, C)                  # + the padding Gaussian's row
+    for tiles, active, g, weights, _ in composite_weights(proj, width, height):
+        out.index_add_(0, g.reshape(-1), (weights.transpose(1, 2) @ values[tiles[active]]).reshape(-1, C))
+    return out[:-1]
+
+
+def weight_triplets(proj: Projected, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every non-zero compositing weight as (pixel (K,) row-major y·width + x, row of `proj` (K,), weight
+    (K,)): a sparse (H·W, M) matrix through which rendering is a product (composite_weights' rule)."""
+    tiles_x = math.ceil(width / TILE)
+    rows, cols, vals = [], [], []
+    for tiles, active, g, weights, _ in composite_weights(proj, width, height):
+        b, p, l = torch.nonzero(weights > 0, as_tuple=True)
+        tile = tiles[active][b]
+        x = (tile % tiles_x) * TILE + p % TILE
+        y = (tile // tiles_x) * TILE + p // TILE
+        inside = (x < width) & (y < height)
+        rows.append((y * width + x)[inside])
+        cols.append(g[b, l][inside])
+        vals.append(weights[b, p, l][inside])
+    if not rows:
+        empty = torch.zeros(0, dtype=torch.long, device=proj.means2d.device)
+        return empty, empty, proj.means2d.new_zeros(0)
+    return torch.cat(rows), torch.cat(cols), torch.cat(vals)

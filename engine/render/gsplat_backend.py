@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .rasterizer import RenderOutput
+from .output import RenderOutput
 
 
 def render_gsplat(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,

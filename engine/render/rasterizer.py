@@ -7,7 +7,6 @@ Both backends apply gsplat's rules, so an image does not depend on which one dre
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +15,7 @@ from .. import fallbacks
 from ..backend_probe import GSPLAT_NEEDS
 from ..errors import AnimateGaussiansError
 from . import cpu_rasterizer
+from .output import RenderOutput
 from .sh import sh_degree_from_bases, sh_to_color
 
 BACKENDS = ("auto", "cpu", "gsplat")
@@ -25,21 +25,6 @@ class RenderBackendError(AnimateGaussiansError):
     """The asked-for rendering backend cannot run here."""
 
     hint = "use device 'cpu', or install gsplat in the engine environment on a machine with CUDA"
-
-
-@dataclass
-class RenderOutput:
-    """One rendered view, as torch tensors on the device the Gaussians were on.
-
-    `depth` is the expected camera z: Σ wᵢ zᵢ / Σ wᵢ over the Gaussians composited into a pixel (gsplat's
-    "ED"), 0 where nothing was drawn. Its accuracy degrades where `alpha` is tiny (a faint fringe).
-    `rgb` includes the background weighted by 1 − alpha; `features` never has a background.
-    """
-
-    rgb: torch.Tensor                 # (H, W, 3)
-    depth: torch.Tensor               # (H, W)
-    alpha: torch.Tensor               # (H, W)
-    features: torch.Tensor | None     # (H, W, D)
 
 
 @functools.lru_cache(maxsize=1)

@@ -39,6 +39,14 @@ def voxel_components(points: np.ndarray, voxel: float) -> np.ndarray:
     return voxel_comp[point_voxel]
 
 
+def voxel_size(points: np.ndarray, knn: np.ndarray | None = None) -> float:
+    """The voxel edge for `points`: VOXEL_SPACINGS of their median nearest-neighbour spacing (from their kNN
+    graph when given)."""
+    from ..neighbours import median_spacing
+
+    return VOXEL_SPACINGS * max(median_spacing(points, knn), 1e-9)
+
+
 def keep_connected(means: np.ndarray, mask: np.ndarray, seeds=None, voxel: float | None = None,
                    min_fraction: float = MIN_COMPONENT_FRACTION) -> np.ndarray:
     """The selection `mask` (N,) bool without its floaters: the components holding any selected seed, else
@@ -48,13 +56,7 @@ def keep_connected(means: np.ndarray, mask: np.ndarray, seeds=None, voxel: float
     if sel.size < 2:
         return mask.copy()
     points = np.asarray(means, np.float64)[sel]
-    if voxel is None:
-        from scipy.spatial import cKDTree
-
-        sample = points[np.linspace(0, len(points) - 1, min(len(points), 20000)).astype(int)]
-        d, _ = cKDTree(points).query(sample, k=2)
-        voxel = VOXEL_SPACINGS * max(float(np.median(d[:, 1])), 1e-9)
-    comp = voxel_components(points, voxel)
+    comp = voxel_components(points, voxel_size(points) if voxel is None else voxel)
     sizes = np.bincount(comp)
     keep = np.zeros(len(sizes), bool)
     if seeds is not None:

@@ -16,10 +16,12 @@ import torch
 
 from .. import fallbacks
 from ..errors import AnimateGaussiansError
+from ..neighbours import subset_knn
+from ..render.contributions import label_votes
+from ..render.splats import SplatTensors, splat_tensors
 from ..render.job import resolve_device
 from ..scene_cache import load_scene
 from . import cleanup, lifting, region_growing
-from .neighbours import subset_knn
 from .views import View, load_views
 
 MODES = ("click", "box", "text", "masks")
@@ -82,13 +84,13 @@ def _request_view(params: dict, arrays: dict) -> View:
     return View("request", viewmat, K, width, height)
 
 
-def _views(params: dict, scene, splats: lifting.SplatTensors) -> list[View]:
+def _views(params: dict, scene, splats: SplatTensors) -> list[View]:
     spec = dict(params.get("views") or {})
     return load_views(spec.get("source", "orbit"), spec.get("path"), splats.means.cpu().numpy(),
                       int(spec.get("count", 24)), int(spec.get("width", 512)), int(spec.get("height", 512)))
 
 
-def _region_tree(scene, splats: lifting.SplatTensors, indices: np.ndarray | None):
+def _region_tree(scene, splats: SplatTensors, indices: np.ndarray | None):
     means = splats.means.cpu().numpy()
     knn, dist = subset_knn(means, scene=scene, indices=indices)
     key = "region_tree" if indices is None else f"region_tree_{hash(indices.tobytes())}"
@@ -116,7 +118,7 @@ def _box_visibility(splats, view: View, box) -> tuple[np.ndarray, np.ndarray]:
         raise SegmentRequestError("the box is empty", hint="drag a box over the object")
     label = np.full((view.height, view.width), -1, np.int32)
     label[max(0, int(np.floor(y0))):int(np.ceil(y1)), max(0, int(np.floor(x0))):int(np.ceil(x1))] = 0
-    votes = lifting.contribution_votes(splats, view.viewmat[None], view.K[None], label[None], 1)[:, 0].cpu().numpy()
+    votes = label_votes(splats, view.viewmat[None], view.K[None], label[None], 1)[:, 0].cpu().numpy()
     visible = votes > 0.05 * max(float(np.median(votes[votes > 0])) if (votes > 0).any() else 0.0, 1e-6)
     uv, z = project_points(splats.means.cpu().numpy(), view.viewmat, view.K)
     inside = (z > 0) & (uv[:, 0] >= x0) & (uv[:, 0] <= x1) & (uv[:, 1] >= y0) & (uv[:, 1] <= y1)
@@ -196,8 +198,8 @@ def _sam_lift_click(ctx, splats, scene, view: View, seed: int, granularity: floa
     votes = torch.zeros(splats.count, 2, device=splats.means.device)
     for idx in by_size.values():
         trusted = lifting.trusted_label_maps(np.stack([labels[i] for i in idx]), num_labels=2)
-        votes += lifting.contribution_votes(splats, np.stack([used[i].viewmat for i in idx]),
-                                            np.stack([used[i].K for i in idx]), trusted, 2, normalise=True)
+        votes += label_votes(splats, np.stack([used[i].viewmat for i in idx]), np.stack([used[i].K for i in idx]),
+                             trusted, 2, normalise=True)
     ctx.progress(0.8, "lifting SAM masks")
     res = lifting.assign_labels(votes, knn, splats.rgb.cpu().numpy(), means=splats.means.cpu().numpy())
     in_mask = res.labels == 1
@@ -221,7 +223,7 @@ def handle_segment(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
             raise SegmentRequestError(f"indices outside the .ply's {scene.gaussians.count} Gaussians",
                                       hint="re-import the object: its .ply changed since")
     key = f"splats_{device}" + ("" if indices is None else f"_{hash(indices.tobytes())}")
-    splats = scene.cached(key, lambda: lifting.splat_tensors(scene.gaussians, device, indices))
+    splats = scene.cached(key, lambda: splat_tensors(scene.gaussians, device, indices))
     have = _model_status()
     ctx.progress(0.05, "scene loaded")
 

@@ -3,8 +3,8 @@ with which it is composited into that label's pixels, as a share per view averag
 label with most of it after smoothing over its 3D neighbours; stray fragments and unseen Gaussians take their
 neighbours' label.
 
-The weights come from the cuda_ext kernel on gsplat's projection (CUDA), or from the torch rasterizer's own
-compositing (cuda_ext.reference, any device). Robustness to noisy masks lives in the torch code after them.
+The votes are engine.render.contributions.label_votes (the cuda_ext kernel on CUDA, the torch rasterizer's
+weights elsewhere). Robustness to noisy masks lives in the torch code after them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ply import SH_C0, GaussianArrays
-from ..render.rasterizer import gsplat_available
+from ..render.contributions import label_votes
+from ..render.splats import SplatTensors
 
 # A Gaussian whose total vote (its per-view shares summed over views) is below this fraction of the median
 # Gaussian's counts as unseen and takes its neighbours' label: Gaussians seen only faintly or at silhouettes
@@ -25,10 +25,6 @@ MIN_SUPPORT = 0.5
 # A Gaussian whose winning label has less than this share of its (smoothed) votes is decided by its
 # neighbours instead; 0 = plain argmax.
 MIN_SHARE = 0.0
-# Per view, a Gaussian's votes are divided by its total weight in that view (so each view where it is seen
-# casts one vote, split over labels), but never by less than this fraction of the view's median total weight:
-# a faint rim seen through another surface casts a proportionally smaller vote.
-VIEW_SUPPORT_FLOOR = 0.5
 # In smoothing, a Gaussian counts fully once its total weight reaches this many times the unseen threshold.
 FULL_CONFIDENCE = 2.0
 # Pixels this close to a mask edge (fraction of the image's longer side; 3 px at 320 px) do not vote.
@@ -40,47 +36,8 @@ SMOOTH_COLOUR_SIGMA = 0.1
 # A label's 3D fragment (connected component) smaller than this fraction of the label's largest one is a
 # stray (mask noise) and takes its neighbours' label.
 MIN_FRAGMENT_FRACTION = 0.1
-# Views projected and accumulated in one kernel launch (bounds gsplat's per-view buffers: ~40 B per Gaussian).
-VIEWS_PER_BATCH = 16
 # Side of the window rendered to find the Gaussian under a click (projection clamps depend on the frame).
 PICK_WINDOW = 33
-
-
-@dataclass
-class SplatTensors:
-    """The Gaussians as the rasterizers take them, on one device (file frame)."""
-
-    means: torch.Tensor      # (N, 3)
-    quats: torch.Tensor      # (N, 4) wxyz
-    scales: torch.Tensor     # (N, 3) linear
-    opacities: torch.Tensor  # (N,) in [0, 1]
-    rgb: torch.Tensor        # (N, 3) view-independent colour (SH DC)
-
-    @property
-    def count(self) -> int:
-        return int(self.means.shape[0])
-
-
-def splat_tensors(gaussians: GaussianArrays, device: torch.device | str = "cpu",
-                  indices: np.ndarray | None = None) -> SplatTensors:
-    """SplatTensors of a .ply's Gaussians, or of the subset `indices` (in that order)."""
-    sel = slice(None) if indices is None else np.asarray(indices, np.int64)
-
-    def t(a):
-        return torch.from_numpy(np.ascontiguousarray(a[sel], dtype=np.float32)).to(device)
-
-    rgb = np.clip(0.5 + SH_C0 * gaussians.sh_dc[sel], 0.0, 1.0)
-    return SplatTensors(t(gaussians.means), t(gaussians.quats_wxyz), t(np.exp(gaussians.log_scales)),
-                        t(gaussians.opacities()), torch.from_numpy(rgb.astype(np.float32)).to(device))
-
-
-def kernel_available(device: torch.device | str) -> bool:
-    """True when lifting runs on the CUDA kernel here (a CUDA device, gsplat and the built extension)."""
-    if torch.device(device).type != "cuda" or not gsplat_available():
-        return False
-    import cuda_ext
-
-    return cuda_ext.available()
 
 
 def trusted_label_maps(labels: np.ndarray | torch.Tensor, band: int | None = None,
@@ -118,76 +75,6 @@ def trusted_label_maps(labels: np.ndarray | torch.Tensor, band: int | None = Non
     out = out.to(torch.int32)
     out = out[0] if squeeze else out
     return out.numpy() if as_numpy else out
-
-
-def view_shares(votes: torch.Tensor, floor: float = VIEW_SUPPORT_FLOOR) -> torch.Tensor:
-    """One view's votes (N, L) as shares: each Gaussian's votes divided by its total weight in the view, or
-    by `floor` × the view's median total weight (of the Gaussians it shows) when that is larger. A Gaussian
-    the view shows well thus casts one vote split over labels, however large it appears there."""
-    support = votes.sum(1)
-    seen = support > 0
-    if not bool(seen.any()):
-        return votes
-    denom = torch.clamp_min(support, floor * float(support[seen].median()))
-    return votes / denom[:, None]
-
-
-def _votes_kernel(g: SplatTensors, viewmats: torch.Tensor, Ks: torch.Tensor, labels: torch.Tensor,
-                  num_labels: int, near: float, far: float, normalise: bool = False) -> torch.Tensor:
-    from gsplat.cuda._wrapper import fully_fused_projection, isect_offset_encode, isect_tiles
-
-    import cuda_ext
-
-    views, height, width = labels.shape
-    tile = 16
-    tiles_x, tiles_y = -(-width // tile), -(-height // tile)
-    votes = torch.zeros(g.count, num_labels, device=g.means.device)
-    batch = 1 if normalise else VIEWS_PER_BATCH   # shares need each view's votes on their own
-    for start in range(0, views, batch):
-        sl = slice(start, min(start + batch, views))
-        n_img = sl.stop - sl.start
-        radii, means2d, depths, conics, _ = fully_fused_projection(
-            g.means, None, g.quats, g.scales, viewmats[sl], Ks[sl], width, height, eps2d=0.3,
-            near_plane=near, far_plane=far, packed=False, opacities=g.opacities)
-        _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, tile, tiles_x, tiles_y, packed=False,
-                                                n_images=n_img)
-        offsets = isect_offset_encode(isect_ids, n_img, tiles_x, tiles_y)
-        batch_votes = cuda_ext.accumulate_contributions(means2d, conics, g.opacities, labels[sl], offsets,
-                                                        flatten_ids, num_labels, tile)
-        votes += view_shares(batch_votes) if normalise else batch_votes
-    return votes
-
-
-def contribution_votes(g: SplatTensors, viewmats, Ks, labels, num_labels: int, near: float = 0.01,
-                       far: float = 1e10, use_kernel: bool | None = None, progress=None,
-                       normalise: bool = False) -> torch.Tensor:
-    """votes (N, num_labels): per Gaussian and label, the composited weight summed over that label's pixels
-    in all views (`normalise`: each view's votes as view_shares first, so every view that shows a Gaussian
-    counts about once). viewmats (V, 4, 4) file frame → OpenCV camera, Ks (V, 3, 3), labels (V, H, W) int
-    with values outside [0, num_labels) ignored. `use_kernel` None = the CUDA kernel when it can run."""
-    device = g.means.device
-    viewmats = torch.as_tensor(np.asarray(viewmats) if not isinstance(viewmats, torch.Tensor) else viewmats,
-                               dtype=torch.float32).to(device).reshape(-1, 4, 4)
-    Ks = torch.as_tensor(np.asarray(Ks) if not isinstance(Ks, torch.Tensor) else Ks,
-                         dtype=torch.float32).to(device).reshape(-1, 3, 3)
-    labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).to(device)
-    labels = labels.to(torch.int32).reshape(-1, *labels.shape[-2:])
-    if not (len(viewmats) == len(Ks) == len(labels)):
-        raise ValueError(f"{len(viewmats)} viewmats, {len(Ks)} Ks and {len(labels)} label maps: counts differ")
-    if use_kernel is None:
-        use_kernel = kernel_available(device)
-    if use_kernel:
-        return _votes_kernel(g, viewmats, Ks, labels, num_labels, near, far, normalise)
-    from cuda_ext.reference import contribution_votes_reference
-
-    votes = torch.zeros(g.count, num_labels, device=device)
-    for v in range(len(labels)):
-        view_votes = contribution_votes_reference(g.means, g.quats, g.scales, g.opacities, viewmats[v], Ks[v],
-                                                  labels[v], num_labels, near, far)
-        votes += view_shares(view_votes) if normalise else view_votes
-        if progress is not None:
-            progress((v + 1) / len(labels))
-    return votes
 
 
 def propagate_labels(labels, confident, knn, rgb, num_labels: int, colour_sigma: float = 0.1,
@@ -252,11 +139,10 @@ def stray_fragments(labels: np.ndarray, means: np.ndarray, knn: np.ndarray,
                     min_fraction: float = MIN_FRAGMENT_FRACTION) -> np.ndarray:
     """(N,) bool: Gaussians in a connected 3D piece of their label (voxel grid of a few point spacings, see
     cleanup.voxel_components) smaller than `min_fraction` of that label's largest piece — mask noise."""
-    from .cleanup import VOXEL_SPACINGS, voxel_components
+    from .cleanup import voxel_components, voxel_size
 
     means = np.asarray(means, np.float64)
-    spacing = np.linalg.norm(means - means[np.asarray(knn)[:, 0]], axis=1)
-    voxel = VOXEL_SPACINGS * max(float(np.median(spacing)), 1e-9)
+    voxel = voxel_size(means, knn)
     stray = np.zeros(len(labels), bool)
     for label in np.unique(labels[labels >= 0]):
         rows = np.nonzero(labels == label)[0]
@@ -311,10 +197,10 @@ def lift_masks(g: SplatTensors, viewmats, Ks, labels, num_labels: int, knn: np.n
                min_support: float = MIN_SUPPORT, min_share: float = MIN_SHARE, use_kernel: bool | None = None,
                progress=None) -> LiftResult:
     """Label maps (V, H, W) of V views → a label per Gaussian (contribution-weighted majority; see
-    trusted_label_maps, contribution_votes with per-view shares, and assign_labels)."""
+    trusted_label_maps, contributions.label_votes with per-view shares, and assign_labels)."""
     labels = trusted_label_maps(labels, num_labels=num_labels)
-    votes = contribution_votes(g, viewmats, Ks, labels, num_labels, use_kernel=use_kernel, progress=progress,
-                               normalise=True)
+    votes = label_votes(g, viewmats, Ks, labels, num_labels, use_kernel=use_kernel, progress=progress,
+                        normalise=True)
     return assign_labels(votes, knn, g.rgb.cpu().numpy(), min_support, min_share, means=g.means.cpu().numpy())
 
 
@@ -328,7 +214,7 @@ def pick_gaussian(g: SplatTensors, viewmat, K, x: float, y: float, use_kernel: b
     K1[1, 2] -= np.floor(y) - half
     window = np.full((1, PICK_WINDOW, PICK_WINDOW), -1, np.int32)
     window[0, half, half] = 0
-    votes = contribution_votes(g, np.asarray(viewmat)[None], K1[None], window, 1, use_kernel=use_kernel)[:, 0]
+    votes = label_votes(g, np.asarray(viewmat)[None], K1[None], window, 1, use_kernel=use_kernel)[:, 0]
     if votes.numel() == 0 or float(votes.max()) <= 0:
         return -1
     return int(votes.argmax())
