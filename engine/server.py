@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Mapping
 
 import engine
-from engine import backend_probe, fallbacks, protocol
+from engine import backend_probe, fallbacks, protocol, warmup
 from engine.errors import AnimateGaussiansError, CancelledError
 from engine.handlers import HANDLERS, Handler, resolve
 
@@ -170,6 +170,7 @@ class EngineServer:
         torch_version, torch_cuda = torch_version_without_import()
         self.send(protocol.hello(engine.__version__, sys.version.split()[0], os.getpid(), torch_version,
                                  torch_cuda, backend_probe.probe(torch_version, torch_cuda)))
+        warmup.start()     # torch, CUDA, gsplat and the render job load while the add-on has nothing to ask
         threading.Thread(target=self._read_loop, name="engine-stdin", daemon=True).start()
         while True:
             msg = self._queue.get()
