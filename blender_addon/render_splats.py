@@ -30,14 +30,16 @@ def written_files(result: dict) -> list[str]:
 def render_splats_blocking(scene: bpy.types.Scene, out_dir: str | os.PathLike,
                            resolution: tuple[int, int] | None = None, device: str | None = None,
                            report: Callable[[str], None] | None = None, write_video: bool = True,
-                           client: engine_client.EngineClient | None = None, tint_query: bool = False) -> list[str]:
+                           client: engine_client.EngineClient | None = None, tint_query: bool = False,
+                           frame_format: str = "png") -> list[str]:
     """Render the scene's frame range and wait (batch): returns the PNG paths then the MP4 path.
 
-    `device` is "auto", "cpu" or "cuda" (None: the add-on preference); `report` gets a line per progress step.
-    Raises the engine's error (EngineError if it died; the scene is left as it was).
+    `device` is "auto", "cpu" or "cuda" (None: the add-on preference); `report` gets a line per progress step;
+    `frame_format` "none" writes no frame files (the MP4 only). Raises the engine's error (EngineError if it
+    died; the scene is left as it was).
     """
     device = device or engine_client.preferred_device()
-    params, arrays = build_render_request(scene, out_dir, resolution, device, write_video, tint_query)
+    params, arrays = build_render_request(scene, out_dir, resolution, device, write_video, tint_query, frame_format)
     client = client or engine_client.get_client()
 
     def on_progress(fraction: float, stage: str) -> None:
@@ -45,9 +47,10 @@ def render_splats_blocking(scene: bpy.types.Scene, out_dir: str | os.PathLike,
             report(f"render: {100 * fraction:3.0f}% {stage}")
 
     result, _ = client.request("render", params, arrays, on_progress=on_progress)
-    if len(result.get("frames") or []) != len(params["frames"]):   # a finished render wrote every frame
+    expected = len(params["frames"]) if frame_format != "none" else 0
+    if len(result.get("frames") or []) != expected:   # a finished render wrote every frame
         raise EngineError(f"the engine answered {len(result.get('frames') or [])} rendered frames of "
-                          f"{len(params['frames'])}", "the add-on and the engine differ in version: reinstall it")
+                          f"{expected}", "the add-on and the engine differ in version: reinstall it")
     return written_files(result)
 
 
@@ -69,13 +72,15 @@ class RenderProgress:
             if ev.kind == "progress":
                 self.fraction = ev.fraction
                 self.status = f"Render Splats: {100 * ev.fraction:.0f}% {ev.stage} — Esc cancels"
-            elif ev.kind == "result" and not ev.params.get("frames"):
+            elif ev.kind == "result" and not (ev.params.get("frames") or ev.params.get("video")):
                 self.done, self.report_type = True, "ERROR"
-                self.report = EngineError("the engine's render answer lists no frames").user_message()
+                self.report = EngineError("the engine's render answer lists no frames and no video").user_message()
             elif ev.kind == "result":
                 self.done, self.fraction, self.report_type = True, 1.0, "INFO"
-                video = " and render.mp4" if ev.params.get("video") else ""
-                self.report = f"Rendered {len(ev.params.get('frames', []))} frames{video} to {self.out_dir}"
+                frames = ev.params.get("frames") or []
+                written = " and ".join(([f"{len(frames)} frames"] if frames else [])
+                                       + (["render.mp4"] if ev.params.get("video") else []))
+                self.report = f"Rendered {written} to {self.out_dir}"
             else:
                 self.done = True
                 if isinstance(ev.error, CancelledError):
@@ -96,6 +101,9 @@ class GAUSSIANS_OT_render_splats(EngineModalMixin, bpy.types.Operator):
     directory: bpy.props.StringProperty(name="Output Folder", subtype="DIR_PATH", default=DEFAULT_OUT_DIR,
                                         description="Where the frames (frame_####.png) and render.mp4 go")
     write_video: bpy.props.BoolProperty(name="Write MP4", default=True)
+    frame_format: bpy.props.EnumProperty(name="Frames", default="png",
+                                         items=[("png", "PNG", "frame_####.png, 8-bit (RGBA with a transparent film)"),
+                                                ("none", "None", "No frame files: the MP4 only")])
     tint_query: bpy.props.BoolProperty(name="Tint 4D Query", default=False,
                                        description="Tint the Gaussians of the 4D query's answer on its frames")
 
@@ -110,7 +118,8 @@ class GAUSSIANS_OT_render_splats(EngineModalMixin, bpy.types.Operator):
 
     def _submit(self, context) -> None:
         params, arrays = build_render_request(context.scene, bpy.path.abspath(self.directory), None,
-                                              engine_client.preferred_device(), self.write_video, self.tint_query)
+                                              engine_client.preferred_device(), self.write_video, self.tint_query,
+                                              self.frame_format)
         self._client = engine_client.get_client()
         self._request_id = self._client.submit("render", params, arrays)
 
@@ -118,7 +127,8 @@ class GAUSSIANS_OT_render_splats(EngineModalMixin, bpy.types.Operator):
         # Scripted calls (and batch) wait; the interactive path is invoke() → modal().
         try:
             out = render_splats_blocking(context.scene, bpy.path.abspath(self.directory), None,
-                                         write_video=self.write_video, tint_query=self.tint_query)
+                                         write_video=self.write_video, tint_query=self.tint_query,
+                                         frame_format=self.frame_format)
         except AnimateGaussiansError as exc:
             self.report({"ERROR"}, exc.user_message())
             return {"CANCELLED"}
