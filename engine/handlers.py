@@ -59,6 +59,7 @@ def handle_warm_up(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     """Diagnostic: wait for the start-up warm-up (engine/warmup.py) and say how long each step took."""
     from engine import warmup
 
+    warmup.start()        # now, if the engine was never idle long enough to start it
     seconds = warmup.wait(float(params.get("timeout", 300)))
     return {"warm": seconds is not None, "seconds": seconds or {}}, {}
 

@@ -170,10 +170,15 @@ class EngineServer:
         torch_version, torch_cuda = torch_version_without_import()
         self.send(protocol.hello(engine.__version__, sys.version.split()[0], os.getpid(), torch_version,
                                  torch_cuda, backend_probe.probe(torch_version, torch_cuda)))
-        warmup.start()     # torch, CUDA, gsplat and the render job load while the add-on has nothing to ask
         threading.Thread(target=self._read_loop, name="engine-stdin", daemon=True).start()
         while True:
-            msg = self._queue.get()
+            # Torch, CUDA, gsplat and the render job load once the add-on has had nothing to ask for a
+            # moment (engine/warmup.py): a request that is already waiting runs first, undisturbed.
+            try:
+                msg = self._queue.get(timeout=warmup.IDLE_S if warmup.waiting() else None)
+            except queue.Empty:
+                warmup.start()
+                continue
             if msg is None:
                 break
             try:

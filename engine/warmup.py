@@ -1,6 +1,8 @@
-"""The engine's start-up warm-up: right after hello, a background thread imports torch, starts CUDA, loads
-gsplat, the render job and our CUDA kernels (if built), and draws one tiny frame, so a request that comes
-later finds all of that done. A request that comes sooner simply waits on the same imports.
+"""The engine's start-up warm-up: once the engine has been idle for IDLE_S after hello (or after its last
+request), a background thread imports torch, starts CUDA, loads gsplat, the render job and our CUDA kernels
+(if built), and draws one tiny frame, so a request that comes later finds all of that done. A request that
+comes during it waits on the same imports; one already waiting at hello runs first (importing what it needs
+itself), since an import holds Python's lock while it loads torch's libraries.
 
 Set ANIMATE_GAUSSIANS_WARMUP=0 to skip it (the engine then pays these costs on its first request).
 """
@@ -13,6 +15,7 @@ import threading
 import time
 
 WARMUP_ENV = "ANIMATE_GAUSSIANS_WARMUP"
+IDLE_S = 0.25     # how long the engine waits for a request before it warms up
 
 _done = threading.Event()
 _thread: threading.Thread | None = None
@@ -97,6 +100,11 @@ def start() -> threading.Thread | None:
         _thread = threading.Thread(target=warm_up, name="engine-warmup", daemon=True)
         _thread.start()
     return _thread
+
+
+def waiting() -> bool:
+    """True while the warm-up is enabled and has not started yet."""
+    return _thread is None and os.environ.get(WARMUP_ENV, "1") != "0"
 
 
 def running() -> bool:
