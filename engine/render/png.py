@@ -218,7 +218,7 @@ def _symbols(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     run = torch.clamp(end - start + 1 - piece_start, 0, MAX_RUN)
     in_match = repeat & (run >= 3)
     first = in_match & (offset == piece_start)
-    symbol = torch.where(first, _length_table_on(device)[0][run], data.to(torch.int32))
+    symbol = torch.where(first, _length_table_on(device)[0].index_select(0, run), data.to(torch.int32))
     return torch.where(in_match & ~first, LITERAL_LENGTH_CODES, symbol), run
 
 
@@ -299,10 +299,11 @@ class PendingPng:
                                       .astype(np.int32)).to(device)
         length_table = _length_table_on(device)
         is_length = (symbol > END_OF_BLOCK) & (symbol < LITERAL_LENGTH_CODES)
-        bits_of_code = code_table[1][symbol]
+        bits_of_code = code_table[1].index_select(0, symbol)
         # A match sends its length code, the length's extra bits, then distance code 0 (one bit, 0).
-        values = code_table[0][symbol] | torch.where(is_length, length_table[2][run] << bits_of_code, 0)
-        bits = bits_of_code + torch.where(is_length, length_table[1][run] + 1, 0)
+        values = code_table[0].index_select(0, symbol) | torch.where(
+            is_length, length_table[2].index_select(0, run) << bits_of_code, 0)
+        bits = bits_of_code + torch.where(is_length, length_table[1].index_select(0, run) + 1, 0)
         head = torch.from_numpy(code.header.astype(np.int32)).to(device)
         tail = torch.tensor([code.end_of_block], dtype=torch.int32).to(device)
         deflate = _pack_bits(torch.cat([head[:, 0], values, tail[:, 0]]),
