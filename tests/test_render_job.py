@@ -256,3 +256,34 @@ def test_yuv420p_frames_decode_like_ffmpegs_own_conversion(tmp_path):
         a, b = a[:45, :63].astype(np.float32), b[:45, :63].astype(np.float32)
         assert np.abs(b - original).mean() < 4
         assert np.abs(a - b).mean() < 1.5
+
+
+@pytest.mark.gpu
+def test_the_job_on_the_gpu_writes_exact_pngs_and_the_video(shiny_ply, tmp_path):
+    # PNGs encoded on the GPU, the video fed yuv420p made there: the PNG holds exactly the rendered pixels.
+    from engine.render import render_gaussians
+    from engine.render.job import load_objects
+    from engine.render.posing import ScenePoser
+
+    eyes = [(0.0, -4.5, 2.0), (1.0, -4.5, 2.0), (2.0, -4.0, 2.0)]
+    viewmats = [_camera(e) for e in eyes]
+    matrices = np.repeat(AXIS_CONVERSION[None, None], 3, 0)
+    params, arrays = _request(tmp_path / "opaque", [shiny_ply], viewmats, matrices, device="cuda",
+                              write_video=video_backend() is not None)
+    result, _ = handle_render(Ctx(), params, arrays)
+    g = load_objects(object(), params["objects"], torch.device("cuda"))
+    poser = ScenePoser(g, matrices, np.asarray(viewmats, np.float32))
+    K = torch.from_numpy(arrays["Ks"][0]).cuda()
+    for i, path in enumerate(result["frames"]):
+        m, q, s, c, v = poser.pose(i)
+        out = render_gaussians(m, q, s, g.opacities, c, v, K, W, H, near=0.05, far=100.0,
+                               background=torch.zeros(3, device="cuda"), sh_degree=g.sh_degree)
+        expected = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        assert np.array_equal(np.asarray(Image.open(path)), expected)
+    if video_backend() is not None:
+        frames = _video_frames(result["video"])
+        assert len(frames) == 3
+        assert np.abs(frames[0].astype(np.float32) - _read(result["frames"][0])).mean() < 8
+    rgba = _read(handle_render(Ctx(), *_request(tmp_path / "clear", [shiny_ply], viewmats[:1], matrices[:1],
+                                                device="cuda", background=None))[0]["frames"][0])
+    assert rgba.shape == (H, W, 4) and rgba[..., 3].min() == 0 and rgba[..., 3].max() >= 250
