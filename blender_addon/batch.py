@@ -221,7 +221,8 @@ def step_render(ctx: BatchContext) -> None:
         estimate(0.0, text)
 
     files = render_splats_blocking(scene, Path(ctx.args.render).resolve(), resolution=resolution,
-                                   device=ctx.args.device, report=progress)
+                                   device=ctx.args.device, report=progress, write_video=not ctx.args.no_video,
+                                   frame_format=ctx.args.render_frames or "png")
     ctx.files.extend(str(Path(f).resolve()) for f in files)
 
 

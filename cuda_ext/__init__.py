@@ -12,8 +12,8 @@ import torch
 from .build import load_extension
 from .reference import contributions_reference, pack_object_parameters, transform_gaussians_reference
 
-__all__ = ["available", "transform_gaussians", "pack_object_parameters", "transform_gaussians_reference",
-           "accumulate_contributions", "contributions_reference"]
+__all__ = ["available", "transform_gaussians", "transform_gaussians_packed", "pack_object_parameters",
+           "transform_gaussians_reference", "accumulate_contributions", "contributions_reference"]
 
 # Set to 1 to always run the torch reference (e.g. to rule the kernel out while debugging).
 DISABLE_ENV = "ANIMATE_GAUSSIANS_DISABLE_CUDA_EXT"
@@ -70,9 +70,17 @@ def transform_gaussians(means: torch.Tensor, quats: torch.Tensor, log_scales: to
         if lo < 0 or hi >= num_objects:
             raise ValueError(f"object_index holds {lo if lo < 0 else hi}, outside 0..{num_objects - 1}")
     params = torch.from_numpy(pack_object_parameters(mats)).to(device)
+    return transform_gaussians_packed(means, quats, log_scales, sh_rest, object_index, params)
 
+
+def transform_gaussians_packed(means: torch.Tensor, quats: torch.Tensor, log_scales: torch.Tensor,
+                               sh_rest: torch.Tensor, object_index: torch.Tensor, params: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """transform_gaussians with the matrices already packed (pack_object_parameters, on the tensors' device)
+    and object_index already int32 in range: no host work and no host round trip, for a caller that checked
+    its indices once and packed every frame's matrices at once (the render job)."""
     tensors = (means, quats, log_scales, sh_rest)
-    if device.type == "cuda" and all(t.dtype == torch.float32 for t in tensors):
+    if means.device.type == "cuda" and all(t.dtype == torch.float32 for t in tensors):
         ext = _extension()
         if ext is not None:
             means, quats, log_scales, sh_rest = (t.contiguous() for t in tensors)

@@ -92,3 +92,14 @@ def load_extension(verbose: bool = False) -> ModuleType:
             _error = exc
             raise
         return _module
+
+
+def is_built() -> bool:
+    """True when the build for this machine's GPU and torch is on disk, so loading it compiles nothing (the
+    engine's warm-up loads it only then)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    kwargs = compile_arguments(torch.cuda.get_device_capability(), torch.__version__, torch.version.cuda)
+    return (Path(kwargs["build_directory"]) / f"{EXTENSION_NAME}.so").is_file()

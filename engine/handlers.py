@@ -55,6 +55,15 @@ def handle_info(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.nda
             "threads": torch.get_num_threads()}, {}
 
 
+def handle_warm_up(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """Diagnostic: wait for the start-up warm-up (engine/warmup.py) and say how long each step took."""
+    from engine import warmup
+
+    warmup.start()        # now, if the engine was never idle long enough to start it
+    seconds = warmup.wait(float(params.get("timeout", 300)))
+    return {"warm": seconds is not None, "seconds": seconds or {}}, {}
+
+
 def handle_scene_info(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """Load a scene through the scene cache (warms it) and report its size and content hash."""
     from engine import scene_cache
@@ -68,6 +77,7 @@ HANDLERS: dict[str, Handler | str] = {
     "echo": handle_echo,
     "sleep_steps": handle_sleep_steps,
     "info": handle_info,
+    "warm_up": handle_warm_up,
     "scene_info": handle_scene_info,
     "render": "engine.render.job:handle_render",
     "query4d": "engine.query4d.handler:handle_query4d",

@@ -11,7 +11,6 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,14 +68,32 @@ def content_hash(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-@dataclass
 class LoadedScene:
-    """One .ply as the engine holds it: its Gaussians (file frame), content hash, and derived data in memory."""
+    """One .ply as the engine holds it: its Gaussians (file frame), content hash, and derived data in memory.
 
-    path: Path
-    hash: str
-    gaussians: GaussianArrays
-    derived: dict[str, Any] = field(default_factory=dict)
+    The hash is taken on first use (segmentation and the 4D query key their disk cache by it; a render never
+    needs it), from the file as it was loaded: if the file changed since, asking for it is an error.
+    """
+
+    def __init__(self, path: Path, hash: str | None, gaussians: GaussianArrays,
+                 derived: dict[str, Any] | None = None, file_key: tuple[str, int, int] | None = None) -> None:
+        self.path = path
+        self.gaussians = gaussians
+        self.derived: dict[str, Any] = {} if derived is None else derived
+        self._hash = hash
+        self._file_key = file_key
+        self._hash_lock = threading.Lock()
+
+    @property
+    def hash(self) -> str:
+        with self._hash_lock:
+            if self._hash is None:
+                digest = content_hash(self.path)
+                if self._file_key is not None and _file_key(self.path) != self._file_key:
+                    raise InputFileError(f"the scene file {str(self.path)!r} changed while the engine was using it",
+                                         hint="run the step again: the engine reloads the file")
+                self._hash = digest
+            return self._hash
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
         """In-memory per-scene data (e.g. device tensors), made once per loaded scene."""
@@ -103,7 +120,7 @@ def load_scene(path: str | os.PathLike, max_loaded: int = MAX_LOADED_SCENES) -> 
             return scene
     # Any format the add-on imports (engine.formats), in the file's own frame: the add-on's object matrices
     # carry the frame change (.spz's RUB), so the values must stay as stored.
-    scene = LoadedScene(resolved, content_hash(resolved), read_scene(resolved).gaussians)
+    scene = LoadedScene(resolved, None, read_scene(resolved).gaussians, file_key=key)
     with _lock:
         for old in [k for k in _loaded if k[0] == key[0]]:  # an older version of the same file
             del _loaded[old]

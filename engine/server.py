@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Mapping
 
 import engine
-from engine import backend_probe, fallbacks, protocol
+from engine import backend_probe, fallbacks, protocol, warmup
 from engine.errors import AnimateGaussiansError, CancelledError
 from engine.handlers import HANDLERS, Handler, resolve
 
@@ -172,7 +172,13 @@ class EngineServer:
                                  torch_cuda, backend_probe.probe(torch_version, torch_cuda)))
         threading.Thread(target=self._read_loop, name="engine-stdin", daemon=True).start()
         while True:
-            msg = self._queue.get()
+            # Torch, CUDA, gsplat and the render job load once the add-on has had nothing to ask for a
+            # moment (engine/warmup.py): a request that is already waiting runs first, undisturbed.
+            try:
+                msg = self._queue.get(timeout=warmup.IDLE_S if warmup.waiting() else None)
+            except queue.Empty:
+                warmup.start()
+                continue
             if msg is None:
                 break
             try:

@@ -20,7 +20,7 @@ from test_batch_animate import camera_blend, small_ply  # noqa: F401 (fixtures)
 pytestmark = pytest.mark.blender
 
 NEW_OPTIONS = ("--model", "--steps", "--seed", "--offload", "--depth-model", "--require-depth", "--motion",
-               "--handles", "--sam-model", "--train-features")
+               "--handles", "--sam-model", "--train-features", "--render-frames", "--no-video")
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +62,9 @@ def test_model_names_resolve_and_unknown_ones_list_the_profiles():
     (["--animate", "x", "--motion", "rigid", "--handles", "4"], "--handles only applies"),
     (["--animate", "x", "--generator", "diffusers", "--model", "sora"], "unknown video model"),
     (["--ply", "x.ply", "--sam-model", "vit_b"], "--sam-model only applies to --select"),
+    (["--ply", "x.ply", "--no-video"], "--no-video only applies to --render"),
+    (["--ply", "x.ply", "--render-frames", "none"], "--render-frames only applies to --render"),
+    (["--render", "out", "--render-frames", "none", "--no-video"], "leaves --render nothing to write"),
 ])
 def test_bad_option_combinations_are_one_line(capsys, argv, message):
     status, err = _run(capsys, *argv)
@@ -118,3 +121,21 @@ def test_diffusers_ltx_with_4_steps_reaches_the_ltx_profile(camera_blend, small_
         client.stop()
     assert status == 1 and err.splitlines()[-1].startswith("batch.py: error:") and "--require-depth" in err
     assert json.loads(report.read_text())["ok"] is False
+
+
+@pytest.mark.parametrize("argv, frame_format, write_video", [
+    ([], "png", True), (["--render-frames", "none"], "none", True), (["--no-video"], "png", False)])
+def test_render_output_options_reach_the_render(camera_blend, monkeypatch, capsys, tmp_path, argv, frame_format,
+                                                write_video):
+    from blender_addon.render import render_splats
+
+    asked = {}
+
+    def fake_render(scene, out_dir, **kwargs):
+        asked.update(kwargs)
+        return []
+
+    monkeypatch.setattr(render_splats, "render_splats_blocking", fake_render)
+    status, err = _run(capsys, "--blend", camera_blend, "--render", tmp_path / "out", *argv)
+    assert status == 0, err
+    assert (asked["frame_format"], asked["write_video"]) == (frame_format, write_video)

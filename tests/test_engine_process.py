@@ -200,3 +200,26 @@ def test_the_engine_says_hello_without_importing_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                           timeout=TIMEOUT)
     assert done.returncode == 0
+
+
+def test_the_engine_warms_up_after_hello_and_can_stop_meanwhile(eng):
+    # Right after hello a background thread imports torch and the render job (engine/warmup.py).
+    eng.send(protocol.request(40, "warm_up", {"timeout": 120}))
+    out = eng.until_final(40)[1]
+    assert out.kind == "result" and out["params"]["warm"] is True
+    assert {"import torch", "CUDA", "render job", "first frame", "kernels"} <= set(out["params"]["seconds"])
+    stopping = Engine()          # shut down while the warm-up is still importing: a clean, prompt exit
+    stopping.send(protocol.shutdown())
+    assert stopping.exit_code() == 0 and b"Traceback" not in stopping.stderr
+
+
+def test_the_warm_up_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("ANIMATE_GAUSSIANS_WARMUP", "0")
+    cold = Engine()
+    try:
+        cold.send(protocol.request(41, "warm_up", {"timeout": 0.5}))
+        assert cold.until_final(41)[1]["params"] == {"warm": False, "seconds": {}}
+        cold.send(protocol.request(42, "echo", {}))
+        assert cold.until_final(42)[1].kind == "result"
+    finally:
+        cold.close()

@@ -10,7 +10,8 @@ from PIL import Image
 from engine.cameras import intrinsics_from_fov, look_at
 from engine.errors import CancelledError
 from engine.render.job import RenderRequestError, handle_render
-from engine.render.video import Mp4Writer, video_backend, write_png
+from engine.render.png import write_png
+from engine.render.video import Mp4Writer, video_backend
 from engine.synthetic_scene import make_primitives_scene
 
 W, H = 64, 48
@@ -116,16 +117,22 @@ def test_moving_the_object_equals_moving_the_camera_the_other_way(shiny_ply, tmp
     unmoved = _read(handle_render(Ctx(), *_request(tmp_path / "c", [shiny_ply], [V], [[AXIS_CONVERSION]]))[0]
                     ["frames"][0])
     assert np.abs(a - unmoved).mean() > 3          # the motion is visible
+    # A lone object's motion goes into the camera; beside a larger object (here a copy out of view, behind the
+    # far plane) the smaller one is transformed instead, SH included: the same picture.
+    out_of_view = _shift(0.0, 500.0, 0.0) @ AXIS_CONVERSION
+    params_d, arrays_d = _request(tmp_path / "d", [shiny_ply, shiny_ply], [V, V],
+                                  [[out_of_view, moved], [out_of_view, AXIS_CONVERSION]], far=50.0)
+    transformed, _ = (_read(p) for p in handle_render(Ctx(), params_d, arrays_d)[0]["frames"])
+    assert np.abs(a - transformed).max() <= 2.0
     # And the SH rotation matters here: moving positions and orientations but not the SH looks different.
-    import engine.render.job as job
-    real = job.posed_gaussians
+    import cuda_ext
+    real = cuda_ext.transform_gaussians_packed
 
-    def without_sh_rotation(g, matrices):
-        means, quats, scales, _ = real(g, matrices)
-        return means, quats, scales, torch.cat([g.sh_dc, g.sh_rest], dim=1)
+    def without_sh_rotation(means, quats, log_scales, sh_rest, index, params):
+        return (*real(means, quats, log_scales, sh_rest, index, params)[:3], sh_rest.clone())
 
-    monkeypatch.setattr(job, "posed_gaussians", without_sh_rotation)
-    params_b, arrays_b = _request(tmp_path / "b", [shiny_ply], [V], [[moved]])
+    monkeypatch.setattr(cuda_ext, "transform_gaussians_packed", without_sh_rotation)
+    params_b, arrays_b = _request(tmp_path / "b", [shiny_ply, shiny_ply], [V], [[out_of_view, moved]], far=50.0)
     wrong = _read(handle_render(Ctx(), params_b, arrays_b)[0]["frames"][0])
     assert np.abs(a - wrong).mean() > 3
 
@@ -189,9 +196,25 @@ def test_bad_requests_fail_with_clear_errors(shiny_ply, tmp_path):
         handle_render(Ctx(), {**params, "objects": []}, arrays)
     with pytest.raises(Exception, match="missing"):
         handle_render(Ctx(), {**params, "objects": [{"name": "x", "ply_path": str(tmp_path / "gone.ply")}]}, arrays)
+    with pytest.raises(RenderRequestError, match="frame_format must be one of png, none"):
+        handle_render(Ctx(), {**params, "frame_format": "tiff"}, arrays)
+    with pytest.raises(RenderRequestError, match="writes nothing"):
+        handle_render(Ctx(), {**params, "frame_format": "none", "write_video": False}, arrays)
     if not torch.cuda.is_available():
         with pytest.raises(Exception, match="CUDA"):
             handle_render(Ctx(), {**params, "device": "cuda"}, arrays)
+
+
+def test_the_video_alone(shiny_ply, tmp_path):
+    if video_backend() is None:
+        pytest.skip("no MP4 encoder in this environment")
+    V = _camera((0.0, -4.5, 2.0))
+    params, arrays = _request(tmp_path, [shiny_ply], [V, V], np.repeat(AXIS_CONVERSION[None, None], 2, 0),
+                              frame_format="none", write_video=True)
+    result, _ = handle_render(Ctx(), params, arrays)
+    assert result["frames"] == [] and result["video"].endswith("render.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["render.mp4"]
+    assert len(_video_frames(result["video"])) == 2
 
 
 def test_png_and_mp4_writers(tmp_path):
@@ -209,3 +232,58 @@ def test_png_and_mp4_writers(tmp_path):
     assert abs(float(frames[3].mean()) - 180) < 4
     with Mp4Writer(tmp_path / "w.mp4", 7, 5) as writer, pytest.raises(ValueError, match="frame is 4×4"):
         writer.write(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_yuv420p_frames_decode_like_ffmpegs_own_conversion(tmp_path):
+    # The job hands ffmpeg frames converted on the device; the video must look as when ffmpeg converts.
+    if video_backend() != "imageio-ffmpeg":
+        pytest.skip("the yuv420p input is for imageio-ffmpeg")
+    from engine.render.video import yuv420p_frame
+
+    yy, xx = np.mgrid[0:45, 0:63]
+    frames = [np.dstack([(xx * 4 + 30 * i) % 256, yy * 5, np.full_like(xx, 60 * i)]).astype(np.uint8)
+              for i in range(3)]
+    with Mp4Writer(tmp_path / "rgb.mp4", 63, 45, fps=10) as writer:
+        for f in frames:
+            writer.write(f)
+    with Mp4Writer(tmp_path / "yuv.mp4", 63, 45, fps=10, input_format="yuv420p") as writer:
+        for f in frames:
+            writer.write(yuv420p_frame(torch.from_numpy(f)).numpy())
+        with pytest.raises(ValueError, match="yuv420p frame of 64×46"):
+            writer.write(np.zeros(10, np.uint8))
+    for a, b, original in zip(_video_frames(tmp_path / "rgb.mp4"), _video_frames(tmp_path / "yuv.mp4"), frames):
+        assert a.shape == b.shape == (46, 64, 3)            # padded to even, both ways
+        a, b = a[:45, :63].astype(np.float32), b[:45, :63].astype(np.float32)
+        assert np.abs(b - original).mean() < 4
+        assert np.abs(a - b).mean() < 1.5
+
+
+@pytest.mark.gpu
+def test_the_job_on_the_gpu_writes_exact_pngs_and_the_video(shiny_ply, tmp_path):
+    # PNGs encoded on the GPU, the video fed yuv420p made there: the PNG holds exactly the rendered pixels.
+    from engine.render import render_gaussians
+    from engine.render.job import load_objects
+    from engine.render.posing import ScenePoser
+
+    eyes = [(0.0, -4.5, 2.0), (1.0, -4.5, 2.0), (2.0, -4.0, 2.0)]
+    viewmats = [_camera(e) for e in eyes]
+    matrices = np.repeat(AXIS_CONVERSION[None, None], 3, 0)
+    params, arrays = _request(tmp_path / "opaque", [shiny_ply], viewmats, matrices, device="cuda",
+                              write_video=video_backend() is not None)
+    result, _ = handle_render(Ctx(), params, arrays)
+    g = load_objects(object(), params["objects"], torch.device("cuda"))
+    poser = ScenePoser(g, matrices, np.asarray(viewmats, np.float32))
+    K = torch.from_numpy(arrays["Ks"][0]).cuda()
+    for i, path in enumerate(result["frames"]):
+        m, q, s, c, v = poser.pose(i)
+        out = render_gaussians(m, q, s, g.opacities, c, v, K, W, H, near=0.05, far=100.0,
+                               background=torch.zeros(3, device="cuda"), sh_degree=g.sh_degree)
+        expected = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        assert np.array_equal(np.asarray(Image.open(path)), expected)
+    if video_backend() is not None:
+        frames = _video_frames(result["video"])
+        assert len(frames) == 3
+        assert np.abs(frames[0].astype(np.float32) - _read(result["frames"][0])).mean() < 8
+    rgba = _read(handle_render(Ctx(), *_request(tmp_path / "clear", [shiny_ply], viewmats[:1], matrices[:1],
+                                                device="cuda", background=None))[0]["frames"][0])
+    assert rgba.shape == (H, W, 4) and rgba[..., 3].min() == 0 and rgba[..., 3].max() >= 250

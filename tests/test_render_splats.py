@@ -121,6 +121,18 @@ def test_render_blocking_writes_frames_and_video(animated_scene, tmp_path, clien
         assert (tmp_path / "out" / "render.mp4").stat().st_size > 0
 
 
+def test_render_blocking_can_write_the_video_only(animated_scene, tmp_path, client):
+    from engine.render.video import video_backend
+
+    if video_backend() is None:
+        pytest.skip("no MP4 encoder in this environment")
+    scene, _, _ = animated_scene
+    files = render_splats.render_splats_blocking(scene, tmp_path / "out", SIZE, "cpu", client=client,
+                                                 frame_format="none")
+    assert [f.rsplit("/", 1)[1] for f in files] == ["render.mp4"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["render.mp4"]
+
+
 def test_operator_execute_renders_and_reports(animated_scene, tmp_path, monkeypatch, client):
     monkeypatch.setattr(engine_client, "get_client", lambda: client)  # reuse the warm engine (test_engine_client
     scene, obj, _ = animated_scene                                     # covers the shared client itself)
@@ -170,6 +182,8 @@ def test_render_progress_reports_results_and_errors():
     state.apply([EngineEvent("result", 1, params={"frames": ["a", "b"], "video": "/out/render.mp4"})])
     assert state.done and state.failure() is None
     assert render_splats.rendered_message(state.params, "/out") == "Rendered 2 frames and render.mp4 to /out"
+    assert render_splats.rendered_message({"frames": [], "video": "/out/render.mp4"}, "/out") == \
+        "Rendered render.mp4 to /out"
     state = RequestProgress("Render Splats").apply(
         [EngineEvent("error", 1, error=Err("the engine stopped: it exited with code 3"))])
     kind, message = state.failure()

@@ -69,3 +69,17 @@ def test_lru_keeps_at_most_max_loaded(tmp_path, primitives_ply):
 def test_missing_scene_is_an_input_file_error(tmp_path):
     with pytest.raises(InputFileError, match="missing.ply"):
         scene_cache.load_scene(tmp_path / "missing.ply")
+
+
+def test_the_hash_is_taken_when_asked_from_the_file_as_loaded(tmp_path, primitives_ply):
+    path = tmp_path / "late.ply"
+    shutil.copy(primitives_ply, path)
+    scene = scene_cache.load_scene(path)       # a render loads without hashing the file
+    with open(path, "r+b") as f:               # the file changes before anything asks for its hash
+        f.seek(-4, os.SEEK_END)
+        f.write(np.float32(0.5).tobytes())
+    st = path.stat()                           # a later mtime, whatever the file system's clock granularity
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(InputFileError, match="changed while the engine was using it"):
+        scene.hash
+    assert scene_cache.load_scene(path).hash == scene_cache.content_hash(path)   # reloaded: the new content

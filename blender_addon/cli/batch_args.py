@@ -43,6 +43,8 @@ MODIFIERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "motion": ("--motion", ("animate",)),
     "handles": ("--handles", ("animate",)),
     "resolution": ("--resolution", ("render",)),
+    "render_frames": ("--render-frames", ("render",)),
+    "no_video": ("--no-video", ("render",)),
     "device": ("--device", ("import_dynamic", "capture_images", "select", "animate", "query", "render")),
 }
 # Options that only mean something for the model generators.
@@ -112,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "Gaussians (extractor: env ANIMATE_GAUSSIANS_QUERY4D_EXTRACTOR, default auto)")
     p.add_argument("--render", metavar="DIR", help="render splat frames from the active camera to DIR")
     p.add_argument("--resolution", nargs=2, type=int, metavar=("W", "H"), help="render resolution")
+    p.add_argument("--render-frames", choices=("png", "none"),
+                   help="the frame files --render writes: png (default) or none (the MP4 only)")
+    p.add_argument("--no-video", action="store_true", default=None, help="--render writes no render.mp4")
     p.add_argument("--export-ply", metavar="PATH", help="write the imported object back to a 3DGS .ply")
     p.add_argument("--export", metavar="PATH",
                    help="write the object in the format of PATH's extension (.ply, .compressed.ply, .splat, .spz), or "
@@ -137,6 +142,8 @@ def check_arguments(args: argparse.Namespace, step_names: set[str]) -> None:
             raise BatchError(f"{option} only applies to {_step_options(needs)}, which is not given")
     if sum(v is not None for v in (args.select, args.select_point, args.select_box)) > 1:
         raise BatchError("give one of --select, --select-point and --select-box")
+    if args.render_frames == "none" and args.no_video:
+        raise BatchError("--render-frames none with --no-video leaves --render nothing to write")
     if args.granularity is not None and not 0.0 <= args.granularity <= 1.0:
         raise BatchError(f"--granularity must be between 0 and 1, got {args.granularity:g}")
     for attr, option in _DIFFUSERS_ONLY:

@@ -127,10 +127,11 @@ def assemble_request(scene: bpy.types.Scene, objects: list[bpy.types.Object], po
 
 
 def build_render_request(scene: bpy.types.Scene, out_dir: str | os.PathLike, resolution: tuple[int, int] | None,
-                         device: str = "auto", write_video: bool = True,
-                         tint_query: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
-    """The "render" request (params, arrays) for the scene's frame range to files, evaluated frame by frame so
-    keyframes, constraints, drivers and camera markers are honoured. The current frame is restored afterwards."""
+                         device: str = "auto", write_video: bool = True, tint_query: bool = False,
+                         frame_format: str = "png") -> tuple[dict, dict[str, np.ndarray]]:
+    """The "render" request (params, arrays) for the scene's frame range to files (frame_format "png" or
+    "none", and the MP4 unless write_video is off), evaluated frame by frame so keyframes, constraints,
+    drivers and camera markers are honoured. The current frame is restored afterwards."""
     objects = checked_objects(scene)
     if scene.camera is None:
         raise CameraError("the scene has no active camera")
@@ -146,7 +147,7 @@ def build_render_request(scene: bpy.types.Scene, out_dir: str | os.PathLike, res
     finally:
         scene.frame_set(original[0], subframe=original[1])
     params, arrays = assemble_request(scene, objects, poses, width, height, device, tint_query)
-    params.update(out_dir=str(Path(out_dir).resolve()), write_video=bool(write_video))
+    params.update(out_dir=str(Path(out_dir).resolve()), write_video=bool(write_video), frame_format=frame_format)
     return params, arrays
 
 

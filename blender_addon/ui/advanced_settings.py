@@ -56,6 +56,12 @@ class GaussiansAdvancedSettings(bpy.types.PropertyGroup):
     require_sam: bpy.props.BoolProperty(
         name="Require SAM", default=False,
         description="Fail when SAM is missing instead of selecting by region growing")
+    render_frames: bpy.props.EnumProperty(
+        name="Frames", default="png",
+        items=[("png", "PNG", "frame_####.png, 8-bit (RGBA with a transparent film)"),
+               ("none", "None", "No frame files: the MP4 only")],
+        description="The frame files Render Splats writes")
+    render_video: bpy.props.BoolProperty(name="MP4", default=True, description="Render Splats writes render.mp4")
 
 
 def advanced(scene: bpy.types.Scene) -> GaussiansAdvancedSettings:

@@ -113,7 +113,12 @@ class GAUSSIANS_PT_render(GaussiansPanel, bpy.types.Panel):
         scene = context.scene
         layout.label(text=f"Frames {scene.frame_start}–{scene.frame_end}, "
                           f"camera: {scene.camera.name if scene.camera else 'none'}")
-        layout.operator(GAUSSIANS_OT_render_splats.bl_idname, text="Render Splats", icon="RENDER_ANIMATION")
+        settings = scene.gaussians_advanced
+        row = layout.row(align=True)
+        row.prop(settings, "render_frames", text="Frames")
+        row.prop(settings, "render_video", toggle=True)
+        op = layout.operator(GAUSSIANS_OT_render_splats.bl_idname, text="Render Splats", icon="RENDER_ANIMATION")
+        op.frame_format, op.write_video = settings.render_frames, settings.render_video
 
 
 classes = (GAUSSIANS_PT_main, GAUSSIANS_PT_display, GAUSSIANS_PT_animate, GAUSSIANS_PT_query4d,

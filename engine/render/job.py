@@ -1,17 +1,15 @@
 """The engine's "render" request: Blender's camera and object motion in, PNG frames and an MP4 out.
 
-Each object's Gaussians are loaded once and kept on the device; per frame they are moved by the object's
-matrix (SH rotated with it, cuda_ext.transform_gaussians) and all objects are rendered together. Frames are
-encoded on worker threads while the next one renders, so the GPU never waits on PNG or video encoding.
+Each object's Gaussians are loaded once and kept on the device; per frame only the objects that moved are
+transformed (engine/render/posing.py; SH rotated along) and all objects are rendered together. PNGs and
+the video frame are encoded on the GPU where there is one and written on worker threads while the next frame
+renders (engine/render/frame_sink.py), so the GPU never waits on PNG or video encoding.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,38 +18,23 @@ import torch
 
 from .. import shared_pixels
 from ..errors import AnimateGaussiansError, CameraError, InputFileError
+from .frame_sink import FrameSink
 from .pixels import blender_pixels
+from .posing import DeviceGaussians, ScenePoser
 from .rasterizer import RenderBackendError, choose_backend, render_gaussians
 from .skinning import skinning_from_request
-from .video import Mp4Writer, write_png
+from .video import Mp4Writer, video_backend, yuv420p_frame
 
 VIDEO_NAME = "render.mp4"
 FRAME_PATTERN = "frame_{:04d}.png"
 PIXEL_PASSES = ("combined", "depth")   # what a return_pixels request may ask for, in blender_pixels' order
+FRAME_FORMATS = ("png", "none")        # what a request's frame_format may be
 
 
 class RenderRequestError(AnimateGaussiansError):
     """The render request's parameters or arrays are inconsistent."""
 
     hint = "this is a bug in the caller of the render request; please report it with the message"
-
-
-@dataclass
-class DeviceGaussians:
-    """All objects' Gaussians concatenated on one device, in their file (object-local) frames."""
-
-    means: torch.Tensor          # (N, 3)
-    quats: torch.Tensor          # (N, 4) wxyz as stored
-    log_scales: torch.Tensor     # (N, 3)
-    sh_dc: torch.Tensor          # (N, 1, 3)
-    sh_rest: torch.Tensor        # (N, K, 3)
-    opacities: torch.Tensor      # (N,) in [0, 1]
-    object_index: torch.Tensor   # (N,) int32 into the request's objects
-    sh_degree: int
-
-    @property
-    def count(self) -> int:
-        return int(self.means.shape[0])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,23 +89,29 @@ def load_objects(ctx, objects: list[dict], device: torch.device,
     k = (degree + 1) ** 2 - 1
 
     def stack(get) -> torch.Tensor:
-        return torch.from_numpy(np.concatenate([get(g) for g in parts])).to(device)
+        # Each part goes up as it is (no host-side concatenation of a scene's worth of arrays; float32 is
+        # not copied), then the parts are joined on the device.
+        arrays = [np.ascontiguousarray(get(g)) for g in parts]
+        pieces = [torch.from_numpy(a if a.flags.writeable else a.copy()).to(device) for a in arrays]
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
     def rest(g) -> np.ndarray:  # objects of lower degree get zero higher bands
+        if g.sh_rest.shape[1] == k:
+            return g.sh_rest.astype(np.float32, copy=False)
         out = np.zeros((g.count, k, 3), np.float32)
         out[:, :g.sh_rest.shape[1]] = g.sh_rest
         return out
 
     return DeviceGaussians(
-        means=stack(lambda g: g.means.astype(np.float32)),
-        quats=stack(lambda g: g.quats_wxyz.astype(np.float32)),
-        log_scales=stack(lambda g: g.log_scales.astype(np.float32)),
-        sh_dc=stack(lambda g: g.sh_dc.astype(np.float32)[:, None, :]),
+        means=stack(lambda g: g.means.astype(np.float32, copy=False)),
+        quats=stack(lambda g: g.quats_wxyz.astype(np.float32, copy=False)),
+        log_scales=stack(lambda g: g.log_scales.astype(np.float32, copy=False)),
+        sh_dc=stack(lambda g: g.sh_dc.astype(np.float32, copy=False)[:, None, :]),
         sh_rest=stack(rest),
-        opacities=stack(lambda g: g.opacities().astype(np.float32)),
-        object_index=torch.from_numpy(np.concatenate(
-            [np.full(g.count, i, np.int32) for i, g in enumerate(parts)])).to(device),
-        sh_degree=degree)
+        opacities=stack(lambda g: g.opacities().astype(np.float32, copy=False)),
+        object_index=torch.cat([torch.full((g.count,), i, dtype=torch.int32, device=device)
+                                for i, g in enumerate(parts)]),
+        sh_degree=degree, counts=tuple(g.count for g in parts))
 
 
 _device_cache: dict[tuple, tuple[list, DeviceGaussians]] = {}
@@ -172,8 +161,8 @@ def dynamic_sources(objects: list[dict], arrays: dict, g: DeviceGaussians, frame
 
     out = {}
     if not any(obj.get("npz_path") for obj in objects):
-        return out      # the usual case: no per-object counts from the device (a 1M-row copy per request)
-    counts = np.bincount(g.object_index.cpu().numpy(), minlength=len(objects))
+        return out      # the usual case
+    counts = g.object_counts(len(objects))
     starts = np.concatenate([[0], np.cumsum(counts)])
     for j, obj in enumerate(objects):
         if not obj.get("npz_path"):
@@ -213,7 +202,7 @@ def query_highlight(params: dict, arrays: dict, g: DeviceGaussians, objects: lis
     color = params.get("highlight_color")
     if color is None:
         return None
-    counts = np.bincount(g.object_index.cpu().numpy(), minlength=len(objects))
+    counts = g.object_counts(len(objects))
     start, end = np.full(g.count, -1, np.int64), np.full(g.count, -1, np.int64)
     offset = 0
     for j, n in enumerate(counts):
@@ -235,37 +224,6 @@ def tinted(g: DeviceGaussians, highlight: dict, frame: int) -> DeviceGaussians:
     return dataclasses.replace(g, sh_dc=g.sh_dc * (1 - a) + highlight["dc"] * a, sh_rest=g.sh_rest * (1 - a))
 
 
-class FrameSink:
-    """Writes frames on worker threads (PNG encoders in parallel, the video encoder in order), holding at
-    most a few frames in memory."""
-
-    def __init__(self, video: Mp4Writer | None, workers: int) -> None:
-        self.video = video
-        self._png_pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="png")
-        self._video_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mp4") if video else None
-        self._pending: collections.deque[Future] = collections.deque()
-        self._limit = 2 * max(1, workers) + 2
-
-    def submit(self, path: Path, image: np.ndarray, video_frame: np.ndarray) -> None:
-        while len(self._pending) >= self._limit:
-            self._pending.popleft().result()
-        self._pending.append(self._png_pool.submit(write_png, path, image))
-        if self._video_pool is not None:
-            self._pending.append(self._video_pool.submit(self.video.write, video_frame))
-
-    def finish(self) -> None:
-        """Wait for every queued write (raising the first failure) and close the video."""
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            self._png_pool.shutdown(wait=True)
-            if self._video_pool is not None:
-                self._video_pool.shutdown(wait=True)
-            if self.video is not None:
-                self.video.close()
-
-
 def _array(arrays: dict, name: str, shape: tuple) -> np.ndarray:
     if name not in arrays:
         raise RenderRequestError(f"the render request has no {name!r} array")
@@ -279,7 +237,8 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     """Render the request's frames to out_dir/frame_%04d.png (frame numbers from `frames`) and render.mp4.
 
     params: width, height, out_dir, fps, frames [int], near, far, device (auto|cpu|cuda), background [r,g,b]
-    (null: transparent RGBA PNGs, black in the video), write_video, objects [{name, ply_path}].
+    (null: transparent RGBA PNGs, black in the video), frame_format ("png", the default, or "none": no frame
+    files), write_video (default true), objects [{name, ply_path}].
     arrays: viewmats (F, 4, 4), Ks (F, 3, 3) (engine/cameras.py convention), object_matrices (F, O, 4, 4)
     (Blender world from each object's file frame: matrix_world @ file_to_local), and optionally indices_<j>
     (int, 1-D): object j holds only these rows of its .ply (a segment), and for an object j deformed by a rig
@@ -287,7 +246,7 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     object with npz_path (a dynamic sequence; ply_path holds its timestep 0) shows timesteps_<j> (F,) int.
     highlight_color [r, g, b] (+ highlight_strength, default 0.6) with arrays highlight_start_<j>/highlight_end_<j>
     (N_j,) scene frames tints each Gaussian on the frames of a 4D query's answer.
-    Cancelling keeps the PNGs already written.
+    Cancelling keeps the PNGs already written (and no video).
     With return_pixels (F12 and the viewport: Blender's render engine) nothing is written and out_dir is not
     needed: the result's arrays are combined (F, H, W, 4) and depth (F, H, W) as Blender's render result holds
     them (engine.render.pixels.blender_pixels); `passes` (default both) names the ones to send. With
@@ -313,6 +272,12 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     transparent = background is None
     return_pixels = bool(params.get("return_pixels", False))
     write_video = bool(params.get("write_video", True)) and not return_pixels
+    frame_format = str(params.get("frame_format", "png")).lower()
+    if frame_format not in FRAME_FORMATS:
+        raise RenderRequestError(f"frame_format must be one of {', '.join(FRAME_FORMATS)}, got {frame_format!r}")
+    if not return_pixels and frame_format == "none" and not write_video:
+        raise RenderRequestError("the render request writes nothing: no frame files and no video",
+                                 hint="choose PNG frames, the MP4, or both")
     fps = float(params.get("fps", 24))
     out_dir = None
     if not return_pixels:
@@ -327,10 +292,9 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
                                 {j: arrays[f"indices_{j}"] for j in range(O) if f"indices_{j}" in arrays})
     bg = torch.tensor(background if background is not None else [0.0, 0.0, 0.0], dtype=torch.float32,
                       device=device)
-    viewmats_d = torch.from_numpy(viewmats).to(device)
     Ks_d = torch.from_numpy(Ks).to(device)
 
-    frames_out = rendered_frames(ctx, g, objects, arrays, params, frames, viewmats_d, Ks_d, object_matrices,
+    frames_out = rendered_frames(ctx, g, objects, arrays, params, frames, viewmats, Ks_d, object_matrices,
                                  None if transparent else bg, backend)
     if return_pixels:
         passes = list(params.get("passes", PIXEL_PASSES))
@@ -359,25 +323,34 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
                 "shared_memory": shm is not None}, out_arrays
     video_path = out_dir / VIDEO_NAME
     partial_video = out_dir / (VIDEO_NAME + ".partial.mp4")
-    video = Mp4Writer(partial_video, width, height, fps) if write_video else None
-    sink = FrameSink(video, workers=min(8, os.cpu_count() or 1))
+    video = None
+    if write_video:   # ffmpeg takes yuv420p made on the GPU; otherwise RGB, converted by the encoder
+        yuv = device.type == "cuda" and video_backend() == "imageio-ffmpeg"
+        video = Mp4Writer(partial_video, width, height, fps, input_format="yuv420p" if yuv else "rgb24")
+    # On a GPU the workers only checksum and write encoded bytes: a few keep up, and fewer frames in flight
+    # means fewer pinned buffers. On the CPU they run Pillow's encoder: one per core.
+    sink = FrameSink(video, workers=4 if device.type == "cuda" else os.cpu_count() or 1)
     written: list[str] = []
     finished = False
     try:
         for i, frame, out in frames_out:
+            path = out_dir / FRAME_PATTERN.format(frame)
             with torch.no_grad():
                 rgb8 = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-                if transparent:
+                png = None
+                if frame_format == "png" and transparent:
                     # PNG alpha is straight; the renderer's colour is premultiplied.
                     straight = (out.rgb / out.alpha.clamp_min(1e-6)[..., None]).clamp(0, 1)
-                    rgba = torch.cat([straight, out.alpha[..., None].clamp(0, 1)], dim=-1)
-                    png = (rgba * 255 + 0.5).to(torch.uint8).cpu().numpy()
-                    rgb_np = rgb8.cpu().numpy()
-                else:
-                    rgb_np = png = rgb8.cpu().numpy()
-            path = out_dir / FRAME_PATTERN.format(frame)
-            sink.submit(path, png, rgb_np)
-            written.append(str(path))
+                    png = (torch.cat([straight, out.alpha[..., None].clamp(0, 1)], dim=-1) * 255 + 0.5
+                           ).to(torch.uint8)
+                elif frame_format == "png":
+                    png = rgb8
+                video_frame = None
+                if video is not None:
+                    video_frame = yuv420p_frame(rgb8) if video.input_format == "yuv420p" else rgb8
+            sink.submit(path, png, video_frame)
+            if png is not None:
+                written.append(str(path))
             ctx.progress((i + 1) / F, f"frame {frame} ({i + 1} of {F})")
         finished = True
     finally:
@@ -392,27 +365,33 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
 
 
 def rendered_frames(ctx, g: DeviceGaussians, objects: list[dict], arrays: dict, params: dict, frames: list[int],
-                    viewmats: torch.Tensor, Ks: torch.Tensor, object_matrices: np.ndarray,
+                    viewmats: np.ndarray, Ks: torch.Tensor, object_matrices: np.ndarray,
                     background: torch.Tensor | None, backend: str):
     """(index, frame, RenderOutput) of each frame in order, the objects posed as the request says (matrices,
     rigs, dynamic timesteps, a query's tint); a cancel is honoured between frames."""
     width, height = int(params["width"]), int(params["height"])
     near, far = float(params.get("near", 0.01)), float(params.get("far", 1e10))
     F = len(frames)
-    posed_for, posed = None, None
     skin = skinning_from_request(objects, arrays, g.object_index, F)   # objects deformed by a rig, if any
     dynamic = dynamic_sources(objects, arrays, g, F)                   # objects playing a 4D sequence
     highlight = query_highlight(params, arrays, g, objects)            # a 4D query's answer, tinted
-    for i, frame in enumerate(frames):
+
+    def render(i: int, means, quats, scales, sh, viewmat):
+        return render_gaussians(means, quats, scales, g.opacities, sh, viewmat, Ks[i], width, height, near=near,
+                                far=far, background=background, sh_degree=g.sh_degree, backend=backend)
+
+    if skin is None and not dynamic and highlight is None:
+        # Rigid objects: only the ones that moved relative to the largest are transformed (posing.py).
+        poser = ScenePoser(g, object_matrices, viewmats)
+        for i, frame in enumerate(frames):
+            ctx.check_cancelled()
+            yield i, frame, render(i, *poser.pose(i))
+        return
+    viewmats_d = torch.from_numpy(viewmats).to(g.means.device)
+    for i, frame in enumerate(frames):   # rigs, sequences and tints change Gaussians on every frame
         ctx.check_cancelled()
-        # Objects that did not move since the last frame (a camera-only animation) keep their pose.
-        if (skin is not None or dynamic or highlight is not None or posed_for is None
-                or not np.array_equal(object_matrices[i], posed_for)):
-            posed_for = object_matrices[i]
-            g_i = at_timesteps(g, dynamic, i) if dynamic else g
-            g_i = tinted(g_i, highlight, int(frame)) if highlight is not None else g_i
-            posed = posed_gaussians(g_i, posed_for) if skin is None else posed_gaussians(g_i, posed_for, skin, i)
-        means, quats, scales, sh = posed
-        yield i, frame, render_gaussians(means, quats, scales, g.opacities, sh, viewmats[i], Ks[i], width, height,
-                                         near=near, far=far, background=background, sh_degree=g.sh_degree,
-                                         backend=backend)
+        g_i = at_timesteps(g, dynamic, i) if dynamic else g
+        g_i = tinted(g_i, highlight, int(frame)) if highlight is not None else g_i
+        posed = posed_gaussians(g_i, object_matrices[i]) if skin is None else \
+            posed_gaussians(g_i, object_matrices[i], skin, i)
+        yield i, frame, render(i, *posed, viewmats_d[i])

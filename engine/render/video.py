@@ -1,7 +1,10 @@
-"""Writing rendered frames: 8-bit PNGs (Pillow) and an MP4 fed one frame at a time as frames are rendered.
+"""Writing rendered frames: 8-bit PNGs (engine/render/png.py) and an MP4 fed one frame at a time as frames
+are rendered.
 
 MP4 encoders, in order: imageio-ffmpeg's bundled ffmpeg (H.264, yuv420p), else OpenCV's VideoWriter
 ('mp4v'). Frames with an odd width or height are padded by one edge pixel, as yuv420p needs even sizes.
+The job hands ffmpeg frames already in yuv420p, converted on the GPU (`yuv420p_frame`): half the bytes
+through the pipe, and no colour conversion in ffmpeg, whose conversion runs on one thread.
 """
 
 from __future__ import annotations
@@ -10,8 +13,15 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import AnimateGaussiansError
+
+# x264's speed/size trade-off: at 1080p, veryfast keeps up with the renderer on a 16-core machine
+# (benchmarks/render_speed.py prints the encoder's own frame rate).
+X264_PRESET = "veryfast"
+# BT.601 limited range (what ffmpeg's own rgb24 -> yuv420p conversion uses), tagged in the stream.
+_RGB_TO_YCBCR = ((65.481, 128.553, 24.966), (-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))
 
 
 class VideoEncoderError(AnimateGaussiansError):
@@ -27,21 +37,26 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray, compress_level: int = 1) -> Path:
-    """Write an (H, W, 3) RGB or (H, W, 4) RGBA image (uint8, or float in [0, 1]) as an 8-bit PNG.
+def even_padded(rgb: torch.Tensor) -> torch.Tensor:
+    """(H, W, C) with an odd height or width grown by repeating the last row / column (yuv420p needs even)."""
+    if rgb.shape[0] % 2:
+        rgb = torch.cat([rgb, rgb[-1:]], dim=0)
+    if rgb.shape[1] % 2:
+        rgb = torch.cat([rgb, rgb[:, -1:]], dim=1)
+    return rgb
 
-    Level 1 compression: rendered frames are written at video rate, where zlib's default level costs
-    several times more time for a few percent of size.
-    """
-    from PIL import Image
 
-    data = to_uint8(np.asarray(image))
-    if data.ndim != 3 or data.shape[2] not in (3, 4):
-        raise ValueError(f"expected an (H, W, 3|4) image, got shape {data.shape}")
-    path = Path(path)
-    Image.fromarray(np.ascontiguousarray(data), "RGBA" if data.shape[2] == 4 else "RGB").save(
-        path, format="PNG", compress_level=compress_level)
-    return path
+def yuv420p_frame(rgb: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> one yuv420p frame (Y plane, then Cb and Cr at half size; flat uint8), on the
+    image's device. BT.601 limited range; chroma is the mean of each 2×2 block. Odd sizes are padded first."""
+    x = even_padded(rgb).to(torch.float32)
+    h, w = x.shape[:2]
+    m = torch.tensor(_RGB_TO_YCBCR, dtype=torch.float32, device=x.device) / 255.0
+    y = 16.0 + x @ m[0]
+    block = x.reshape(h // 2, 2, w // 2, 2, 3).mean(dim=(1, 3))
+    chroma = 128.0 + block @ m[1:].T                        # (h/2, w/2, 2)
+    planes = [y.reshape(-1), chroma[..., 0].reshape(-1), chroma[..., 1].reshape(-1)]
+    return (torch.cat(planes) + 0.5).clamp(0, 255).to(torch.uint8)
 
 
 def video_backend() -> str | None:
@@ -60,24 +75,33 @@ def video_backend() -> str | None:
 
 
 class Mp4Writer:
-    """Streams RGB uint8 frames of one size into an MP4 file; use as a context manager or call close()."""
+    """Streams frames of one size into an MP4 file; use as a context manager or call close().
+
+    `input_format` "rgb24" takes (H, W, 3) RGB frames; "yuv420p" (ffmpeg only) takes yuv420p_frame's bytes.
+    """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float = 24.0,
-                 backend: str | None = None, crf: int = 18) -> None:
+                 backend: str | None = None, crf: int = 18, input_format: str = "rgb24",
+                 preset: str = X264_PRESET) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.out_width, self.out_height = self.width + self.width % 2, self.height + self.height % 2
         self.backend = backend or video_backend()
+        self.input_format = input_format
         self.frames = 0
         self._closed = False
         if self.backend is None:
             raise VideoEncoderError("no MP4 encoder found: neither imageio-ffmpeg nor OpenCV (cv2) is installed")
+        if input_format not in ("rgb24", "yuv420p") or (input_format == "yuv420p" and self.backend != "imageio-ffmpeg"):
+            raise ValueError(f"the {self.backend} video backend does not take {input_format!r} frames")
         if self.backend == "imageio-ffmpeg":
             import imageio_ffmpeg
             self._gen = imageio_ffmpeg.write_frames(
                 str(self.path), (self.out_width, self.out_height), fps=float(fps), codec="libx264",
-                pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
-                ffmpeg_log_level="error", output_params=["-crf", str(crf), "-preset", "veryfast"])
+                pix_fmt_in=input_format, pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
+                ffmpeg_log_level="error",
+                output_params=["-crf", str(crf), "-preset", preset, "-colorspace", "smpte170m",
+                               "-color_range", "tv"])
             self._gen.send(None)
         elif self.backend == "opencv":
             import cv2
@@ -90,14 +114,24 @@ class Mp4Writer:
             raise ValueError(f"unknown video backend {self.backend!r}")
 
     def write(self, frame: np.ndarray) -> None:
-        """Append one (H, W, 3) frame (uint8, or float in [0, 1])."""
+        """Append one frame: (H, W, 3) RGB (uint8, or float in [0, 1]), or with input_format "yuv420p" the
+        flat bytes of yuv420p_frame."""
+        if self.input_format == "yuv420p":
+            data = np.ascontiguousarray(frame, dtype=np.uint8).reshape(-1)
+            if data.size != self.out_width * self.out_height * 3 // 2:
+                raise ValueError(f"a yuv420p frame of {self.out_width}×{self.out_height} has "
+                                 f"{self.out_width * self.out_height * 3 // 2} bytes, got {data.size}")
+            self._send(data)
+            return
         data = to_uint8(np.asarray(frame))[..., :3]
         if data.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {data.shape[1]}×{data.shape[0]}, the video {self.width}×{self.height}")
         if (self.out_height, self.out_width) != (self.height, self.width):
             data = np.pad(data, ((0, self.out_height - self.height), (0, self.out_width - self.width), (0, 0)),
                           mode="edge")
-        data = np.ascontiguousarray(data)
+        self._send(np.ascontiguousarray(data))
+
+    def _send(self, data: np.ndarray) -> None:
         try:
             if self.backend == "imageio-ffmpeg":
                 self._gen.send(data)
