@@ -1,10 +1,11 @@
 """Where a render job's frames go: PNG files and the MP4, written on worker threads while the next frame
 renders, with at most a few frames in flight.
 
-Frames on a GPU are encoded there (engine/render/png.py; the video frame converted by video.yuv420p_frame)
-and copied to pinned host memory without waiting; a worker waits for its own copy, then writes. A frame's
-PNG is finished (Huffman code built on the host) once the next frame has been queued behind it, so the host
-works while the GPU renders. Frames on the CPU are encoded by Pillow on the workers.
+Frames on a GPU are copied to pinned host memory without waiting (the video frame converted there first by
+video.yuv420p_frame); a worker waits for its own copy, then encodes (Pillow, one worker per core) and writes.
+`gpu_png` encodes the PNG on the GPU instead (engine/render/png.py: the frame's PNG is finished, its Huffman
+code built on the host, once the next frame has been queued behind it). It is off by default: on the H200
+its host step serialises at ~37 ms a frame, slower than Pillow on 16 cores.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def to_host(t: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
     return host, ready
 
 
+def _write_host_png(path: Path, host: torch.Tensor, ready: torch.cuda.Event | None) -> None:
+    if ready is not None:
+        ready.synchronize()
+    write_png(path, host.numpy())
+
+
 def _write_encoded(encoded: EncodedPng, path: Path, host: torch.Tensor, ready: torch.cuda.Event | None) -> None:
     if ready is not None:
         ready.synchronize()
@@ -41,8 +48,9 @@ def _write_encoded(encoded: EncodedPng, path: Path, host: torch.Tensor, ready: t
 class FrameSink:
     """Writes frames on worker threads (PNG files in parallel, the video in order)."""
 
-    def __init__(self, video: Mp4Writer | None, workers: int) -> None:
+    def __init__(self, video: Mp4Writer | None, workers: int, gpu_png: bool = False) -> None:
         self.video = video
+        self.gpu_png = gpu_png
         self._png_pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="png")
         self._video_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mp4") if video else None
         self._pending: collections.deque[Future] = collections.deque()
@@ -55,8 +63,11 @@ class FrameSink:
         while len(self._pending) >= self._limit:
             self._pending.popleft().result()
         staged = None
-        if image is not None and image.is_cuda:
+        if image is not None and image.is_cuda and self.gpu_png:
             staged = (path, PendingPng(image))
+        elif image is not None and image.is_cuda:
+            host, ready = to_host(image)
+            self._pending.append(self._png_pool.submit(_write_host_png, path, host, ready))
         elif image is not None:
             self._pending.append(self._png_pool.submit(write_png, path, image.numpy()))
         self._finish_staged()

@@ -327,9 +327,8 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     if write_video:   # ffmpeg takes yuv420p made on the GPU; otherwise RGB, converted by the encoder
         yuv = device.type == "cuda" and video_backend() == "imageio-ffmpeg"
         video = Mp4Writer(partial_video, width, height, fps, input_format="yuv420p" if yuv else "rgb24")
-    # On a GPU the workers only checksum and write encoded bytes: a few keep up, and fewer frames in flight
-    # means fewer pinned buffers. On the CPU they run Pillow's encoder: one per core.
-    sink = FrameSink(video, workers=4 if device.type == "cuda" else os.cpu_count() or 1)
+    # The workers run Pillow's PNG encoder: one per core (frames from a GPU reach them in pinned memory).
+    sink = FrameSink(video, workers=os.cpu_count() or 1)
     written: list[str] = []
     finished = False
     try:
