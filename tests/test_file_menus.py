@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("bpy")
+from blender_fixtures import addon, bpy  # noqa: F401 (fixtures)
+
 pytestmark = pytest.mark.blender
 
 
@@ -27,21 +28,14 @@ def _draw(menu_function) -> dict[str, str]:
     return dict(menu.layout.entries)
 
 
-def test_import_menu_lists_every_reader_and_each_is_registered():
-    import bpy
-
-    import blender_addon
+def test_import_menu_lists_every_reader_and_each_is_registered(addon):
     from blender_addon.io import import_export
 
-    blender_addon.register()
-    try:
-        entries = _draw(import_export._menu_import)
-        assert set(entries) == {"gaussians.import_ply", "gaussians.import_ply_sequence", "gaussians.import_dynamic"}
-        assert entries["gaussians.import_dynamic"] == "Dynamic Gaussians (.npz)"
-        for idname in entries:
-            category, name = idname.split(".")
-            getattr(getattr(bpy.ops, category), name).get_rna_type()   # raises KeyError when not registered
-        exports = _draw(import_export._menu_export)
-        assert {"gaussians.export_ply", "gaussians.export_ply_sequence"} <= set(exports)
-    finally:
-        blender_addon.unregister()
+    entries = _draw(import_export._menu_import)
+    assert set(entries) == {"gaussians.import_ply", "gaussians.import_ply_sequence", "gaussians.import_dynamic"}
+    assert entries["gaussians.import_dynamic"] == "Dynamic Gaussians (.npz)"
+    exports = _draw(import_export._menu_export)
+    assert {"gaussians.export_ply", "gaussians.export_ply_sequence"} <= set(exports)
+    for idname in [*entries, *exports]:
+        category, name = idname.split(".")
+        getattr(getattr(bpy.ops, category), name).get_rna_type()   # raises KeyError when not registered
