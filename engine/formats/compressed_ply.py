@@ -12,7 +12,7 @@ chunk's range, colour 1/255 of the chunk's range, opacity 1/255, rotation compon
 from __future__ import annotations
 
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -121,27 +121,26 @@ def read(path: str | os.PathLike) -> GaussianArrays:
             blocks += low[:, None, :]
         return padded[:n]
 
-    sh_job = None
-    if sh_dt is not None:   # the SH decode (a third of the work) runs beside the rest (numpy releases the GIL)
-        rest_names = [f"f_rest_{i}" for i in range(len(sh_dt.names))]
-        if list(sh_dt.names) != rest_names:
-            raise fail(path, "the sh element's properties are not f_rest_0..f_rest_N")
-        k = len(rest_names) // 3
-        if 3 * k != len(rest_names):
-            raise fail(path, f"{len(rest_names)} f_rest properties is not 3 channels of SH")
-        sh_degree_for_coefficients(k, path)
-        rest_cm = np.empty((k, n, 3), np.float32)
-        sh_job = threading.Thread(target=decode_sh_rows, daemon=True,   # the file is channel-major
-                                  args=(sh.reshape(n, 3, k).transpose(0, 2, 1), _SH_TABLE, rest_cm))
-        sh_job.start()
-    try:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sh") as pool:   # leaving waits for the SH
+        sh_job = None
+        if sh_dt is not None:   # the SH decode (a third of the work) runs beside the rest (numpy releases the GIL)
+            rest_names = [f"f_rest_{i}" for i in range(len(sh_dt.names))]
+            if list(sh_dt.names) != rest_names:
+                raise fail(path, "the sh element's properties are not f_rest_0..f_rest_N")
+            k = len(rest_names) // 3
+            if 3 * k != len(rest_names):
+                raise fail(path, f"{len(rest_names)} f_rest properties is not 3 channels of SH")
+            sh_degree_for_coefficients(k, path)
+            rest_cm = np.empty((k, n, 3), np.float32)
+            sh_job = pool.submit(decode_sh_rows, sh.reshape(n, 3, k).transpose(0, 2, 1), _SH_TABLE,   # channel-major
+                                 rest_cm)
         fields = ((21, 11), (11, 10), (0, 11))
         with np.errstate(over="ignore", invalid="ignore"):   # absurd bounds overflow: caught just below
             means = unpack(vertex["packed_position"], fields, _POSITION)
             log_scales = unpack(vertex["packed_scale"], fields, _SCALE)
             color = vertex["packed_color"]
-            rgb = unpack(color, ((24, 8), (16, 8), (8, 8)),
-                         _COLOR if all(k in chunk_dt.names for k in _COLOR) else None)
+            bounds = _COLOR if all(k in chunk_dt.names for k in _COLOR) else None
+            rgb = unpack(color, ((24, 8), (16, 8), (8, 8)), bounds)
         for name, values in (("position", means), ("scale", log_scales), ("colour", rgb)):
             if not np.isfinite(values).all():
                 raise fail(path, f"chunk {name} bounds overflow float32 (damaged file)")
@@ -149,10 +148,10 @@ def read(path: str | os.PathLike) -> GaussianArrays:
         others = np.stack([(_unorm(rot, s, 10) - 0.5) * np.float32(_SQRT2) for s in (20, 10, 0)], axis=1)
         quats = from_smallest_three((rot >> 30).astype(np.int64), others)
         opacity = _LOGIT_TABLE[color & 0xFF]
-    finally:
-        if sh_job is not None:
-            sh_job.join()
-    rest = rest_cm.transpose(1, 0, 2) if sh_job is not None else np.zeros((n, 0, 3), np.float32)
+    rest = np.zeros((n, 0, 3), np.float32)
+    if sh_job is not None:
+        sh_job.result()   # raises the decode's own failure
+        rest = rest_cm.transpose(1, 0, 2)
     # Everything else is finite by construction (bytes, unit quaternions): no NaN scan of the SH needed.
     return GaussianArrays(means=means, sh_dc=color_to_dc(rgb), sh_rest=rest,
                           opacity_logit=opacity, log_scales=log_scales, quats_wxyz=quats)
