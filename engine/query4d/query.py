@@ -168,16 +168,14 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     raw = raw_relevancy(field, positive, negatives)
     N = raw.shape[1]
     k = min(N, max(16, int(settings.top_fraction * N)))
-    sampled_every_step = len(field.timesteps) == field.total_timesteps
-    # Every frame sampled: one top-k serves both the match test and the temporal score (normalising is monotonic)
-    top = raw.float().topk(k, dim=1).values if sampled_every_step else None
-    best = float(top.mean(1).max()) if top is not None else _top_score(raw, k)
+    top = raw.float().topk(k, dim=1).values              # (S, k): the match test's, see _top_score
+    best = float(top.mean(1).max())
     threshold = max(settings.min_relevancy, null_relevancy(field, negatives, k) + settings.null_margin)
     if best < threshold:
         return _no_match(field.total_timesteps, N, raw.device, best, threshold)
     raw_t = per_frame(raw, field.timesteps, field.total_timesteps).float()
-    if top is None:
-        top = raw_t.topk(k, dim=1).values
+    if raw_t.shape[0] != top.shape[0]:   # frames between samples: their own top-k (else the same one serves,
+        top = raw_t.topk(k, dim=1).values  # normalising below is monotonic)
     peak_value = max(float(top[:, 0].max()) - 0.5, 0.0)  # 0.5 = as close to the text as to a negative
     rel = (raw_t - 0.5).clamp_min_(0)
     top = (top - 0.5).clamp_min_(0)
