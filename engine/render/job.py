@@ -1,9 +1,9 @@
 """The engine's "render" request: Blender's camera and object motion in, PNG frames and an MP4 out.
 
 Each object's Gaussians are loaded once and kept on the device; per frame only the objects that moved are
-transformed (engine/render/posing.py; SH rotated along) and all objects are rendered together. PNGs and
-the video frame are encoded on the GPU where there is one and written on worker threads while the next frame
-renders (engine/render/frame_sink.py), so the GPU never waits on PNG or video encoding.
+transformed (engine/render/posing.py; SH rotated along) and all objects are rendered together. Frames are
+encoded and written on worker threads while the next one renders (engine/render/frame_sink.py; the video
+frame is made yuv420p on the GPU first), so the GPU never waits on PNG or video encoding.
 """
 
 from __future__ import annotations
