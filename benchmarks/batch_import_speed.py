@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.import_speed import benchmark_file  # noqa: E402
+
 EMULATOR = ROOT / "tools" / "blender_emulator.py"
 BATCH = ROOT / "blender_addon" / "batch.py"
 BLENDER_IMPORT = """import sys
@@ -30,16 +32,6 @@ import bpy
 bpy.ops.wm.ply_import(filepath=sys.argv[sys.argv.index("--") + 1])
 assert len(bpy.context.active_object.data.vertices) > 0
 """
-
-
-def _file(count: int) -> Path:
-    from engine.ply import write_gaussians
-    from engine.synthetic_scene import make_random_gaussians
-
-    path = Path(tempfile.gettempdir()) / f"animate_gaussians_bench_{count}_sh3.ply"
-    if not path.exists():
-        write_gaussians(path, make_random_gaussians(count, sh_degree=3, seed=0))
-    return path
 
 
 def _process_seconds(script: Path, *args: str) -> float:
@@ -57,7 +49,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    big, tiny = _file(args.count), _file(1)
+    big, tiny = benchmark_file(args.count), benchmark_file(1)
     blender_script = Path(tempfile.gettempdir()) / "animate_gaussians_blender_ply_import.py"
     blender_script.write_text(BLENDER_IMPORT)
     sides = {"ours": (BATCH, ("--ply",)), "blender": (blender_script, ())}

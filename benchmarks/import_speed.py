@@ -19,7 +19,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _benchmark_file(count: int) -> Path:
+def benchmark_file(count: int) -> Path:
+    """The 1M-style random SH-3 .ply the import benchmarks share (written once into the temp folder)."""
     from engine.ply import write_gaussians
     from engine.synthetic_scene import make_random_gaussians
 
@@ -73,7 +74,7 @@ def main() -> None:
         _memory_run(args.memory_child)
         return
 
-    path = _benchmark_file(args.count)
+    path = benchmark_file(args.count)
     size = path.stat().st_size
     # Memory first, in a fresh process, so earlier runs' freed memory does not hide the peak.
     out = subprocess.run([sys.executable, __file__, "--memory-child", str(path)], check=True,
