@@ -226,7 +226,10 @@ def job_benchmarks(ply: Path, frames: int, tmp: Path) -> dict:
     for label, extra, matrices in (("PNGs + MP4, static object", {}, static),
                                    ("PNGs + MP4, object moving every frame", {}, moving),
                                    ("PNGs only, static object", {"write_video": False}, static),
-                                   ("MP4 only, static object", {"frame_format": "none"}, static)):
+                                   ("MP4 only, static object", {"frame_format": "none"}, static),
+                                   ("PNGs (Pillow) + MP4, static object", {"png_encoder": "pillow"}, static),
+                                   ("PNGs (Pillow) only, static object",
+                                    {"write_video": False, "png_encoder": "pillow"}, static)):
         out_dir = tmp / "job"
         start = time.perf_counter()
         result, _ = handle_render(QuietContext(), {**params, "out_dir": str(out_dir), **extra},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -198,6 +200,8 @@ def test_bad_requests_fail_with_clear_errors(shiny_ply, tmp_path):
         handle_render(Ctx(), {**params, "objects": [{"name": "x", "ply_path": str(tmp_path / "gone.ply")}]}, arrays)
     with pytest.raises(RenderRequestError, match="frame_format must be one of png, none"):
         handle_render(Ctx(), {**params, "frame_format": "tiff"}, arrays)
+    with pytest.raises(RenderRequestError, match="png_encoder must be one of auto, pillow"):
+        handle_render(Ctx(), {**params, "png_encoder": "gif"}, arrays)
     with pytest.raises(RenderRequestError, match="writes nothing"):
         handle_render(Ctx(), {**params, "frame_format": "none", "write_video": False}, arrays)
     if not torch.cuda.is_available():
@@ -280,6 +284,12 @@ def test_the_job_on_the_gpu_writes_exact_pngs_and_the_video(shiny_ply, tmp_path)
                                background=torch.zeros(3, device="cuda"), sh_degree=g.sh_degree)
         expected = (out.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
         assert np.array_equal(np.asarray(Image.open(path)), expected)
+    # The CPU's encoder (Pillow) writes other bytes of the same pixels.
+    pillow, _ = handle_render(Ctx(), {**params, "out_dir": str(tmp_path / "pillow"), "png_encoder": "pillow",
+                                      "write_video": False}, arrays)
+    for ours, theirs in zip(result["frames"], pillow["frames"]):
+        assert np.array_equal(np.asarray(Image.open(ours)), np.asarray(Image.open(theirs)))
+        assert Path(ours).read_bytes() != Path(theirs).read_bytes()     # the job's PNGs came from the GPU
     if video_backend() is not None:
         frames = _video_frames(result["video"])
         assert len(frames) == 3

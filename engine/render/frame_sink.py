@@ -1,10 +1,11 @@
 """Where a render job's frames go: PNG files and the MP4, written on worker threads while the next frame
 renders, with at most a few frames in flight.
 
-Frames on a GPU are copied to pinned host memory without waiting (the video frame converted there first by
-video.yuv420p_frame); a worker waits for its own copy, then encodes (Pillow, one worker per core) and writes.
-(engine/render/png.py encodes PNGs on the GPU, but its per-frame host step made the H200 job slower than
-Pillow on 16 cores: benchmarks/render_speed.py measures it.)
+A PNG of a frame on a GPU is filtered and split into deflate symbols there as soon as it is submitted
+(engine/render/png.py); a worker waits for that frame's symbol counts only, builds its Huffman code, has the
+GPU pack the bits and writes the file. Host frames (and `png_encoder="pillow"`) go to Pillow, one worker per
+core. The video frame is copied to pinned host memory without waiting (made yuv420p on the GPU first by
+video.yuv420p_frame) and written in order by one worker. benchmarks/render_speed.py times both PNG encoders.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .png import write_png
+from .png import PendingPng, write_png
 from .video import Mp4Writer
 
 
@@ -38,11 +39,26 @@ def _write_host_png(path: Path, host: torch.Tensor, ready: torch.cuda.Event | No
     write_png(path, host.numpy())
 
 
-class FrameSink:
-    """Writes frames on worker threads (PNG files in parallel, the video in order)."""
+def _write_device_png(path: Path, pending: PendingPng) -> None:
+    with torch.cuda.device(pending.device):   # a worker thread's current device is not the frame's
+        encoded = pending.finish()
+        host, ready = to_host(encoded.deflate)
+    ready.synchronize()
+    encoded.write(path, host.numpy())
 
-    def __init__(self, video: Mp4Writer | None, workers: int) -> None:
+
+PNG_ENCODERS = ("auto", "pillow")
+
+
+class FrameSink:
+    """Writes frames on worker threads (PNG files in parallel, the video in order). `png_encoder`: "auto"
+    encodes a frame on the device it is on (GPU or Pillow), "pillow" always on the CPU."""
+
+    def __init__(self, video: Mp4Writer | None, workers: int, png_encoder: str = "auto") -> None:
+        if png_encoder not in PNG_ENCODERS:
+            raise ValueError(f"png_encoder must be one of {PNG_ENCODERS}, got {png_encoder!r}")
         self.video = video
+        self.png_encoder = png_encoder
         self._png_pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="png")
         self._video_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mp4") if video else None
         self._pending: collections.deque[Future] = collections.deque()
@@ -53,7 +69,9 @@ class FrameSink:
         writer's input format) the video's next frame; either may be None."""
         while len(self._pending) >= self._limit:
             self._pending.popleft().result()
-        if image is not None:
+        if image is not None and image.is_cuda and self.png_encoder != "pillow":
+            self._pending.append(self._png_pool.submit(_write_device_png, path, PendingPng(image)))
+        elif image is not None:
             host, ready = to_host(image)
             self._pending.append(self._png_pool.submit(_write_host_png, path, host, ready))
         if video_frame is not None:

@@ -18,7 +18,7 @@ import torch
 
 from .. import shared_pixels
 from ..errors import AnimateGaussiansError, CameraError, InputFileError
-from .frame_sink import FrameSink
+from .frame_sink import PNG_ENCODERS, FrameSink
 from .pixels import blender_pixels
 from .posing import DeviceGaussians, ScenePoser
 from .rasterizer import RenderBackendError, choose_backend, render_gaussians
@@ -251,6 +251,7 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     needed: the result's arrays are combined (F, H, W, 4) and depth (F, H, W) as Blender's render result holds
     them (engine.render.pixels.blender_pixels); `passes` (default both) names the ones to send. With
     shared_memory (a segment's name, engine/shared_pixels.py) they are written there instead of sent.
+    png_encoder "auto" (default: on the GPU when the frames are there) or "pillow" (the CPU; for comparison).
     """
     width, height = int(params["width"]), int(params["height"])
     if width <= 0 or height <= 0:
@@ -278,6 +279,9 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     if not return_pixels and frame_format == "none" and not write_video:
         raise RenderRequestError("the render request writes nothing: no frame files and no video",
                                  hint="choose PNG frames, the MP4, or both")
+    png_encoder = str(params.get("png_encoder", "auto"))
+    if png_encoder not in PNG_ENCODERS:
+        raise RenderRequestError(f"png_encoder must be one of {', '.join(PNG_ENCODERS)}, got {png_encoder!r}")
     fps = float(params.get("fps", 24))
     out_dir = None
     if not return_pixels:
@@ -327,8 +331,8 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     if write_video:   # ffmpeg takes yuv420p made on the GPU; otherwise RGB, converted by the encoder
         yuv = device.type == "cuda" and video_backend() == "imageio-ffmpeg"
         video = Mp4Writer(partial_video, width, height, fps, input_format="yuv420p" if yuv else "rgb24")
-    # The workers run Pillow's PNG encoder: one per core (frames from a GPU reach them in pinned memory).
-    sink = FrameSink(video, workers=os.cpu_count() or 1)
+    # One worker per core: each finishes a GPU-encoded PNG (or runs Pillow on a host frame) and writes it.
+    sink = FrameSink(video, workers=os.cpu_count() or 1, png_encoder=png_encoder)
     written: list[str] = []
     finished = False
     try:
