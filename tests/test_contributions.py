@@ -165,3 +165,44 @@ def test_gsplat_backward_lifts_as_the_reference():
         assert scale > 1
         np.testing.assert_allclose(float(got.sum()), float(want.sum()), rtol=2e-3)
         assert float((got - want).abs().max()) < 0.02 * scale
+
+
+def _views_batch(views, device="cpu"):
+    viewmats = torch.stack([torch.as_tensor(np.asarray(v.viewmat), dtype=torch.float32) for v in views]).to(device)
+    Ks = torch.stack([torch.as_tensor(np.asarray(v.K), dtype=torch.float32) for v in views]).to(device)
+    return viewmats, Ks
+
+
+def test_lifting_several_views_sums_each_views_lifting(scene_views):
+    g, views = scene_views
+    width, height = views[0].width, views[0].height
+    values = torch.randn(len(views), height * width, 3, generator=torch.Generator().manual_seed(3))
+    viewmats, Ks = _views_batch(views)
+    num, den = contributions.lift_views(g, viewmats, Ks, width, height, values, backend="cpu")
+    want_num, want_den = torch.zeros_like(num), torch.zeros_like(den)
+    for v, view in enumerate(views):
+        n_v, d_v = contributions.lift_with_support(g, view.viewmat, view.K, width, height, values[v], backend="cpu")
+        want_num += n_v
+        want_den += d_v
+    assert float(den.sum()) > 1
+    assert torch.allclose(num, want_num, atol=1e-5) and torch.allclose(den, want_den, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gsplat_lifting_of_batched_views_is_the_sum_of_single_views():
+    synth = make_primitives_scene(gaussians_per_object=3000, sh_degree=0, seed=2)
+    g = splat_tensors(synth.gaussians, "cuda")
+    views = orbit_views(synth.gaussians.means, 20, width=160, height=120)   # more than one batch of views
+    values = torch.rand(len(views), 120 * 160, 5, generator=torch.Generator(device="cuda").manual_seed(0),
+                        device="cuda")
+    viewmats, Ks = _views_batch(views, "cuda")
+    num, den = contributions.lift_views(g, viewmats, Ks, 160, 120, values, backend="gsplat")
+    want_num, want_den = torch.zeros_like(num), torch.zeros_like(den)
+    for v, view in enumerate(views):
+        n_v, d_v = contributions.lift_with_support(g, view.viewmat, view.K, 160, 120, values[v], backend="gsplat")
+        want_num += n_v
+        want_den += d_v
+    scale = float(want_num.abs().max())
+    assert scale > 1
+    assert float((num - want_num).abs().max()) < 1e-3 * scale
+    assert float((den - want_den).abs().max()) < 1e-3 * float(want_den.max())

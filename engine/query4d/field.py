@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..atomic_files import atomic_write
 from ..dynamic import DynamicGaussians
 from ..neighbours import MovingNeighbours
-from ..render.contributions import lift_with_support
+from ..render.contributions import lift_views
 from ..render.splats import SplatTensors
 from .autoencoder import train_autoencoder
 from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
@@ -164,15 +164,10 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     neighbours = MovingNeighbours(options.knn)
     for i, t in enumerate(steps.tolist()):
         means, quats, rgb = dev.at(t)
-        num = torch.zeros((seq.count, d), device=device)
-        den = torch.zeros(seq.count, device=device)
         posed = SplatTensors(means, quats, dev.scales, dev.opacities, rgb)
-        for v in range(len(views)):
-            pixel_codes = (member_w.T @ crop_codes[i, v].float()) / norm[:, None]
-            n_v, d_v = lift_with_support(posed, viewmats[v], Ks[v], options.width, options.height, pixel_codes,
-                                         backend=options.backend)
-            num += n_v
-            den += d_v
+        pixel_codes = torch.matmul(member_w.T, crop_codes[i].float()) / norm[:, None]    # (V, H·W, d)
+        num, den = lift_views(posed, viewmats, Ks, options.width, options.height, pixel_codes,
+                              backend=options.backend)
         if options.knn > 0:
             index = neighbours.at(means)
             w = colour_weights(index, rgb, options.colour_sigma) if options.colour_sigma > 0 else None

@@ -91,6 +91,41 @@ def lift_with_support(g: SplatTensors, viewmat, K, width: int, height: int, valu
     return sums[:, :-1], sums[:, -1]
 
 
+def lift_views(g: SplatTensors, viewmats, Ks, width: int, height: int, values: torch.Tensor,
+               backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """lift_with_support over every pixel of several views, summed: values (V, H·W, D) or (V, H, W, D),
+    viewmats (V, 4, 4), Ks (V, 3, 3). On gsplat the views go through one rendering of the values alone
+    (D + 1 channels, no colour or depth: fewer channels for the kernels to carry) and one backward pass per
+    VIEWS_PER_BATCH views, rather than one of each per view."""
+    device = g.means.device
+    viewmats, Ks = _on(device, viewmats).reshape(-1, 4, 4), _on(device, Ks).reshape(-1, 3, 3)
+    views = len(viewmats)
+    values = values.reshape(views, height * width, -1).float()
+    if choose_backend(backend, device) == "cpu":
+        num = torch.zeros((g.count, values.shape[-1]), device=device)
+        den = torch.zeros(g.count, device=device)
+        for v in range(views):
+            n_v, d_v = lift_with_support(g, viewmats[v], Ks[v], width, height, values[v], backend="cpu")
+            num += n_v
+            den += d_v
+        return num, den
+    from gsplat import rasterization
+
+    image = torch.cat([values, values.new_ones(values.shape[:2] + (1,))], dim=-1)
+    image = image.reshape(views, height, width, -1)
+    probe = torch.zeros((g.count, image.shape[-1]), device=device, requires_grad=True)
+    sums = torch.zeros((g.count, image.shape[-1]), device=device)
+    with torch.enable_grad():
+        for start in range(0, views, VIEWS_PER_BATCH):
+            sl = slice(start, min(start + VIEWS_PER_BATCH, views))
+            render, _, _ = rasterization(g.means.detach(), g.quats.detach(), g.scales.detach(),
+                                         g.opacities.detach(), probe, viewmats[sl], Ks[sl], width, height,
+                                         near_plane=0.01, far_plane=1e10, render_mode="RGB")
+            (grad,) = torch.autograd.grad((render * image[sl]).sum(), probe)
+            sums += grad
+    return sums[:, :-1], sums[:, -1]
+
+
 def view_shares(votes: torch.Tensor, support: torch.Tensor | None = None,
                 floor: float = VIEW_SUPPORT_FLOOR) -> torch.Tensor:
     """One view's votes (N, L) as shares: each Gaussian's votes divided by its total weight in the view
