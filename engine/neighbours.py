@@ -91,26 +91,82 @@ def subset_knn(means: np.ndarray, k: int = DEFAULT_K, scene=None, indices: np.nd
 
 
 class MovingNeighbours:
-    """The kNN graph of Gaussians that move (a sequence's timesteps), rebuilt only when some Gaussian has
-    moved further than the typical neighbour distance since the last build (a k-d tree over every Gaussian
-    costs seconds at 300k)."""
+    """The kNN graph of Gaussians that move (a sequence's timesteps), updated only when some Gaussian has
+    moved further than the typical neighbour distance since the last update.
+
+    A sequence's motion is mostly a few objects over a still scene, so an update searches only where the
+    answer can have changed: the Gaussians that moved since the first graph (against a k-d tree of the still
+    ones, kept, and one of the moved ones) and the still ones close enough to the moved ones' bounding box
+    that one of them could be nearer than their k-th still neighbour. The result is the exact kNN graph of
+    the current positions; a full search (seconds at 300k Gaussians) runs only when most Gaussians move."""
+
+    # A Gaussian counts as moved once it is this fraction of the neighbour distance from its first position.
+    MOVED = 1e-3
 
     def __init__(self, k: int) -> None:
         self.k = k
         self.built_at: np.ndarray | None = None
+        self.first: np.ndarray | None = None
         self.index: torch.Tensor | None = None
         self.reach = 0.0
         self.builds = 0
+        self._still: tuple | None = None    # (moved mask bytes, still ids, their tree, their graph, k-th dist)
 
     def at(self, means: torch.Tensor) -> torch.Tensor:
         """(N, k) int64 neighbour indices on the device of `means`."""
         import torch
 
-        m = means.detach().float().cpu().numpy()
-        if self.built_at is None or np.abs(m - self.built_at).max() > self.reach:
+        m = means.detach().float().cpu().numpy().astype(np.float64)
+        if self.built_at is not None and np.abs(m - self.built_at).max() <= self.reach:
+            return self.index
+        moved = None
+        if self.first is not None:
+            moved = np.abs(m - self.first).max(1) > self.MOVED * self.reach
+        if moved is None or moved.mean() > 0.5 or moved.sum() <= self.k or (~moved).sum() <= self.k:
             idx, dist = knn_graph(m, self.k)
             finite = dist[np.isfinite(dist)]
-            self.reach = float(np.median(finite)) if len(finite) else 0.0
-            self.built_at, self.builds = m, self.builds + 1
-            self.index = torch.from_numpy(idx.astype(np.int64)).to(means.device)
+            if self.first is None:
+                self.reach = float(np.median(finite)) if len(finite) else 0.0
+                self.first = m
+        else:
+            idx = self._update(m, moved)
+        self.built_at, self.builds = m, self.builds + 1
+        self.index = torch.from_numpy(idx.astype(np.int64)).to(means.device)
         return self.index
+
+    def _update(self, m: np.ndarray, moved: np.ndarray) -> np.ndarray:
+        from scipy.spatial import cKDTree
+
+        k = self.k
+        key = moved.tobytes()
+        if self._still is None or self._still[0] != key:
+            still = np.flatnonzero(~moved)
+            tree = cKDTree(m[still])
+            dist, idx = tree.query(m[still], k=k + 1, workers=-1)
+            self._still = (key, still, tree, still[idx[:, 1:]], dist[:, 1:])
+        _, still, still_tree, still_idx, still_dist = self._still
+        movers = np.flatnonzero(moved)
+        mover_tree = cKDTree(m[movers])
+        out = np.empty((len(m), k), np.int64)
+        # Moved Gaussians: the nearest among the still ones and among the moved ones (itself dropped).
+        d_s, i_s = still_tree.query(m[movers], k=k, workers=-1)
+        d_m, i_m = mover_tree.query(m[movers], k=k + 1, workers=-1)
+        out[movers] = _k_nearest(np.concatenate([d_s, d_m[:, 1:]], 1),
+                                 np.concatenate([still[i_s], movers[i_m[:, 1:]]], 1), k)
+        # Still Gaussians: their still neighbours, unless a moved one can be nearer than the k-th of those
+        # (the distance to the moved ones' bounding box bounds the distance to any of them from below).
+        out[still] = still_idx
+        lo, hi = m[movers].min(0), m[movers].max(0)
+        gap = np.linalg.norm(np.maximum(np.maximum(lo - m[still], m[still] - hi), 0.0), axis=1)
+        near = np.flatnonzero(gap < still_dist[:, -1])
+        if len(near):
+            d_n, i_n = mover_tree.query(m[still[near]], k=k, workers=-1)
+            out[still[near]] = _k_nearest(np.concatenate([still_dist[near], d_n], 1),
+                                          np.concatenate([still_idx[near], movers[i_n]], 1), k)
+        return out
+
+
+def _k_nearest(dist: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the k indices of the smallest distances, nearest first."""
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(idx, order, 1)

@@ -63,3 +63,24 @@ def test_scene_graph_is_cached_by_scene_and_k(tmp_path, monkeypatch):
     sub = neighbours.subset_knn(g.means[subset], 8, scene=again, indices=subset)
     assert sub[0].shape == (250, 8) and sub[0].max() < 250
     assert neighbours.subset_knn(g.means[subset], 8, scene=again, indices=subset) is sub
+
+
+def test_moving_graph_updates_where_things_moved_and_equals_a_full_search():
+    import torch
+
+    from engine.neighbours import MovingNeighbours, knn_graph
+
+    rng = np.random.default_rng(4)
+    means = rng.random((3000, 3))
+    ball = np.flatnonzero(np.linalg.norm(means - 0.5, axis=1) < 0.2)       # an object inside the scene
+    nb = MovingNeighbours(8)
+    nb.at(torch.from_numpy(means))
+    for step in range(1, 6):   # it rolls through the still points around it, then out of the box
+        moved = means.copy()
+        moved[ball] += np.array([0.12, 0.0, 0.03]) * step
+        got = nb.at(torch.from_numpy(moved)).numpy()
+        want, want_dist = knn_graph(moved, 8)
+        dist = np.linalg.norm(moved[got] - moved[:, None], axis=-1)
+        np.testing.assert_allclose(dist, want_dist, rtol=1e-5)          # the same distances: an exact graph
+        assert (got == want).mean() > 0.999                            # and the same neighbours (ties aside)
+    assert nb.builds == 6 and nb._still is not None                    # updates, not full searches
