@@ -148,11 +148,19 @@ class MovingNeighbours:
         movers = np.flatnonzero(moved)
         mover_tree = cKDTree(m[movers])
         out = np.empty((len(m), k), np.int64)
-        # Moved Gaussians: the nearest among the still ones and among the moved ones (itself dropped).
-        d_s, i_s = still_tree.query(m[movers], k=k, workers=-1)
+        # Moved Gaussians: the nearest among the moved ones (itself dropped), and among the still ones for
+        # those with a still Gaussian nearer than their k-th moved neighbour. (A k-nearest search far from
+        # the still points visits much of their tree: an object in the air costs seconds. The one-nearest
+        # search within a bound prunes at once.)
         d_m, i_m = mover_tree.query(m[movers], k=k + 1, workers=-1)
-        out[movers] = _k_nearest(np.concatenate([d_s, d_m[:, 1:]], 1),
-                                 np.concatenate([still[i_s], movers[i_m[:, 1:]]], 1), k)
+        d_m, i_m = d_m[:, 1:], movers[i_m[:, 1:]]
+        d_1, _ = still_tree.query(m[movers], k=1, distance_upper_bound=float(d_m[:, -1].max()), workers=-1)
+        out[movers] = i_m
+        touching = np.flatnonzero(d_1 < d_m[:, -1])
+        if len(touching):
+            d_s, i_s = still_tree.query(m[movers[touching]], k=k, workers=-1)
+            out[movers[touching]] = _k_nearest(np.concatenate([d_s, d_m[touching]], 1),
+                                               np.concatenate([still[i_s], i_m[touching]], 1), k)
         # Still Gaussians: their still neighbours, unless a moved one can be nearer than the k-th of those
         # (the distance to the moved ones' bounding box bounds the distance to any of them from below).
         out[still] = still_idx

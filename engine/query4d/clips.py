@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ..dynamic import DynamicGaussians, SequenceShape
-from ..render.rasterizer import render_gaussians
+from ..render.gsplat_backend import render_gsplat_views
+from ..render.rasterizer import choose_backend, render_gaussians
 from ..segment.views import View, orbit_views
 
 
@@ -80,11 +81,15 @@ class RenderedFrames:
     aux: torch.Tensor | None
     rows: np.ndarray          # (T,) row of each timestep in the arrays above, −1 where not rendered
 
-    def clip(self, t: int, view: int, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def clip(self, t: int, view: int | None, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The clip centred on t seen from `view` ((length, H, W, …)), or from every view when None."""
         rows = self.rows[clip_timesteps(t, len(self.rows), length)]
         if (rows < 0).any():
             raise ValueError(f"the clip at timestep {t} needs frames that were not rendered")
         idx = torch.from_numpy(rows).to(self.rgb.device)
+        if view is None:   # every view's clip: (V, length, H, W, …)
+            rgb = self.rgb[idx].transpose(0, 1).float()
+            return rgb, self.aux[idx].transpose(0, 1).float() if self.aux is not None else None
         rgb = self.rgb[idx, view].float()
         aux = self.aux[idx, view].float() if self.aux is not None else None
         return rgb, aux
@@ -123,6 +128,17 @@ def render_all_frames(seq: DeviceSequence, views: list[View], with_aux: bool, ba
             feats = None
             if aux is not None:
                 feats = torch.cat([seq.labels_onehot, seq.labels_onehot * seq.speed(t)[:, None]], 1)
+            if choose_backend(backend, seq.device) == "gsplat":   # every view in one launch
+                channels = colors if feats is None else torch.cat([colors, feats], 1)
+                image, a = render_gsplat_views(means, quats, seq.scales, seq.opacities, channels, viewmats, Ks,
+                                               width, height)
+                rgb[row] = image[..., :3].clamp(0, 1).half()
+                alpha[row] = a.half()
+                if aux is not None:
+                    aux[row] = image[..., 3:].half()
+                if progress is not None:
+                    progress((row + 1) / T, f"rendering clips: frame {row + 1} of {T}")
+                continue
             for v in range(V):
                 out = render_gaussians(means, quats, seq.scales, seq.opacities, colors, viewmats[v], Ks[v],
                                        width, height, features=feats, backend=backend)

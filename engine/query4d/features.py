@@ -56,6 +56,7 @@ class OracleFeatureExtractor:
 
     name = "oracle"
     input_size = 16
+    batch = 8192      # clips encoded at once: a few small reductions each
     MOTION_WORDS = ("moving", "moves", "move", "rolling", "rolls", "flying", "flies", "sliding", "slides",
                     "thrown", "bouncing", "running", "falling", "motion")
 
@@ -252,10 +253,26 @@ def crops_of_clip(clip: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Ten
 
 
 def clip_crop_features(extractor: FeatureExtractor, rgb: torch.Tensor, aux: torch.Tensor | None,
-                       boxes: np.ndarray, batch: int = 64) -> torch.Tensor:
-    """(C, D) features of the crops of one clip (rgb (T, H, W, 3), aux (T, H, W, A) or None)."""
-    rgb_crops = crops_of_clip(rgb, boxes, extractor.input_size)
-    aux_crops = crops_of_clip(aux, boxes, extractor.input_size) if aux is not None else None
+                       boxes: np.ndarray, batch: int | None = None) -> torch.Tensor:
+    """(C, D) features of the crops of one clip (rgb (T, H, W, 3), aux (T, H, W, A) or None), or (V, C, D)
+    of V clips at once (rgb (V, T, H, W, 3), aux (V, T, H, W, A)): the crops of all of them are cut in one
+    gather and encoded in batches of the extractor's `batch` clips (64 unless it says)."""
+    views = rgb.shape[0] if rgb.dim() == 5 else None
+    if views is not None:     # the views' frames side by side: crops_of_clip treats frames alike
+        rgb = rgb.flatten(0, 1)
+        aux = aux.flatten(0, 1) if aux is not None else None
+
+    def crops(x: torch.Tensor) -> torch.Tensor:
+        c = crops_of_clip(x, boxes, extractor.input_size)               # (C, V·T, S, S, A)
+        if views is None:
+            return c
+        c = c.reshape(len(boxes), views, -1, *c.shape[2:]).transpose(0, 1)
+        return c.reshape(views * len(boxes), *c.shape[2:])              # (V·C, T, S, S, A)
+
+    rgb_crops = crops(rgb)
+    aux_crops = crops(aux) if aux is not None else None
+    batch = batch or int(getattr(extractor, "batch", 64))
     feats = [extractor.encode_clips(rgb_crops[i:i + batch], None if aux_crops is None else aux_crops[i:i + batch])
-             for i in range(0, len(boxes), batch)]
-    return torch.cat(feats).float()
+             for i in range(0, len(rgb_crops), batch)]
+    out = torch.cat(feats).float()
+    return out if views is None else out.reshape(views, len(boxes), -1)

@@ -132,13 +132,11 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     boxes = crop_boxes(options.height, options.width, options.scales)
     crop_feats = None
     for i, t in enumerate(steps.tolist()):
-        for v in range(len(views)):
-            rgb, aux = frames.clip(t, v, extractor.clip_length)
-            f = clip_crop_features(extractor, rgb, aux, boxes).to(device)
-            if crop_feats is None:
-                crop_feats = torch.empty((len(steps), len(views), len(boxes), f.shape[1]), dtype=torch.float16,
-                                         device=device)
-            crop_feats[i, v] = f.half()
+        rgb, aux = frames.clip(t, None, extractor.clip_length)          # every view's clip at once
+        f = clip_crop_features(extractor, rgb, aux, boxes).to(device)   # (V, C, D)
+        if crop_feats is None:
+            crop_feats = torch.empty((len(steps),) + tuple(f.shape), dtype=torch.float16, device=device)
+        crop_feats[i] = f.half()
         report(0.2 + 0.4 * (i + 1) / len(steps), f"video features: timestep {t + 1} of {seq.timesteps}")
     del frames
     stats["features_s"] = time.perf_counter() - clock

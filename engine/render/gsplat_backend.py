@@ -42,3 +42,15 @@ def render_gsplat(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor
     # gsplat normalises depth by alpha clamped at 1e-10, so empty pixels already read 0.
     return RenderOutput(rgb=rgb, depth=render[..., -1], alpha=alpha,
                         features=render[..., n_color:-1] if features is not None else None)
+
+
+def render_gsplat_views(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
+                        channels: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
+                        near: float = 0.01, far: float = 1e10) -> tuple[torch.Tensor, torch.Tensor]:
+    """(channels (V, H, W, C), alpha (V, H, W)) of plain per-Gaussian channels (N, C) seen from V cameras in
+    one gsplat call (no depth, no background): what many views of one pose cost in one launch."""
+    from gsplat import rasterization
+
+    render, alpha, _ = rasterization(means, quats, scales, opacities, channels, viewmats, Ks, width, height,
+                                     near_plane=near, far_plane=far, render_mode="RGB")
+    return render, alpha[..., 0]
