@@ -3,7 +3,7 @@ gsplat, the render job loaded) and the scene read and on the device: a "preload"
 whose state the main panel shows ("Engine: starting…", "loading …", "ready").
 
 Not in batch runs or scripts (bpy.app.background): there the request that follows an import comes at once and
-would do the same loading itself. *Start Engine on Import* in the preferences turns it off.
+does most of the same loading itself. *Start Engine on Import* in the preferences turns it off.
 """
 
 from __future__ import annotations
