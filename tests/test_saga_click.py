@@ -5,6 +5,8 @@ bits."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -59,19 +61,28 @@ def test_click_scores_are_the_whole_views(labelled):
 def test_gaussians_left_out_have_no_weight_at_the_pixel(labelled):
     synth, scene, _, _ = labelled
     t = splat_tensors(synth.gaussians)
-    sizes = []
-    for view in orbit_views(scene.gaussians.means, 3, width=192, height=144):
+    sizes, shown = [], []
+    views = orbit_views(scene.gaussians.means, 3, width=192, height=144)
+    off_centre = views[0].K.copy()
+    off_centre[0, 2] = -0.25 * views[0].width       # a principal point left of the image (a shifted lens):
+    views.append(dataclasses.replace(views[0], K=off_centre))   # the clamp's limit is below 0 there
+    for view in views:
         viewmat, K = torch.as_tensor(view.viewmat).float(), torch.as_tensor(view.K).float()
         proj = cpu_rasterizer.project_gaussians(t.means, t.quats, t.scales, t.opacities, viewmat, K, view.width,
                                                 view.height, 0.01, 1e10)
         pixel, rows, weight = cpu_rasterizer.weight_triplets(proj, view.width, view.height)
-        for col, row in [(4 * x, 3 * y) for x, y in PIXELS]:
-            ids = set(reaching_pixel(t, t.scales.amax(1), viewmat, K, col, row).tolist())
+        drawn = torch.unique(pixel[weight > 0]).tolist()       # and a few pixels that show Gaussians
+        pixels = [(4 * x, 3 * y) for x, y in PIXELS] + [(p % view.width, p // view.width)
+                                                         for p in drawn[::max(1, len(drawn) // 4)]]
+        for col, row in pixels:
+            ids = set(reaching_pixel(t, t.scales.amax(1), viewmat, view.K, view.width, view.height, col, row).tolist())
             weighed = proj.ids[rows[(pixel == row * view.width + col) & (weight > 0)]].tolist()
             assert set(weighed) <= ids
             sizes.append(len(ids) / t.count)
+            shown.append(view.K[0, 2] < 0 and len(weighed) > 0)
     print("share of the Gaussians rendered per click", np.round(sizes, 3))
     assert np.median(sizes) < 0.5        # and the bound leaves most of the scene out (else it saves nothing)
+    assert sum(shown) >= 2               # the shifted lens's pixels do show Gaussians
 
 
 def test_cached_gated_features_give_gated_similaritys_bits(labelled):
