@@ -72,6 +72,7 @@ def test_import_starts_the_engine_and_a_later_render_finds_the_scene_loaded(clea
         state = _follow()
         assert state.phase == "ready", state.message
         assert state.line() == (f"Engine ready: {state.names} loaded", "CHECKMARK")
+        assert _drawn() == [state.line()]
         params, arrays = render_request.build_render_request(_scene_with_camera(), tmp_path / "out", (32, 24))
         result, _ = client.request("render", params, arrays, timeout=TIMEOUT)
         assert result["preloaded"] is True                  # no read, no upload: the import's preload did both
@@ -124,14 +125,29 @@ def test_unregister_leaves_no_engine_process(clean_scene, small_ply, ui_session,
         blender_addon.register()
 
 
+def _drawn() -> list[tuple[str, str]]:
+    """The labels engine_preload.draw puts in a panel."""
+    labels = []
+    layout = type("Layout", (), {"label": lambda self, text, icon: labels.append((text, icon))})()
+    engine_preload.draw(layout)
+    return labels
+
+
+def test_the_line_is_about_the_open_file(clean_scene, monkeypatch):
+    monkeypatch.setattr(engine_preload, "_state", engine_preload.PreloadState(objects=("elsewhere",), phase="ready"))
+    assert _drawn() == []                                   # another file's objects: nothing to say here
+    bpy.data.objects.new("elsewhere", None)
+    assert _drawn() == [("Engine ready: elsewhere loaded", "CHECKMARK")]
+
+
 def test_panel_line_follows_the_preload_and_names_a_failure():
-    state = engine_preload.PreloadState(names="scene", phase="starting")
+    state = engine_preload.PreloadState(objects=("scene",), phase="starting")
     assert state.line() == ("Engine: starting…", "SORTTIME")
     assert state.advance(True, []) and state.phase == "loading"
     assert state.advance(False, [EngineEvent("progress", 1, 0.5, "loading torch")])
     assert state.line() == ("Engine: loading torch (scene)…", "SORTTIME") and not state.finished
     assert not state.advance(True, [])                     # nothing new: no redraw
-    failed = engine_preload.PreloadState(names="scene", phase="loading")
+    failed = engine_preload.PreloadState(objects=("scene",), phase="loading")
     failed.advance(True, [EngineEvent("error", 1, error=InputFileError("the file is gone"))])
     assert failed.finished and failed.phase == "failed"
     assert "the file is gone" in failed.line()[0] and failed.line()[1] == "ERROR"

@@ -24,7 +24,7 @@ class PreloadState:
     """What the panel says about the engine since the last import (no bpy: the tests drive it with events)."""
 
     request_id: int | None = None
-    names: str = ""             # the objects being loaded, for the panel
+    objects: tuple[str, ...] = ()   # the objects being loaded (the line is about them: another file has none)
     phase: str = "idle"         # idle | starting | loading | ready | failed
     stage: str = ""
     message: str = ""           # why it failed
@@ -43,6 +43,10 @@ class PreloadState:
             else:
                 self.phase, self.message = "failed", event.error.user_message() if event.error else "it failed"
         return (self.phase, self.stage) != before
+
+    @property
+    def names(self) -> str:
+        return ", ".join(self.objects)
 
     @property
     def finished(self) -> bool:
@@ -92,7 +96,7 @@ def preload_scene(scene: bpy.types.Scene, device: str | None = None,
     objects = gaussian_objects(scene)
     if not objects:
         return None
-    names = ", ".join(obj.name for obj in objects)
+    names = tuple(obj.name for obj in objects)
     try:
         client = client or engine_client.get_client()
         started = client.running
@@ -100,13 +104,13 @@ def preload_scene(scene: bpy.types.Scene, device: str | None = None,
         request_id = client.submit("preload", {"objects": entries,
                                                "device": device or engine_client.preferred_device()}, rows)
     except AnimateGaussiansError as error:
-        _state = PreloadState(names=names, phase="failed", message=error.user_message())
+        _state = PreloadState(objects=names, phase="failed", message=error.user_message())
         _redraw()
         return None
-    _state = PreloadState(request_id=request_id, names=names, client=client,
+    _state = PreloadState(request_id=request_id, objects=names, client=client,
                           phase="loading" if started and client.hello is not None else "starting")
-    if not bpy.app.timers.is_registered(poll):
-        bpy.app.timers.register(poll, first_interval=POLL_SECONDS)
+    if not bpy.app.timers.is_registered(poll):   # persistent: the request is followed to its end across file loads
+        bpy.app.timers.register(poll, first_interval=POLL_SECONDS, persistent=True)
     _redraw()
     return request_id
 
@@ -130,9 +134,10 @@ def _redraw() -> None:
 
 
 def draw(layout) -> None:
-    """The main panel's line about the engine's start after the last import (nothing when there was none)."""
+    """The main panel's line about the engine's start after the last import (nothing when there was none, or
+    when its objects are not in the open file)."""
     line = _state.line()
-    if line is not None:
+    if line is not None and all(name in bpy.data.objects for name in _state.objects):
         layout.label(text=line[0], icon=line[1])
 
 
