@@ -68,7 +68,7 @@ def reference_query(field, positive, negatives, settings=QuerySettings()):
         return None, best, threshold
     inside = rel[span[0]:span[1] + 1]
     cut = max(otsu_threshold(inside, ignore_zeros=True), settings.min_spatial_threshold)
-    masks = torch.zeros((T, N), dtype=torch.bool)
+    masks = torch.zeros((T, N), dtype=torch.bool, device=raw.device)
     span_masks = masks[span[0]:span[1] + 1]
     torch.ge(inside, cut, out=span_masks)
     span_masks &= raw_t[span[0]:span[1] + 1] >= threshold
@@ -76,11 +76,11 @@ def reference_query(field, positive, negatives, settings=QuerySettings()):
     first = span_masks.byte().argmax(0) + span[0]
     last = span[1] - span_masks.flip(0).byte().argmax(0)
     never = torch.full_like(first, -1)
-    return (span, score.astype(np.float32), masks, rel.half(), torch.where(any_frame, first, never).numpy(),
-            torch.where(any_frame, last, never).numpy(), inside.amax(0).numpy(), best, threshold)
+    return (span, score.astype(np.float32), masks, rel.half(), torch.where(any_frame, first, never).cpu().numpy(),
+            torch.where(any_frame, last, never).cpu().numpy(), inside.amax(0).cpu().numpy(), best, threshold)
 
 
-def small_field(count: int, timesteps: int, stride: int, seed: int, d: int = 8, dim: int = 64):
+def small_field(count: int, timesteps: int, stride: int, seed: int, d: int = 8, dim: int = 64, device="cpu"):
     """Codes around a background direction, a sixth of the Gaussians near the target's in the middle third
     of the frames, a few never seen; the canonical negatives near the background (random: exact bits only)."""
     g = torch.Generator().manual_seed(seed)
@@ -95,15 +95,20 @@ def small_field(count: int, timesteps: int, stride: int, seed: int, d: int = 8, 
             frame[:count // 6] = target + 0.3 * torch.randn(count // 6, d, generator=g)
         codes[i] = unit(frame, dim=-1)
     seen = torch.rand(len(steps), count, generator=g) > 0.05
-    field = FeatureField(codes=(codes * seen[..., None]).half(), seen=seen, timesteps=steps,
-                         total_timesteps=timesteps, decoder_weight=A, decoder_bias=b, extractor="synthetic")
+    field = FeatureField(codes=(codes * seen[..., None]).half().to(device), seen=seen.to(device), timesteps=steps,
+                         total_timesteps=timesteps, decoder_weight=A.to(device), decoder_bias=b.to(device),
+                         extractor="synthetic")
     negatives = (A @ (background + 0.005 * torch.randn(4, d, generator=g)).T).T + b
-    return field, A @ target + b, negatives
+    return field, (A @ target + b).to(device), negatives.to(device)
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]   # float32 products on the CPU, float16 on CUDA
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("stride", [1, 3])
-def test_cached_query_returns_exactly_the_direct_answer(stride):
-    field, positive, negatives = small_field(3000, 30, stride, seed=stride)
+def test_cached_query_returns_exactly_the_direct_answer(stride, device):
+    field, positive, negatives = small_field(3000, 30, stride, seed=stride, device=device)
     assert torch.equal(raw_relevancy(field, positive, negatives),
                        reference_raw_relevancy(field, positive, negatives))
     norms = inverse_norms(field)
@@ -121,8 +126,9 @@ def test_cached_query_returns_exactly_the_direct_answer(stride):
     assert inverse_norms(field) is norms
 
 
-def test_no_match_is_the_same_no_match():
-    field, _, negatives = small_field(2000, 12, 1, seed=7)
+@pytest.mark.parametrize("device", DEVICES)
+def test_no_match_is_the_same_no_match(device):
+    field, _, negatives = small_field(2000, 12, 1, seed=7, device=device)
     absent = negatives.mean(0) + 0.001       # a text that is one more negative: nothing is closer to it
     (none, best, threshold) = reference_query(field, absent, negatives)
     got = query_embeddings(field, absent, negatives)
