@@ -45,7 +45,13 @@ def synthetic_field(count: int, timesteps: int, device: str, d: int = 16, dim: i
 
 
 def time_query(run, device: str, repeats: int = 7) -> float:
-    run()   # warm-up (and the field's cached null level)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run()   # warm-up (and what the field caches for every query: its null level, its codes' decoded norms)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    print(f"query_ms_first: {1000 * (time.perf_counter() - t0):.2f} (makes the field's per-field part once)")
     times = []
     for _ in range(repeats):
         if device == "cuda":

@@ -1,7 +1,7 @@
 """Splat rendering speed: raw gsplat vs the engine's frame, a 240-frame 1080p render job to PNGs + MP4, and
 the engine process's first render request. One figure per line, the accuracy beside the speed.
 
-    python benchmarks/render_speed.py [--gaussians 1000000] [--frames 240] [--skip-process] [--cpu]
+    python benchmarks/render_speed.py [--gaussians 1000000] [--frames 240] [--skip-process | --process-only] [--cpu]
 
 Needs CUDA and gsplat for the GPU figures. On a CPU-only machine (or with --cpu) it measures the torch
 rasterizer on small scenes and the host side of frame writing (Pillow's PNG encoder per thread count, the
@@ -188,6 +188,17 @@ def encoder_benchmarks(ply: Path, frames: int) -> list[torch.Tensor]:
     return shots
 
 
+def job_request(ply: Path, frames: int) -> dict:
+    """The render request of the job figures: `frames` 1080p frames of an orbit, the scene's one object static."""
+    K = intrinsics_from_fov(W, H, 60.0).astype(np.float32)
+    params = {"width": W, "height": H, "fps": 24, "frames": list(range(1, frames + 1)), "near": 0.01,
+              "far": 1000.0, "device": "cuda", "background": [0.0, 0.0, 0.0],
+              "objects": [{"name": "random", "ply_path": str(ply)}]}
+    arrays = {"viewmats": orbit(frames, 7.0, 2.0), "Ks": np.repeat(K[None], frames, 0),
+              "object_matrices": np.repeat(AXIS[None, None], frames, 0).astype(np.float32)}
+    return {"params": params, "arrays": arrays}
+
+
 def job_benchmarks(ply: Path, frames: int, tmp: Path) -> dict:
     """The render job: raw gsplat to host memory (its floor), then PNGs + MP4 with a static and a moving
     object, PNGs only and MP4 only; frame 1's PNG checked against the pixels rendered, the video's PSNR."""
@@ -210,12 +221,10 @@ def job_benchmarks(ply: Path, frames: int, tmp: Path) -> dict:
     raw_loop()
     print(f"raw gsplat {frames} frames 1080p to host memory s: {timed(raw_loop, 1) / 1e3:.2f}")
 
-    params = {"width": W, "height": H, "fps": 24, "frames": list(range(1, frames + 1)), "near": 0.01,
-              "far": 1000.0, "device": "cuda", "background": [0.0, 0.0, 0.0],
-              "objects": [{"name": "random", "ply_path": str(ply)}]}
-    static = np.repeat(AXIS[None, None], frames, 0).astype(np.float32)
+    request = job_request(ply, frames)
+    params, arrays = request["params"], request["arrays"]
+    static = arrays["object_matrices"]
     moving = np.stack([[spin(a)] for a in np.linspace(0, np.pi / 3, frames)]).astype(np.float32)
-    arrays = {"viewmats": viewmats, "Ks": np.repeat(K[None], frames, 0), "object_matrices": static}
     # Frame 1 as the engine renders it, to check the PNG against (lossless) and the video (PSNR).
     with torch.no_grad():
         m, q, s, c, v = ScenePoser(g, static[:1], viewmats[:1]).pose(0)
@@ -249,7 +258,7 @@ def job_benchmarks(ply: Path, frames: int, tmp: Path) -> dict:
                          + (f", frame 1 PSNR {10 * np.log10(255 ** 2 / max(mse, 1e-12)):.1f} dB" if mse else ""))
         print(f"render job {frames} frames 1080p {label} wall s: {wall:.2f} ({'; '.join(notes)})")
         shutil.rmtree(out_dir)
-    return {"params": params, "arrays": arrays}
+    return request
 
 
 def first_video_frame(path: str) -> np.ndarray:
@@ -269,7 +278,9 @@ def first_video_frame(path: str) -> np.ndarray:
 def process_benchmarks(request: dict, frames: int, tmp: Path) -> None:
     """The engine process: start → hello → warm (torch, CUDA, gsplat, the render job loaded in the
     background), then the first render request (scene load included) and a second; and, from a fresh
-    engine, a render request sent right after hello (paying the imports itself)."""
+    engine, a render request sent right after hello (paying the imports itself); and, from a fresh engine,
+    what an import in Blender's UI does (start + preload, engine_link/engine_preload.py) before the first
+    render request."""
     from blender_addon.engine_link.engine_client import EngineClient
 
     params, arrays = request["params"], request["arrays"]
@@ -291,6 +302,23 @@ def process_benchmarks(request: dict, frames: int, tmp: Path) -> None:
     finally:
         client.stop()
     client = EngineClient(python=sys.executable)
+    try:   # what an import in Blender's UI does: start the engine and send the preload at once, not waiting
+        start = time.perf_counter()
+        index = {k: v for k, v in arrays.items() if k.startswith("indices_")}   # the rows, as the render sends
+        preload_id = client.submit("preload", {"objects": params["objects"], "device": params["device"]}, index)
+        done, _ = client.wait(preload_id, timeout=600)
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in done["seconds"].items())
+        print(f"engine process start to import's preload done (warm, scene read and on the device) s: "
+              f"{time.perf_counter() - start:.2f} ({steps})")
+        out_dir = tmp / "preloaded"
+        start = time.perf_counter()
+        result, _ = client.request("render", {**params, "out_dir": str(out_dir)}, arrays, timeout=600)
+        print(f"engine process render request {frames} frames 1080p PNGs + MP4 wall s (first, after the import's "
+              f"preload; Gaussians found on the device: {result['preloaded']}): {time.perf_counter() - start:.2f}")
+        shutil.rmtree(out_dir)
+    finally:
+        client.stop()
+    client = EngineClient(python=sys.executable)
     try:
         start = time.perf_counter()
         client.wait_ready(120)
@@ -303,12 +331,15 @@ def process_benchmarks(request: dict, frames: int, tmp: Path) -> None:
         client.stop()
 
 
-def gpu_benchmarks(n: int, frames: int, run_process: bool) -> None:
+def gpu_benchmarks(n: int, frames: int, run_process: bool, process_only: bool = False) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="render_speed_"))
     try:
         ply = tmp / "random.ply"
         from engine.ply import write_gaussians
         write_gaussians(ply, make_random_gaussians(n, sh_degree=3, seed=0, extent=2.0))
+        if process_only:
+            process_benchmarks(job_request(ply, frames), frames, tmp)
+            return
         frame_benchmarks(ply, n)
         encoder_benchmarks(ply, frames)
         request = job_benchmarks(ply, frames, tmp)
@@ -392,10 +423,12 @@ def main() -> None:
     parser.add_argument("--gaussians", type=int, default=1_000_000)
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--skip-process", action="store_true", help="skip the runs through the engine process")
+    parser.add_argument("--process-only", action="store_true",
+                        help="only the runs through the engine process (first requests, the import's preload)")
     parser.add_argument("--cpu", action="store_true", help="only the CPU figures")
     args = parser.parse_args()
     if not args.cpu and gsplat_available():
-        gpu_benchmarks(args.gaussians, args.frames, not args.skip_process)
+        gpu_benchmarks(args.gaussians, args.frames, not args.skip_process, args.process_only)
     else:
         cpu_rasterizer_benchmarks()
         host_writing_benchmarks(min(args.frames, 48))

@@ -7,12 +7,17 @@ labels rendered (SAM's own time is not included). Prints one figure per line ("n
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def oracle_masks(scene_labels: np.ndarray, g, views, device) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -73,21 +78,73 @@ def benchmark_training(gaussians: int = 1_000_000, views: int = 60, width: int =
     train_s = time.perf_counter() - start
     figures = {"gaussians": scene.gaussians.count, "views": views, "iterations": features.iterations,
                "train_s": train_s}
-    click_ms, ious = [], []
-    for label in np.unique(synth.labels):
+    figures.update(measure_clicks(features, scene, synth, maps, view_list, dev))
+    return figures
+
+
+def measure_clicks(features, scene, synth, maps, view_list, dev) -> dict:
+    """A click per object: its latency at a granularity clicked before (the slider's usual case) and at a new
+    one, its IoU against the labels, and against the click as it was (the whole view's feature map rendered)
+    its time and the largest difference of the scores."""
+    from engine.segment import saga
+    from engine.segment.saga.features import gated_similarity
+    from engine.segment.saga.queries import render_feature_map
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def timed(fn):
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        return 1000 * (time.perf_counter() - start), out
+
+    def whole_view(view, x, y, granularity):
+        with torch.no_grad():
+            fmap, _ = render_feature_map(features, scene, view, dev)
+            feats, gate = features.device_tensors(dev)
+            return gated_similarity(feats, gate, fmap[int(y), int(x)], granularity).float().cpu().numpy()
+
+    click_ms, fresh_ms, whole_ms, diffs, ious = [], [], [], [], []
+    for i, label in enumerate(np.unique(synth.labels)):
         v = int(np.argmax([(m == label).sum() for m in maps]))
         x, y = click_pixel(maps[v], label)
         saga.click_scores(features, scene, view_list[v], x, y, 0.0, dev)   # warm-up (first render allocates)
-        sync()
-        t = time.perf_counter()
-        scores = saga.click_scores(features, scene, view_list[v], x, y, 0.0, dev)
-        sync()
-        click_ms.append(1000 * (time.perf_counter() - t))
+        ms, scores = timed(lambda: saga.click_scores(features, scene, view_list[v], x, y, 0.0, dev))
+        click_ms.append(ms)
+        fresh_ms.append(timed(lambda: saga.click_scores(features, scene, view_list[v], x, y, 0.01 * (i + 1),
+                                                        dev))[0])
+        whole_view(view_list[v], x, y, 0.0)
+        ms, before = timed(lambda: whole_view(view_list[v], x, y, 0.0))
+        whole_ms.append(ms)
+        diffs.append(float(np.abs(scores - before).max()))
         selected, truth = scores > saga.CLICK_THRESHOLD, synth.labels == label
         ious.append(float((selected & truth).sum() / max((selected | truth).sum(), 1)))
-    figures["click_ms"] = float(np.median(click_ms))
-    figures["click_iou_min"] = min(ious)
-    figures["click_iou_mean"] = float(np.mean(ious))
+    return {"click_ms": float(np.median(click_ms)), "click_ms_new_granularity": float(np.median(fresh_ms)),
+            "click_ms_whole_view_render": float(np.median(whole_ms)),
+            "click_scores_max_diff_vs_whole_view": max(diffs),
+            "click_iou_min": min(ious), "click_iou_mean": float(np.mean(ious))}
+
+
+def benchmark_clicks(gaussians: int, views: int, width: int, height: int, device: str = "auto") -> dict:
+    """Only the click, on features made from the labels (AffinityFeatures.from_labels) instead of trained:
+    the click's cost does not depend on how they came; the IoU then says only that the click found its label."""
+    from engine.scene_cache import load_scene
+    from engine.segment.saga.features import AffinityFeatures
+    from engine.segment.saga.rendering import as_device, scene_splats
+    from engine.segment.views import orbit_views
+    from engine.synthetic_scene import make_primitives_scene
+
+    dev = as_device(device)
+    synth = make_primitives_scene(gaussians_per_object=max(gaussians // 6, 50), sh_degree=0)
+    scene = load_scene(synth.write(Path(tempfile.mkdtemp(prefix="saga_click_")) / "scene.ply"))
+    view_list = orbit_views(scene.gaussians.means, views, width=width, height=height)
+    maps, _ = oracle_masks(synth.labels, scene_splats(scene, dev), view_list, dev)
+    print("saga_inputs: features from the labels (no training), not SAM")
+    figures = {"gaussians": scene.gaussians.count}
+    figures.update(measure_clicks(AffinityFeatures.from_labels(synth.labels), scene, synth, maps, view_list, dev))
     return figures
 
 
@@ -99,8 +156,14 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--click-only", action="store_true",
+                        help="skip training: time the click on features made from the labels")
     args = parser.parse_args()
-    figures = benchmark_training(args.gaussians, args.views, args.width, args.height, args.iterations, args.device)
+    if args.click_only:
+        figures = benchmark_clicks(args.gaussians, args.views, args.width, args.height, args.device)
+    else:
+        figures = benchmark_training(args.gaussians, args.views, args.width, args.height, args.iterations,
+                                     args.device)
     for name, value in figures.items():
         print(f"saga_{name}: {value:.4g}" if isinstance(value, float) else f"saga_{name}: {value}")
 

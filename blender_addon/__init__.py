@@ -54,8 +54,9 @@ def register() -> None:
 def unregister() -> None:
     import bpy
 
-    from .engine_link import engine_client
+    from .engine_link import engine_client, engine_preload
     from .io import import_export
+    engine_preload.unregister()
     engine_client.shutdown_client()
     if _registered_modules:
         import_export.unregister_menus()

@@ -21,6 +21,7 @@ class Settings:
     device: str = "AUTO"
     points_only_threshold: int = DEFAULT_POINTS_ONLY_THRESHOLD
     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S
+    start_engine_on_import: bool = True
 
 
 class GaussiansPreferences(bpy.types.AddonPreferences):
@@ -55,6 +56,12 @@ class GaussiansPreferences(bpy.types.AddonPreferences):
         min=0.0,
         unit="TIME_ABSOLUTE",
     )
+    start_engine_on_import: bpy.props.BoolProperty(
+        name="Start Engine on Import",
+        description="Start the engine right after a splat import in the UI and load the scene into it, so the "
+                    "first render, segment or query does not wait for torch, the GPU and the file",
+        default=True,
+    )
     # Hosted video API keys live in the add-on preferences (never in a .blend); they travel to the engine in the
     # request options only. Empty: the engine reads $RUNWAY_API_KEY / $KLING_ACCESS_KEY + $KLING_SECRET_KEY.
     runway_api_key: bpy.props.StringProperty(
@@ -82,6 +89,7 @@ class GaussiansPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "device")
         layout.prop(self, "points_only_threshold")
         layout.prop(self, "stall_timeout")
+        layout.prop(self, "start_engine_on_import")
         box = layout.box()
         box.label(text="Hosted video generators (keys are not saved in .blend files)")
         box.prop(self, "runway_api_key")
@@ -97,7 +105,7 @@ def settings(context: bpy.types.Context | None = None) -> Settings:
     prefs = addon.preferences
     return Settings(engine_python=bpy.path.abspath(prefs.engine_python) if prefs.engine_python else "",
                     device=prefs.device, points_only_threshold=prefs.points_only_threshold,
-                    stall_timeout=prefs.stall_timeout)
+                    stall_timeout=prefs.stall_timeout, start_engine_on_import=prefs.start_engine_on_import)
 
 
 classes = (GaussiansPreferences,)

@@ -1,4 +1,5 @@
-"""Request type → handler: the engine's one registry, plus the diagnostic handlers (echo, sleep_steps, info).
+"""Request type → handler: the engine's one registry, the diagnostic handlers (echo, sleep_steps, info), and the
+preload an import sends so that later requests find the engine warm and the scene loaded.
 
 A handler is `handler(ctx, params, arrays) -> (result_params, result_arrays)`; `ctx` is the server's
 RequestContext (`progress(fraction, stage)`, `check_cancelled()`). Handlers that need torch are named as
@@ -73,12 +74,46 @@ def handle_scene_info(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, 
     return {"hash": scene.hash, "count": g.count, "sh_degree": g.sh_degree}, {}
 
 
+def handle_preload(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.ndarray]]:
+    """Get ready for the requests that follow an import: start the warm-up (torch, CUDA, gsplat, the render
+    job) now, read the scenes of `objects` [{name, ply_path}] into the scene cache meanwhile (numpy only), and
+    once warm put their Gaussians (arrays indices_<j>: the rows object j holds) on `device` (auto|cpu|cuda),
+    where a render request of the same objects and rows finds them."""
+    from engine import scene_cache, warmup
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    warmup.start()
+    objects = list(params.get("objects", []))
+    for i, obj in enumerate(objects):
+        ctx.progress(0.5 * i / max(1, len(objects)), f"reading {obj.get('name', 'the scene')}")
+        scene_cache.load_scene(obj["ply_path"])
+    timings["read_s"] = round(time.perf_counter() - clock, 4)
+    ctx.progress(0.5, "loading torch")
+    clock = time.perf_counter()
+    warm = warmup.wait(float(params.get("timeout", 300)))
+    timings["warm_wait_s"] = round(time.perf_counter() - clock, 4)
+    device = "none"
+    if objects:
+        from engine.render.job import cached_device_gaussians, resolve_device
+
+        ctx.progress(0.8, "uploading Gaussians")
+        clock = time.perf_counter()
+        target = resolve_device(str(params.get("device", "auto")))
+        cached_device_gaussians(ctx, objects, target,
+                                {j: arrays[f"indices_{j}"] for j in range(len(objects)) if f"indices_{j}" in arrays})
+        device = str(target)
+        timings["upload_s"] = round(time.perf_counter() - clock, 4)
+    return {"warm": warm is not None, "device": device, "seconds": timings}, {}
+
+
 HANDLERS: dict[str, Handler | str] = {
     "echo": handle_echo,
     "sleep_steps": handle_sleep_steps,
     "info": handle_info,
     "warm_up": handle_warm_up,
     "scene_info": handle_scene_info,
+    "preload": handle_preload,
     "render": "engine.render.job:handle_render",
     "query4d": "engine.query4d.handler:handle_query4d",
     "segment": "engine.segment.handler:handle_segment",

@@ -12,6 +12,7 @@ from engine.errors import AnimateGaussiansError
 from engine.formats.detect import EXPORT_EXTENSIONS
 
 from .. import notices
+from ..engine_link import engine_preload
 from ..preferences import settings
 from . import gaussian_object
 
@@ -58,6 +59,8 @@ class GAUSSIANS_OT_import_ply(bpy.types.Operator, ImportHelper):
             return notices.fail(self, error)
         self.report({"INFO"}, f"Imported {gaussian_object.gaussian_count(obj):,} Gaussians as {obj.name!r} "
                               f"in {time.perf_counter() - start:.2f} s")
+        if engine_preload.wanted(context):   # the engine warms up and loads the scene while the user looks
+            engine_preload.preload_scene(context.scene)
         return {"FINISHED"}
 
 

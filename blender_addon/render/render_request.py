@@ -86,25 +86,34 @@ def object_poses(objects: list[bpy.types.Object], depsgraph) -> tuple[np.ndarray
     return matrices, skin
 
 
+def object_sources(objects: list[bpy.types.Object]) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Where each object's Gaussians come from, as a render request names them: ([{name, ply_path}], arrays
+    "indices_<j>": object j holds these rows of its .ply, in mesh order). The engine keys the Gaussians it keeps
+    on the device by exactly these, so the import's preload sends them too."""
+    entries = [{"name": obj.name, "ply_path": str(obj[SOURCE_KEY])} for obj in objects]
+    arrays = {}
+    for j, obj in enumerate(objects):
+        indices = source_indices(obj)
+        if indices is not None:   # int32 as the mesh stores them: half the bytes to send and to compare
+            arrays[f"indices_{j}"] = indices.astype(np.int32)
+    return entries, arrays
+
+
 def assemble_request(scene: bpy.types.Scene, objects: list[bpy.types.Object], poses: list[FramePose],
                      width: int, height: int, device: str, tint_query: bool = False
                      ) -> tuple[dict, dict[str, np.ndarray]]:
     """The "render" request (params, arrays) for these frames; the caller adds where the frames go."""
     frames = [p.frame for p in poses]
+    entries, arrays = object_sources(objects)
     params = {
         "width": int(width), "height": int(height),
         "fps": scene.render.fps / scene.render.fps_base, "frames": frames,
         "near": min(p.near for p in poses), "far": max(p.far for p in poses), "device": device,
-        "background": background_color(scene),
-        "objects": [{"name": obj.name, "ply_path": str(obj[SOURCE_KEY])} for obj in objects],
+        "background": background_color(scene), "objects": entries,
     }
-    arrays = {"viewmats": np.stack([p.viewmat for p in poses]).astype(np.float32),
-              "Ks": np.stack([p.K for p in poses]).astype(np.float32),
-              "object_matrices": np.stack([p.matrices for p in poses]).astype(np.float32)}
-    for j, obj in enumerate(objects):   # "indices_<j>": object j holds these rows of its .ply (in mesh order)
-        indices = source_indices(obj)
-        if indices is not None:   # int32 as the mesh stores them: half the bytes to send and to compare
-            arrays[f"indices_{j}"] = indices.astype(np.int32)
+    arrays.update(viewmats=np.stack([p.viewmat for p in poses]).astype(np.float32),
+                  Ks=np.stack([p.K for p in poses]).astype(np.float32),
+                  object_matrices=np.stack([p.matrices for p in poses]).astype(np.float32))
     for j, obj in enumerate(objects):   # a dynamic object: the engine reads each frame's timestep from its .npz
         if dynamic_import.is_dynamic(obj):
             params["objects"][j]["npz_path"] = str(obj[dynamic_import.DYNAMIC_SOURCE_KEY])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bpy
 
 from .. import compat, notices
-from ..engine_link import engine_backend, engine_client
+from ..engine_link import engine_backend, engine_client, engine_preload
 from ..io import display_nodes, gaussian_object
 from ..io.import_export import GAUSSIANS_OT_export_ply, GAUSSIANS_OT_import_ply
 from . import advanced_settings
@@ -38,6 +38,7 @@ class GAUSSIANS_PT_main(GaussiansPanel, bpy.types.Panel):
         else:
             layout.label(text="No Gaussian object selected")
         engine_backend.draw(layout, engine_client.current_backend())   # the rasterizer and device, once started
+        engine_preload.draw(layout)       # starting / loading / ready after an import
         notices.draw(layout)     # every fallback the engine took, until the next result of that kind
 
 

@@ -60,6 +60,7 @@ class FeatureField:
     decoder_bias: torch.Tensor     # (D,)
     extractor: str
     stats: dict = field(default_factory=dict)   # seconds per stage, autoencoder fit
+    derived: dict = field(default_factory=dict, repr=False)   # what queries share, made once (not saved)
 
     @property
     def count(self) -> int:

@@ -2,12 +2,14 @@
 
 Relevancy is LERF's (what 4-LEGS uses): min over the canonical negatives of softmax(10·[cos(f, text),
 cos(f, negative)]). With the affine decoder it is computed on the codes directly: cos needs z·(Aᵀt) + b·t
-and |Az + b|² = zᵀ(AᵀA)z + 2(Aᵀb)·z + b·b, so no 768-D feature is ever formed.
+and |Az + b|² = zᵀ(AᵀA)z + 2(Aᵀb)·z + b·b, so no 768-D feature is ever formed; the norm depends on no text,
+so it is made once per field (`inverse_norms`) and a query is one small product per code plus its top-k.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,17 +33,30 @@ class QuerySettings:
     null_margin: float = 0.02
 
 
-@dataclass
+@dataclass(init=False)
 class QueryResult:
     span: tuple[int, int] | None      # inclusive frames (timesteps) of the event, None when nothing matched
     temporal_score: np.ndarray        # (T,) smoothed, in [0, 1]
     masks: torch.Tensor               # (T, N) bool: the matching Gaussians per frame (empty outside the span)
-    relevancy: torch.Tensor           # (T, N) float16: normalised relevancy in [0, 1]
     mask_start: np.ndarray            # (N,) int32 first frame in the mask, −1 if never
     mask_end: np.ndarray              # (N,) int32 last frame in the mask, −1 if never
     peak: np.ndarray                  # (N,) float32 highest normalised relevancy inside the span
     best_relevancy: float = 0.0       # the query's best raw score (top Gaussians, best frame)
     threshold: float = 0.0            # what it had to reach to match (calibrated on the field's codes)
+
+    def __init__(self, span, temporal_score, masks, relevancy: torch.Tensor | Callable[[], torch.Tensor],
+                 mask_start, mask_end, peak, best_relevancy: float = 0.0, threshold: float = 0.0) -> None:
+        self.span, self.temporal_score, self.masks = span, temporal_score, masks
+        self.mask_start, self.mask_end, self.peak = mask_start, mask_end, peak
+        self.best_relevancy, self.threshold = best_relevancy, threshold
+        self._relevancy = relevancy
+
+    @property
+    def relevancy(self) -> torch.Tensor:
+        """(T, N) float16 normalised relevancy in [0, 1], made on first use (no answer needs every frame's)."""
+        if callable(self._relevancy):
+            self._relevancy = self._relevancy()
+        return self._relevancy
 
     @property
     def matched(self) -> bool:
@@ -51,31 +66,64 @@ class QueryResult:
         return self.masks.sum(1).cpu().numpy()
 
 
+def _products_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def _block(field: FeatureField, budget: int) -> int:
+    """Timesteps per block of about `budget` values of the d-wide products (few launches, bounded memory)."""
+    S, N, d = field.codes.shape
+    return max(1, min(S, budget // max(1, N * d)))
+
+
+def inverse_norms(field: FeatureField, budget: int = 1 << 27) -> torch.Tensor:
+    """(S, N) float32 1/|Az + b| of every code: the decoded feature's norm, the one part of the cosine that no
+    text changes, so it is made once per field and every query reuses it (the quadratic form was most of a
+    query's work). Computed in the blocks raw_relevancy uses, with the same operations."""
+    key = f"inverse_norms_{budget}"
+    if key not in field.derived:
+        device = field.codes.device
+        A = field.decoder_weight.float()                 # (D, d)
+        b = field.decoder_bias.float()                   # (D,)
+        dtype = _products_dtype(device)
+        gram_c = (A.T @ A).to(dtype)                     # (d, d)
+        lin_c = (2.0 * (A.T @ b)).to(dtype)              # (d,)
+        const = b @ b
+        S, N, _ = field.codes.shape
+        chunk = _block(field, budget)
+        out = torch.empty((S, N), dtype=torch.float32, device=device)
+        for s in range(0, S, chunk):
+            z = field.codes[s:s + chunk].to(dtype)
+            sq = ((z @ gram_c) * z).sum(-1).float() + (z @ lin_c).float() + const
+            out[s:s + chunk] = torch.rsqrt(sq.clamp_min(1e-12))
+        field.derived[key] = out
+    return field.derived[key]
+
+
 def raw_relevancy(field: FeatureField, positive: torch.Tensor, negatives: torch.Tensor,
                   budget: int = 1 << 27) -> torch.Tensor:
     """(S, N) float16 LERF relevancy in [0, 1] at the field's sampled timesteps (0.5 where unseen), in blocks of
     timesteps of about `budget` values of the d-wide products (few launches on a GPU, bounded memory)."""
     device = field.codes.device
+    inverse = inverse_norms(field, budget)
     A = field.decoder_weight.float()                     # (D, d)
     b = field.decoder_bias.float()                       # (D,)
     texts = torch.cat([positive[None], negatives]).to(device).float()          # (1 + K, D)
-    proj = (texts @ A).T.contiguous()                    # (d, 1 + K)
+    proj_c = (texts @ A).T.contiguous().to(_products_dtype(device))            # (d, 1 + K)
     offs = texts @ b                                     # (1 + K,)
-    gram = A.T @ A                                       # (d, d)
-    lin = 2.0 * (A.T @ b)                                # (d,)
-    const = b @ b
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    proj_c, gram_c, lin_c = proj.to(dtype), gram.to(dtype), lin.to(dtype)
-    S, N, d = field.codes.shape
-    chunk = max(1, min(S, budget // max(1, N * d)))
+    S, N, _ = field.codes.shape
+    chunk = _block(field, budget)
+    unseen = field.derived.get("unseen")
+    if unseen is None:
+        unseen = field.derived["unseen"] = ~field.seen
     out = torch.empty((S, N), dtype=torch.float16, device=device)
     for s in range(0, S, chunk):
-        z = field.codes[s:s + chunk].to(dtype)
-        dots = (z @ proj_c).float() + offs
-        sq = ((z @ gram_c) * z).sum(-1).float() + (z @ lin_c).float() + const
-        cos = dots * torch.rsqrt(sq.clamp_min(1e-12))[..., None]
-        rel = torch.sigmoid(10.0 * (cos[..., :1] - cos[..., 1:])).amin(-1)
-        out[s:s + chunk] = rel.masked_fill_(~field.seen[s:s + chunk], 0.5)
+        z = field.codes[s:s + chunk].to(proj_c.dtype)
+        cos = (z @ proj_c).float().add_(offs).mul_(inverse[s:s + chunk, :, None])
+        # min over negatives of sigmoid(10·(c₀ − cₖ)) is sigmoid(10·(c₀ − max cₖ)): every step is monotonic,
+        # so one sigmoid per value instead of one per negative gives the same number.
+        rel = torch.sigmoid((cos[..., 0] - cos[..., 1:].amax(-1)).mul_(10.0))
+        out[s:s + chunk] = rel.masked_fill_(unseen[s:s + chunk], 0.5)
     return out
 
 
@@ -163,26 +211,28 @@ def _no_match(T: int, N: int, device, best: float, threshold: float) -> QueryRes
                        mask_end=never.copy(), peak=np.zeros(N, np.float32), best_relevancy=best, threshold=threshold)
 
 
+def _normalised(raw: torch.Tensor, peak_value: float) -> torch.Tensor:
+    """Raw relevancy → normalised: 0 at 0.5 (as close to the text as to a negative), 1 at the peak."""
+    rel = (raw.float() - 0.5).clamp_min_(0)
+    return rel.div_(peak_value) if peak_value > 0 else rel
+
+
 def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: torch.Tensor,
                      settings: QuerySettings = QuerySettings()) -> QueryResult:
     raw = raw_relevancy(field, positive, negatives)
     N = raw.shape[1]
     k = min(N, max(16, int(settings.top_fraction * N)))
-    top = raw.float().topk(k, dim=1).values              # (S, k): the match test's, see _top_score
+    top = raw.topk(k, dim=1).values.float()              # (S, k): the match test's, see _top_score
     best = float(top.mean(1).max())
     threshold = max(settings.min_relevancy, null_relevancy(field, negatives, k) + settings.null_margin)
     if best < threshold:
         return _no_match(field.total_timesteps, N, raw.device, best, threshold)
-    raw_t = per_frame(raw, field.timesteps, field.total_timesteps).float()
+    raw_t = per_frame(raw, field.timesteps, field.total_timesteps)             # (T, N) float16
     if raw_t.shape[0] != top.shape[0]:   # frames between samples: their own top-k (else the same one serves,
-        top = raw_t.topk(k, dim=1).values  # normalising below is monotonic)
+        top = raw_t.topk(k, dim=1).values.float()        # normalising below is monotonic)
     peak_value = max(float(top[:, 0].max()) - 0.5, 0.0)  # 0.5 = as close to the text as to a negative
-    rel = (raw_t - 0.5).clamp_min_(0)
-    top = (top - 0.5).clamp_min_(0)
-    if peak_value > 0:
-        rel.div_(peak_value)
-        top.div_(peak_value)
-    T = rel.shape[0]
+    top = _normalised(top, peak_value)
+    T = raw_t.shape[0]
     score = top.mean(1).cpu().numpy()
     score = smooth(score, settings.smoothing)
     if score.max() > 0:
@@ -197,19 +247,23 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     span = longest_run(active, int(np.argmax(score))) if peak_value > 0 else None
     if span is None:
         return _no_match(T, N, raw.device, best, threshold)
-    inside = rel[span[0]:span[1] + 1]                    # the span is one run of frames: a view
+    # Only the span's frames are normalised and cut (the masks are empty elsewhere); every frame's relevancy
+    # is made if the result is asked for it.
+    raw_span = raw_t[span[0]:span[1] + 1].float()
+    inside = _normalised(raw_span, peak_value)
     cut = settings.spatial_threshold
     if cut is None:
         cut = max(otsu_threshold(inside, ignore_zeros=True), settings.min_spatial_threshold)
-    masks = torch.zeros((T, N), dtype=torch.bool, device=rel.device)
+    masks = torch.zeros((T, N), dtype=torch.bool, device=raw.device)
     span_masks = masks[span[0]:span[1] + 1]
     torch.ge(inside, cut, out=span_masks)
-    span_masks &= raw_t[span[0]:span[1] + 1] >= threshold
+    span_masks &= raw_span >= threshold
     any_frame = span_masks.any(0)
     first = span_masks.byte().argmax(0) + span[0]        # argmax gives the first of equal maxima
     last = span[1] - span_masks.flip(0).byte().argmax(0)
     never = torch.full_like(first, -1)
-    return QueryResult(span=span, temporal_score=score.astype(np.float32), masks=masks, relevancy=rel.half(),
+    return QueryResult(span=span, temporal_score=score.astype(np.float32), masks=masks,
+                       relevancy=lambda: _normalised(raw_t, peak_value).half(),
                        mask_start=torch.where(any_frame, first, never).cpu().numpy().astype(np.int32),
                        mask_end=torch.where(any_frame, last, never).cpu().numpy().astype(np.int32),
                        peak=inside.amax(0).cpu().numpy().astype(np.float32), best_relevancy=best,

@@ -292,8 +292,10 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     # On a GPU without gsplat the torch rasterizer still runs there; slow, but correct, and said (a warning).
     backend = choose_backend("auto", device)
     ctx.progress(0.0, "loading Gaussians")
+    held = next(iter(_device_cache.values()), (None, None))[1]
     g = cached_device_gaussians(ctx, objects, device,
                                 {j: arrays[f"indices_{j}"] for j in range(O) if f"indices_{j}" in arrays})
+    preloaded = g is held      # on the device already (an earlier request, or the preload after an import)
     bg = torch.tensor(background if background is not None else [0.0, 0.0, 0.0], dtype=torch.float32,
                       device=device)
     Ks_d = torch.from_numpy(Ks).to(device)
@@ -324,7 +326,7 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
                 out_arrays = {}   # the views go before the segment is closed
                 shm.close()
         return {"frames": [], "video": None, "backend": backend, "device": str(device), "gaussians": g.count,
-                "shared_memory": shm is not None}, out_arrays
+                "shared_memory": shm is not None, "preloaded": preloaded}, out_arrays
     video_path = out_dir / VIDEO_NAME
     partial_video = out_dir / (VIDEO_NAME + ".partial.mp4")
     video = None
@@ -364,7 +366,7 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
             elif partial_video.exists():
                 partial_video.unlink()
     return {"frames": written, "video": str(video_path) if write_video else None,
-            "backend": backend, "device": str(device), "gaussians": g.count}, {}
+            "backend": backend, "device": str(device), "gaussians": g.count, "preloaded": preloaded}, {}
 
 
 def rendered_frames(ctx, g: DeviceGaussians, objects: list[dict], arrays: dict, params: dict, frames: list[int],

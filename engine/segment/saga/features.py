@@ -27,6 +27,8 @@ SCALE_QUANTILES = 257
 BANDS = 4
 # The gate's weight on the bands of other granularities (so their cosine adds at most ~OFF_GATE²).
 OFF_GATE = 0.05
+# Granularities whose gated features are kept on the device (the slider's last few; 4 bytes·D·N each).
+GATED_KEPT = 2
 
 
 class SagaError(AnimateGaussiansError):
@@ -69,10 +71,41 @@ class AffinityFeatures:
 
     def device_tensors(self, device: torch.device) -> tuple[torch.Tensor, ScaleGate]:
         """(features on `device`, gate on `device`), kept for repeated queries (the slider)."""
-        key = str(device)
+        key = ("features", str(device))
         if key not in self._device_cache:
             self._device_cache[key] = (torch.from_numpy(self.features).to(device), self.gate_module(device))
         return self._device_cache[key]
+
+    @torch.no_grad()
+    def similarity(self, query: torch.Tensor, granularity: float, device: torch.device) -> torch.Tensor:
+        """gated_similarity of the query (D,) with every Gaussian's feature, with the gated, normalised
+        features kept per granularity (the last GATED_KEPT): a click at the granularity of the one before is
+        one product. The same bits as gated_similarity."""
+        feats, gate = self.device_tensors(device)
+        level = float(np.clip(granularity, 0.0, 1.0))
+        key = ("gated", str(device), level)
+        if key not in self._device_cache:
+            kept = [k for k in self._device_cache if k[0] == "gated"]
+            for old in kept[:max(0, len(kept) - GATED_KEPT + 1)]:    # the oldest go
+                del self._device_cache[old]
+            g = gate(torch.tensor([level], device=feats.device))[0]
+            self._device_cache[key] = (g, F.normalize(feats * g, dim=1))
+        g, gated = self._device_cache[key]
+        return gated @ F.normalize(F.normalize(query, dim=0) * g, dim=0)
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, seed: int = 0, noise: float = 0.05) -> "AffinityFeatures":
+        """A trained state with known answers, without training: each label a random unit code, in every band
+        (so every granularity selects the label), plus a little noise; the closed-form gate. For the click's
+        tests and its benchmark (its cost does not depend on how the features came)."""
+        rng = np.random.default_rng(seed)
+        labels = np.asarray(labels, np.int64)
+        codes = rng.standard_normal((int(labels.max()) + 1, FEATURE_DIM)).astype(np.float32)
+        feats = codes[labels] + noise * rng.standard_normal((len(labels), FEATURE_DIM)).astype(np.float32)
+        feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+        gate = band_gate(FEATURE_DIM)
+        return cls(features=feats, gate_state={k: v.detach().numpy() for k, v in gate.state_dict().items()},
+                   scale_quantiles=np.linspace(0.0, 1.0, SCALE_QUANTILES))
 
     def scale_of(self, granularity: float) -> float:
         """The 3D scale (scene units) a granularity stands for."""

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from ...render.contributions import label_votes
 from ...render.rasterizer import render_gaussians
 from ..views import View
-from .features import AffinityFeatures, SagaError, features_ready, gated_similarity, load_features
+from ...render.cpu_rasterizer import EPS2D, TILE
+from ...render.splats import SplatTensors
+from .features import AffinityFeatures, SagaError, features_ready, load_features
 from .rendering import NullContext, as_device, scene_splats, view_images
 
 
@@ -28,18 +30,61 @@ def render_feature_map(features: AffinityFeatures, scene, view: View, device="au
     return out.features, out.alpha
 
 
+def reaching_pixel(t: SplatTensors, max_scales: torch.Tensor, viewmat: torch.Tensor, K: np.ndarray, width: int,
+                   height: int, col: int, row: int) -> torch.Tensor:
+    """Indices (increasing) of every Gaussian the rasterizers could composite at pixel (col, row) of a width ×
+    height view (viewmat on the Gaussians' device, K (3, 3) on the host), and some more. Both rasterizers bin a Gaussian into every 16-pixel tile its footprint's box meets and composite it
+    at every pixel of those tiles, so what counts is the pixel's tile: a Gaussian can reach it only if its
+    centre is within its footprint's half-width r plus 8 of the tile's centre. r is bounded from above: 3.33
+    standard deviations of the projected covariance (whose largest is at most the largest scale times the
+    Jacobian's Frobenius norm, plus the 0.3 px² blur; the Jacobian is taken where the centre is clamped to
+    1.3× the view's field, no further out than the centre or that limit), one for rounding r up, one for the
+    centre's rounding. The pixel's value from these alone is the value from all: a Gaussian left out has no
+    weight there, and the rest keep their depth order."""
+    c = t.means @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = c[:, 2]
+    inv_z = 1.0 / z.clamp_min(1e-6)
+    xz, yz = c[:, 0] * inv_z, c[:, 1] * inv_z
+    fx, fy, cx, cy = (float(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    tx, ty = xz.abs(), yz.abs()
+    # The clamp moves the point towards the view unless the principal point lies far outside the image (a
+    # limit below 0); then the limit itself may be further out than the centre.
+    lims_x = ((width - cx) / fx + 0.15 * width / fx, cx / fx + 0.15 * width / fx)
+    lims_y = ((height - cy) / fy + 0.15 * height / fy, cy / fy + 0.15 * height / fy)
+    if min(lims_x) < 0:
+        tx = tx.clamp_min(max(abs(v) for v in lims_x))
+    if min(lims_y) < 0:
+        ty = ty.clamp_min(max(abs(v) for v in lims_y))
+    var = (max_scales * (max(fx, fy) * inv_z)).square_() * (2.0 + tx * tx + ty * ty) + EPS2D
+    reach = var.sqrt_().mul_(3.33).add_(1.0 + TILE / 2 + 1.0)
+    tile_x, tile_y = (col // TILE) * TILE + TILE / 2, (row // TILE) * TILE + TILE / 2
+    near = (z > 0) & ((fx * xz + (cx - tile_x)).abs_() <= reach) & ((fy * yz + (cy - tile_y)).abs_() <= reach)
+    return torch.nonzero(near).squeeze(1)
+
+
 @torch.no_grad()
 def click_scores(features: AffinityFeatures, scene, view: View, x: float, y: float, granularity: float,
                  device="auto") -> np.ndarray:
     """(N,) float32 gated cosine similarity of each Gaussian's feature to the feature rendered at pixel (x, y)
-    of the view (image coordinates, origin top-left). The segment is scores > CLICK_THRESHOLD."""
+    of the view (image coordinates, origin top-left). The segment is scores > CLICK_THRESHOLD.
+
+    Only the Gaussians that can reach the clicked pixel are rendered (reaching_pixel), at the view's full size
+    and camera, so each is projected and ordered as in the whole view: the pixel's feature is the same (on
+    gsplat to the bit; the torch rasterizer groups its transmittance products by chunks, so to rounding)."""
     device = as_device(device)
-    fmap, alpha = render_feature_map(features, scene, view, device)
     col, row = int(np.clip(np.floor(x), 0, view.width - 1)), int(np.clip(np.floor(y), 0, view.height - 1))
-    if float(alpha[row, col]) < 0.05:
-        raise SagaError(f"nothing of the scene is at pixel ({x:.0f}, {y:.0f})", hint="click on an object")
+    t = scene_splats(scene, device)
     feats, gate = features.device_tensors(device)
-    return gated_similarity(feats, gate, fmap[row, col], granularity).float().cpu().numpy()
+    viewmat = torch.as_tensor(np.asarray(view.viewmat), dtype=torch.float32, device=device)
+    K = torch.as_tensor(np.asarray(view.K), dtype=torch.float32, device=device)
+    max_scales = scene.cached(f"saga_max_scales_{device}", lambda: t.scales.amax(1))
+    ids = reaching_pixel(t, max_scales, viewmat, np.asarray(view.K), view.width, view.height, col, row)
+    zeros = scene.cached(f"saga_zeros_{device}", lambda: torch.zeros(t.count, 3, device=device))
+    out = render_gaussians(t.means[ids], t.quats[ids], t.scales[ids], t.opacities[ids], zeros[:len(ids)],
+                           viewmat, K, view.width, view.height, features=feats[ids])
+    if float(out.alpha[row, col]) < 0.05:
+        raise SagaError(f"nothing of the scene is at pixel ({x:.0f}, {y:.0f})", hint="click on an object")
+    return features.similarity(out.features[row, col], granularity, device).float().cpu().numpy()
 
 
 @torch.no_grad()
@@ -53,8 +98,7 @@ def mask_scores(features: AffinityFeatures, scene, view: View, mask: np.ndarray,
     if not bool(m.any()):
         raise SagaError("the mask covers nothing of the scene", hint="select a region that shows the object")
     query = F.normalize(fmap[m], dim=1).mean(0)
-    feats, gate = features.device_tensors(device)
-    return gated_similarity(feats, gate, query, granularity).float().cpu().numpy()
+    return features.similarity(query, granularity, device).float().cpu().numpy()
 
 
 def text_scores(scene, views: Sequence[View], prompt: str, granularity: float, ctx=None, device="auto",
