@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -94,23 +95,35 @@ def from_smallest_three(largest: np.ndarray, others, order: tuple[int, int, int,
 _SH_ROWS = 4096   # rows decoded per step: their bytes and floats stay in cache until they are moved out
 
 
-def decode_sh_rows(codes: np.ndarray, table: np.ndarray | float, out: np.ndarray, start: int = 0) -> None:
-    """(M, K, 3) uint8 codes (any strides) -> table[codes] into rows start..start+M of `out`, (K, N, 3) float32.
-    `table` is a 256-entry table, or a float s for codes that mean (code − 128)·s: then the bytes are read as
-    signed (top bit flipped) and multiplied, exact and a third cheaper than the gather.
+# Where a decoder puts the SH: given (K, N), K float32 arrays of (N, 3), one per coefficient. The add-on passes
+# separate arrays so each can be freed right after its copy into Blender, whose next attribute then reuses the
+# memory (one (K, N, 3) block is freed only at the end: Blender's attributes then fault in fresh pages, which
+# cost more than the SH decode). Decoders given one return an sh_rest of shape (N, 0, 3).
+SHInto = Callable[[int, int], Sequence[np.ndarray]]
+
+
+def sh_block(k: int, n: int) -> np.ndarray:
+    """The default SH output: one (K, N, 3) float32 block (GaussianArrays.sh_rest is its (N, K, 3) view)."""
+    return np.empty((k, n, 3), np.float32)
+
+
+def decode_sh_rows(codes: np.ndarray, table: np.ndarray | float, out: Sequence[np.ndarray], start: int = 0) -> None:
+    """(M, K, 3) uint8 codes (any strides) -> table[codes] into rows start..start+M of `out`, K arrays of (N, 3)
+    float32 (or a (K, N, 3) block). `table` is a 256-entry table, or a float s for codes that mean (code − 128)·s:
+    then the bytes are read as signed (top bit flipped) and multiplied, exact and a third cheaper than the gather.
 
     The output is coefficient-major, so each coefficient's RGB is one contiguous block the add-on copies into its
     per-coefficient attribute without a strided gather (that gather cost more than the decode at 1M Gaussians).
     Per block of rows: the values go into a row-major scratch block in cache, then the block's coefficients move
-    to their rows of `out` as 12-byte RGB items (one copy of N×K items; moving single floats, or looking up
-    straight into the strided output, costs twice as much). Callers may decode a file's rows as they arrive.
+    to their rows of `out` as 12-byte RGB items (moving single floats, or looking up straight into the strided
+    output, costs twice as much). Callers may decode a file's rows as they arrive.
     """
     m, k, width = codes.shape
     rows = min(m, _SH_ROWS)
     scratch = np.empty((rows, k, width), np.float32)
     signed = np.empty((rows, k, width), np.uint8) if np.ndim(table) == 0 else None
     item = np.dtype((np.void, 4 * width))
-    items = out.view(item).reshape(out.shape[:2])   # (K, N) RGB items
+    targets = [np.asarray(out[j]).view(item).reshape(-1) for j in range(k)]   # each: (N,) RGB items
     for lo in range(0, m, rows):
         hi = min(lo + rows, m)
         block = scratch[:hi - lo]
@@ -119,16 +132,9 @@ def decode_sh_rows(codes: np.ndarray, table: np.ndarray | float, out: np.ndarray
         else:
             flipped = np.bitwise_xor(codes[lo:hi], np.uint8(0x80), out=signed[:hi - lo])
             np.multiply(flipped.view(np.int8), np.float32(table), out=block)
-        items[:, start + lo:start + hi] = block.view(item).reshape(hi - lo, k).T
-
-
-def decode_sh_bytes(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """(N, K, 3) uint8 codes (any strides) -> table[codes] as float32 (N, K, 3), stored coefficient-major (a
-    (N, K, 3) view of (K, N, 3) memory; see decode_sh_rows)."""
-    n, k, width = codes.shape
-    out = np.empty((k, n, width), np.float32)
-    decode_sh_rows(codes, table, out)
-    return out.transpose(1, 0, 2)
+        items = block.view(item).reshape(hi - lo, k)
+        for j, target in enumerate(targets):
+            target[start + lo:start + hi] = items[:, j]
 
 
 def empty_rest(n: int) -> np.ndarray:

@@ -24,8 +24,8 @@ import numpy as np
 
 from ..errors import SplatFormatError
 from ..ply import GaussianArrays
-from .common import RUB, decode_sh_rows, fail, from_smallest_three, logit, normalized_quats, \
-    sigmoid, smallest_three
+from .common import RUB, SHInto, decode_sh_rows, empty_rest, fail, from_smallest_three, logit, \
+    normalized_quats, sh_block, sigmoid, smallest_three
 
 MAGIC = 0x5053474E
 VERSIONS = (2, 3)
@@ -129,16 +129,17 @@ class _Inflater:
         return self._total
 
 
-def read(path: str | os.PathLike) -> GaussianArrays:
+def read(path: str | os.PathLike, sh_into: SHInto | None = None) -> GaussianArrays:
+    """Decode an .spz file (raises SplatFormatError naming the problem); the SH go to `sh_into` when given."""
     path = Path(path)
     stream = _Inflater(path)
     try:
-        return _decode(path, stream)
+        return _decode(path, stream, sh_into)
     finally:
         stream.join()   # never leave the worker running (an error above may come before the stream's end)
 
 
-def _decode(path: Path, stream: _Inflater) -> GaussianArrays:
+def _decode(path: Path, stream: _Inflater, sh_into: SHInto | None) -> GaussianArrays:
     try:
         head = stream.take(0, _HEADER.size)
     except SplatFormatError:
@@ -179,7 +180,7 @@ def _decode(path: Path, stream: _Inflater) -> GaussianArrays:
     sh_dc = _COLOR_TABLE[block(2).reshape(n, 3)]
     log_scales = _SCALE_TABLE[block(3).reshape(n, 3)]
     quats = _quaternions(block(4), n, version)
-    rest = np.empty((k, n, 3), np.float32)
+    rest = (sh_into or sh_block)(k, n)
     row_bytes, done = 3 * k, 0
     while done < n and k:   # decode the SH rows as they are inflated
         have = stream.available(min(offsets[5] + (done + _SH_ROWS_PER_WAIT) * row_bytes, offsets[6]))
@@ -192,10 +193,9 @@ def _decode(path: Path, stream: _Inflater) -> GaussianArrays:
     total = stream.finish()
     if total != expected:
         raise mismatch(total)
-    rest = rest.transpose(1, 0, 2)
     # Finite by construction (fixed point and bytes): no NaN scan needed.
-    return GaussianArrays(means=means, sh_dc=sh_dc, sh_rest=rest, opacity_logit=opacity, log_scales=log_scales,
-                          quats_wxyz=quats)
+    return GaussianArrays(means=means, sh_dc=sh_dc, sh_rest=empty_rest(n) if sh_into else rest.transpose(1, 0, 2),
+                          opacity_logit=opacity, log_scales=log_scales, quats_wxyz=quats)
 
 
 def _positions(data: np.ndarray, n: int, frac_bits: int) -> np.ndarray:
