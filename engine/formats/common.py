@@ -110,7 +110,7 @@ def sh_block(k: int, n: int) -> np.ndarray:
 def decode_sh_rows(codes: np.ndarray, table: np.ndarray | float, out: Sequence[np.ndarray], start: int = 0) -> None:
     """(M, K, 3) uint8 codes (any strides) -> table[codes] into rows start..start+M of `out`, K arrays of (N, 3)
     float32 (or a (K, N, 3) block). `table` is a 256-entry table, or a float s for codes that mean (code − 128)·s:
-    then the bytes are read as signed (top bit flipped) and multiplied, exact and a third cheaper than the gather.
+    then the bytes are read as signed (top bit flipped) and multiplied, exact and a quarter cheaper than the gather.
 
     The output is coefficient-major, so each coefficient's RGB is one contiguous block the add-on copies into its
     per-coefficient attribute without a strided gather (that gather cost more than the decode at 1M Gaussians).
