@@ -109,32 +109,33 @@ def sh_block(k: int, n: int) -> np.ndarray:
 
 def decode_sh_rows(codes: np.ndarray, table: np.ndarray | float, out: Sequence[np.ndarray], start: int = 0) -> None:
     """(M, K, 3) uint8 codes (any strides) -> table[codes] into rows start..start+M of `out`, K arrays of (N, 3)
-    float32 (or a (K, N, 3) block). `table` is a 256-entry table, or a float s for codes that mean (code − 128)·s:
-    then the bytes are read as signed (top bit flipped) and multiplied, exact and a quarter cheaper than the gather.
+    float32 (or a (K, N, 3) block). `table` is a 256-entry table, or a float s for codes that mean (code − 128)·s.
 
     The output is coefficient-major, so each coefficient's RGB is one contiguous block the add-on copies into its
     per-coefficient attribute without a strided gather (that gather cost more than the decode at 1M Gaussians).
-    Per block of rows: the values go into a row-major scratch block in cache, then the block's coefficients move
-    to their rows of `out` as 12-byte RGB items (moving single floats, or looking up straight into the strided
-    output, costs twice as much). Callers may decode a file's rows as they arrive.
+    A table is looked up per coefficient and row block. For a scale, each row block's bytes are read as signed
+    (top bit flipped) and multiplied into a row-major scratch block in cache (exact), whose coefficients then move
+    to their rows of `out` as 12-byte RGB items: about half the cost of the lookup on .spz's row-major bytes.
+    Callers may decode a file's rows as they arrive.
     """
     m, k, width = codes.shape
     rows = min(m, _SH_ROWS)
+    if np.ndim(table):   # one lookup per coefficient and row block, straight into the output rows
+        for lo in range(0, m, rows):
+            hi = min(lo + rows, m)
+            for j in range(k):   # mode="clip": no buffering (a uint8 index cannot leave the table)
+                np.take(table, codes[lo:hi, j, :], out=out[j][start + lo:start + hi], mode="clip")
+        return
     scratch = np.empty((rows, k, width), np.float32)
-    signed = np.empty((rows, k, width), np.uint8) if np.ndim(table) == 0 else None
+    signed = np.empty((rows, k, width), np.uint8)
     item = np.dtype((np.void, 4 * width))
     targets = [np.asarray(out[j]).view(item).reshape(-1) for j in range(k)]   # each: (N,) RGB items
     for lo in range(0, m, rows):
         hi = min(lo + rows, m)
-        block = scratch[:hi - lo]
-        if signed is None:
-            np.take(table, codes[lo:hi], out=block, mode="clip")   # a uint8 index cannot leave the table
-        else:
-            flipped = np.bitwise_xor(codes[lo:hi], np.uint8(0x80), out=signed[:hi - lo])
-            np.multiply(flipped.view(np.int8), np.float32(table), out=block)
-        items = block.view(item).reshape(hi - lo, k)
+        flipped = np.bitwise_xor(codes[lo:hi], np.uint8(0x80), out=signed[:hi - lo])
+        items = np.multiply(flipped.view(np.int8), np.float32(table), out=scratch[:hi - lo]).view(item)
         for j, target in enumerate(targets):
-            target[start + lo:start + hi] = items[:, j]
+            target[start + lo:start + hi] = items[:, j, 0]
 
 
 def empty_rest(n: int) -> np.ndarray:

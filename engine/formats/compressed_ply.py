@@ -146,8 +146,8 @@ def read(path: str | os.PathLike, sh_into: SHInto | None = None) -> GaussianArra
             if not np.isfinite(values).all():
                 raise fail(path, f"chunk {name} bounds overflow float32 (damaged file)")
         rot = vertex["packed_rotation"]
-        others = np.stack([(_unorm(rot, s, 10) - 0.5) * np.float32(_SQRT2) for s in (20, 10, 0)], axis=1)
-        quats = from_smallest_three((rot >> 30).astype(np.int64), others)
+        others = [(_unorm(rot, s, 10) - 0.5) * np.float32(_SQRT2) for s in (20, 10, 0)]
+        quats = from_smallest_three(rot >> 30, others)
         opacity = _LOGIT_TABLE[color & 0xFF]
     rest = empty_rest(n)
     if sh_job is not None:
