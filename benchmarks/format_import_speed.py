@@ -2,7 +2,8 @@
 Gaussian object (decode + Blender attributes + display). Goal: .spz and .compressed.ply within 1.5× of .ply.
 Also the decode alone (engine.formats, no Blender), and the same files decoded by gsply when it is installed.
 
-Run: .venv/bin/python benchmarks/format_import_speed.py [--count N] [--runs R]
+Run: .venv/bin/python benchmarks/format_import_speed.py [--count N] [--runs R] [--decode-only]
+(--decode-only needs no bpy: the engine's decode alone, e.g. on the device machine)
 """
 
 from __future__ import annotations
@@ -42,11 +43,35 @@ def _time(fn, runs: int) -> float:
     return statistics.median(times)
 
 
+def _decode_only(paths: dict[str, Path], runs: int) -> None:
+    """The engine's side (scene_cache decodes the file Render Splats and segmentation send): interleaved rounds,
+    medians of wall and CPU time per format."""
+    from engine.formats import read_scene
+
+    wall: dict[str, list[float]] = {ext: [] for ext in paths}
+    cpu: dict[str, list[float]] = {ext: [] for ext in paths}
+    for round_index in range(runs + 1):   # the first round warms the page cache
+        for ext, path in paths.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            read_scene(path)
+            if round_index:
+                wall[ext].append(time.perf_counter() - start)
+                cpu[ext].append(time.process_time() - start_cpu)
+    for ext in paths:
+        print(f"decode {ext} s: {statistics.median(wall[ext]):.3f} (CPU {statistics.median(cpu[ext]):.3f})")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--decode-only", action="store_true",
+                        help="only what the engine does with these files (no bpy needed): decode each format")
     args = parser.parse_args()
+    if args.decode_only:
+        _decode_only(_files(args.count), args.runs)
+        return
 
     import bpy
 
