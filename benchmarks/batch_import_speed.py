@@ -12,6 +12,8 @@ Run: .venv/bin/python benchmarks/batch_import_speed.py [--count N] [--runs R]
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,14 +36,20 @@ assert len(bpy.context.active_object.data.vertices) > 0
 """
 
 
-def _process_seconds(script: Path, *args: str) -> float:
-    start = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_seconds(script: Path, *args: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one whole process."""
+    start, start_cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run([sys.executable, str(EMULATOR), "-b", "-P", str(script), "--", *args],
                           capture_output=True, text=True, cwd=tempfile.gettempdir())
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _children_cpu() - start_cpu
     if done.returncode != 0:
         raise SystemExit(f"{script.name} {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -54,21 +62,29 @@ def main() -> None:
     blender_script.write_text(BLENDER_IMPORT)
     sides = {"ours": (BATCH, ("--ply",)), "blender": (blender_script, ())}
     shares: dict[str, list[float]] = {name: [] for name in sides}
+    cpu_shares: dict[str, list[float]] = {name: [] for name in sides}
     wholes: dict[str, list[float]] = {name: [] for name in sides}
     for round_index in range(args.runs + 1):   # the first round warms the page cache
         for name, (script, flag) in sides.items():
-            whole = _process_seconds(script, *flag, str(big))
-            empty = _process_seconds(script, *flag, str(tiny))
+            whole, whole_cpu = _process_seconds(script, *flag, str(big))
+            empty, empty_cpu = _process_seconds(script, *flag, str(tiny))
             if round_index:
                 shares[name].append(whole - empty)
+                cpu_shares[name].append(whole_cpu - empty_cpu)
                 wholes[name].append(whole)
     ours, blender = (statistics.median(shares[n]) for n in ("ours", "blender"))
+    ours_cpu, blender_cpu = (statistics.median(cpu_shares[n]) for n in ("ours", "blender"))
     print(f"file: {args.count:,} Gaussians, SH degree 3, {big.stat().st_size / 1e6:.1f} MB")
     print(f"batch.py --ply process s (median): {statistics.median(wholes['ours']):.2f}")
     print(f"batch.py --ply import share s (process minus a 1-Gaussian import): {ours:.2f}")
     print(f"bpy.ops.wm.ply_import process s (median): {statistics.median(wholes['blender']):.2f}")
     print(f"bpy.ops.wm.ply_import import share s: {blender:.2f}")
     print(f"ours / Blender's PLY import: {ours / blender:.2f}x (goal <= 0.3x)")
+    # CPU time of the same processes: steadier than wall time on a machine loaded by other work
+    print(f"batch.py --ply import share CPU s: {ours_cpu:.2f}")
+    print(f"bpy.ops.wm.ply_import import share CPU s: {blender_cpu:.2f}")
+    print(f"ours / Blender's PLY import, CPU time: {ours_cpu / blender_cpu:.2f}x")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

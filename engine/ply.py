@@ -235,6 +235,13 @@ def read_groups(header: PlyHeader, groups: Mapping[str, Sequence[str]],
     whole_chunk_check = check_finite and len(codes) == 1 and next(iter(codes))[0] == "f" and \
         wanted == set(header.names)
     width = len(header.properties)
+    whole_rows: dict[str, np.dtype] = {}   # group -> one void item per row covering its properties
+    whole_offsets: dict[str, int] = {}
+    for key, names in groups.items():
+        offset = _side_by_side(header, names, out[key].dtype) if len(names) > 1 else None
+        if offset is not None:
+            whole_rows[key] = np.dtype((np.void, out[key].dtype.itemsize * len(names)))
+            whole_offsets[key] = offset
     for start, chunk in _iter_chunks(header):
         stop = start + chunk.shape[0]
         if whole_chunk_check:
@@ -248,12 +255,29 @@ def read_groups(header: PlyHeader, groups: Mapping[str, Sequence[str]],
             for name in header.names:
                 if name in wanted:
                     _check_finite(header, name, chunk[name], start)
-        # Column by column: each copy is one long strided loop, far faster than a fancy-indexed gather.
+        # Column by column: each copy is one long strided loop, far faster than a fancy-indexed gather; a group
+        # whose properties sit side by side in the row in its own type (x y z, rot_0..3) moves as one item per row.
         for key, names in groups.items():
             target = out[key]
+            if key in whole_rows:
+                items = np.ndarray((chunk.shape[0],), whole_rows[key], chunk, whole_offsets[key], (chunk.strides[0],))
+                target.view(whole_rows[key]).reshape(-1)[start:stop] = items
+                continue
             for j, name in enumerate(names):
                 target[start:stop, j] = chunk[name]
     return out
+
+
+def _side_by_side(header: PlyHeader, names: Sequence[str], dtype: np.dtype) -> int | None:
+    """The byte offset in a row of `names` when they are consecutive properties stored as native `dtype`, else
+    None."""
+    row = header.row_dtype
+    first = header.names.index(names[0])
+    if header.names[first:first + len(names)] != list(names):
+        return None
+    if any(row.fields[name][0] != dtype for name in names):
+        return None
+    return row.fields[names[0]][1]
 
 
 def read_structured(header: PlyHeader, check_finite: bool = True) -> np.ndarray:

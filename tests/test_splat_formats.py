@@ -74,6 +74,26 @@ def test_spz_written_by_gsply_reads_within_quantisation(tmp_path, degree):
     _assert_close(scene.gaussians, ours, pos=1e-6, color=1e-5, alpha=1e-5, scale=1e-6, rot=1e-6, sh=1e-6)
 
 
+def test_spz_decoder_edges_match_gsply(tmp_path):
+    """The fast paths of our .spz decoder at their edges: the most negative and positive 24-bit positions (read
+    through overlapping words), every SH byte (read as signed bytes), every largest rotation component, and rows
+    either side of the SH decode's block and wait boundaries (4096 and 65536 rows)."""
+    n = 70_001
+    g = random_gaussians(n, 3, seed=12, extent=2047.0)
+    g.means[:4] = [[-2047.99, 2047.99, 0.0], [-1 / 4096, 1 / 4096, -0.5], [2047.0, -2047.0, 1e-6], [0, 0, 0]]
+    codes = np.arange(n * 45) % 256
+    g.sh_rest[:] = ((codes - 128) / 128.0).reshape(n, 15, 3)
+    g.quats_wxyz[:4] = np.eye(4)[[1, 2, 3, 0]] * 0.9 + 0.05   # largest x, y, z, w in turn
+    path = tmp_path / "edges.spz"
+    gsply.write_spz(path, _gsdata(g), version=3)
+    ours = read_scene(path).gaussians
+    theirs = _from_gsply(gsply.read_spz(path))
+    _assert_close(ours, theirs, pos=1e-6, color=1e-5, alpha=1e-5, scale=1e-6, rot=1e-6, sh=1e-6)
+    np.testing.assert_allclose(ours.means[:4], g.means[:4], atol=1 / 4096)
+    assert np.abs(ours.sh_rest).max() == 1.0 and len(np.unique(ours.sh_rest)) == 256
+    assert (np.abs(ours.quats_wxyz[:4]).argmax(axis=1) == [1, 2, 3, 0]).all()
+
+
 @pytest.mark.parametrize("degree", [0, 2])
 def test_spz_we_write_reads_back_in_gsply(tmp_path, degree):
     g = random_gaussians(513, degree, seed=2)

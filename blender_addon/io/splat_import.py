@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.formats import PLY, SOG, read_scene
 from engine.formats.detect import detect
-from engine.ply import PlyHeader, read_groups, read_header, rest_names_channel_major
+from engine.ply import PlyHeader, read_groups, read_header, rest_names_channel_major, sh_degree_from_rest_count
 
 from .gaussian_layout import AttributeSpec, attribute_specs, read_dtypes, source_hash
 
@@ -107,9 +107,17 @@ def parse_any(path: str | os.PathLike):
     fmt = detect(path)
     if fmt == PLY:
         return parse_ply(path), PLY, np.eye(4)
-    scene = read_scene(path, decode_webp=blender_webp if fmt == SOG else None)
+    coefficients: list[np.ndarray] = []   # the SH of .spz / compressed .ply, one array per coefficient
+
+    def sh_into(k: int, n: int) -> list[np.ndarray]:
+        coefficients.extend(np.empty((n, 3), np.float32) for _ in range(k))
+        return coefficients
+
+    scene = read_scene(path, decode_webp=blender_webp if fmt == SOG else None, sh_into=sh_into)
     g = scene.gaussians
-    degree = g.sh_degree
+    if not coefficients:
+        coefficients = [g.sh_rest[:, j, :] for j in range(g.sh_rest.shape[1])]
+    degree = sh_degree_from_rest_count(3 * len(coefficients))
     names = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", *rest_names_channel_major(degree), "opacity",
              "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
     header = PlyHeader(path=path, fmt="binary_little_endian", vertex_count=g.count,
@@ -118,8 +126,9 @@ def parse_any(path: str | os.PathLike):
     specs = attribute_specs(header.properties)
     groups = {"position": g.means, "f_dc": g.sh_dc, "opacity": g.opacity_logit.reshape(-1, 1),
               "scale": g.log_scales, "rotation": g.quats_wxyz}
-    for k in range(1, g.sh_rest.shape[1] + 1):
-        groups[f"sh_{k}"] = g.sh_rest[:, k - 1, :]
+    for k, values in enumerate(coefficients, start=1):
+        groups[f"sh_{k}"] = values
+    del coefficients[:]   # the groups hold the only references: build_object frees each after its copy
     parsed = ParsedPly(header=header, specs=specs, groups=groups, source_hash=_hash(path),
                        display_extent=display_extent(g.means))
     return parsed, fmt, scene.axis_to_rdf()

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..ply import GaussianArrays, read_gaussians, write_gaussians
 from . import compressed_ply, sog, splat, spz
-from .common import RDF
+from .common import RDF, SHInto
 from .detect import COMPRESSED_PLY, PLY, SOG, SPLAT, SPZ, detect, export_format
 
 FRAMES = {PLY: RDF, COMPRESSED_PLY: RDF, SPLAT: RDF, SPZ: spz.FRAME, SOG: RDF}
@@ -38,15 +38,20 @@ class Scene:
         return out
 
 
-def read_scene(path: str | os.PathLike, decode_webp: sog.WebpDecoder | None = None) -> Scene:
-    """Any supported splat file or SOG folder, validated completely (raises our errors naming the problem)."""
+def read_scene(path: str | os.PathLike, decode_webp: sog.WebpDecoder | None = None,
+               sh_into: SHInto | None = None) -> Scene:
+    """Any supported splat file or SOG folder, validated completely (raises our errors naming the problem).
+    `sh_into` (see common.SHInto) takes the SH of the formats that decode them in bulk (.spz, compressed .ply);
+    their sh_rest is then empty. The other formats ignore it."""
     fmt = detect(path)
     if fmt == PLY:
         g = read_gaussians(path)
     elif fmt == SOG:
         g = sog.read(path, decode_webp or sog.pillow_webp)
+    elif fmt == SPLAT:
+        g = splat.read(path)
     else:
-        g = {COMPRESSED_PLY: compressed_ply.read, SPLAT: splat.read, SPZ: spz.read}[fmt](path)
+        g = {COMPRESSED_PLY: compressed_ply.read, SPZ: spz.read}[fmt](path, sh_into=sh_into)
     return Scene(g, fmt, FRAMES[fmt])
 
 

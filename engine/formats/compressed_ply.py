@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..ply import GaussianArrays
-from .common import color_to_dc, decode_sh_rows, dc_to_color, fail, from_smallest_three, logit, \
-    sh_degree_for_coefficients, sigmoid, smallest_three
+from .common import SHInto, color_to_dc, decode_sh_rows, dc_to_color, empty_rest, fail, from_smallest_three, \
+    logit, sh_block, sh_degree_for_coefficients, sigmoid, smallest_three
 
 CHUNK = 256
 _POSITION = ("min_x", "min_y", "min_z", "max_x", "max_y", "max_z")
@@ -67,7 +67,8 @@ def _unorm(values: np.ndarray, shift: int, bits: int) -> np.ndarray:
     return ((values >> shift) & ((1 << bits) - 1)).astype(np.float32) / np.float32((1 << bits) - 1)
 
 
-def read(path: str | os.PathLike) -> GaussianArrays:
+def read(path: str | os.PathLike, sh_into: SHInto | None = None) -> GaussianArrays:
+    """Decode a compressed .ply (raises SplatFormatError naming the problem); the SH go to `sh_into` when given."""
     path = Path(path)
     with open(path, "rb") as fh:
         head = fh.read(_MAX_HEADER)
@@ -131,7 +132,7 @@ def read(path: str | os.PathLike) -> GaussianArrays:
             if 3 * k != len(rest_names):
                 raise fail(path, f"{len(rest_names)} f_rest properties is not 3 channels of SH")
             sh_degree_for_coefficients(k, path)
-            rest_cm = np.empty((k, n, 3), np.float32)
+            rest_cm = (sh_into or sh_block)(k, n)
             sh_job = pool.submit(decode_sh_rows, sh.reshape(n, 3, k).transpose(0, 2, 1), _SH_TABLE,   # channel-major
                                  rest_cm)
         fields = ((21, 11), (11, 10), (0, 11))
@@ -145,13 +146,14 @@ def read(path: str | os.PathLike) -> GaussianArrays:
             if not np.isfinite(values).all():
                 raise fail(path, f"chunk {name} bounds overflow float32 (damaged file)")
         rot = vertex["packed_rotation"]
-        others = np.stack([(_unorm(rot, s, 10) - 0.5) * np.float32(_SQRT2) for s in (20, 10, 0)], axis=1)
-        quats = from_smallest_three((rot >> 30).astype(np.int64), others)
+        others = [(_unorm(rot, s, 10) - 0.5) * np.float32(_SQRT2) for s in (20, 10, 0)]
+        quats = from_smallest_three(rot >> 30, others)
         opacity = _LOGIT_TABLE[color & 0xFF]
-    rest = np.zeros((n, 0, 3), np.float32)
+    rest = empty_rest(n)
     if sh_job is not None:
         sh_job.result()   # raises the decode's own failure
-        rest = rest_cm.transpose(1, 0, 2)
+        if not sh_into:
+            rest = rest_cm.transpose(1, 0, 2)
     # Everything else is finite by construction (bytes, unit quaternions): no NaN scan of the SH needed.
     return GaussianArrays(means=means, sh_dc=color_to_dc(rgb), sh_rest=rest,
                           opacity_logit=opacity, log_scales=log_scales, quats_wxyz=quats)
