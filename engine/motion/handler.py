@@ -20,6 +20,7 @@ from ..render.sh import sh_to_color
 from . import lifting
 from .depth_alignment import align_depth_video
 from .frames import render_with_segment_pose
+from .rigid_lifting import lift_rigid
 from .generators.base import GeneratedMotion, GeneratorError, MotionRequest
 
 GENERATORS = {
@@ -34,6 +35,9 @@ MOTIONS = ("auto", "rigid", "nonrigid")
 # explains the video better by at least AUTO_GAIN (relative drop of the data residual).
 AUTO_DEFORMATION = 0.03
 AUTO_GAIN = 0.4
+# "auto" does not try the skinned fit when the rigid one explains every frame about as well as the rest pose
+# explains the first (where only the video's source differs from our render): nothing is left to deform.
+AUTO_RIGID_EXPLAINED = 1.5
 
 
 class AnimateRequestError(AnimateGaussiansError):
@@ -257,18 +261,24 @@ def _lift_video(g, indices, scene_indices, viewmat, K, width, height, generated,
     tuning = {k: v for k, v in (options.get("lifting") or {}).items()
               if k in lifting.LiftOptions.__dataclass_fields__ and k != "backend"}
     lift_options = lifting.LiftOptions(backend=backend, **tuning)
-    rigid = lifting.lift_rigid(seg, bg, targets, viewmat, K, lift_options,
-                               _sub(progress, 0.45, 0.75 if motion != "rigid" else 0.99), check_cancelled)
+    rigid = lift_rigid(seg, bg, targets, viewmat, K, lift_options,
+                       _sub(progress, 0.45, 0.75 if motion != "rigid" else 0.99), check_cancelled)
+    info["calibration"] = rigid.calibration
     result_arrays = {"transforms": rigid.transforms}
     chosen, fit = "rigid", rigid.residuals
-    if motion in ("nonrigid", "auto"):
+    rigid_total = np.asarray(rigid.residuals["total"], np.float64)
+    # The floor: a video of our own render matches the rest pose to its 8-bit rounding.
+    unexplained = float(rigid_total[1:].max() / max(rigid_total[0], 3e-3)) if len(rigid_total) > 1 else 1.0
+    info["rigid_unexplained"] = unexplained
+    if motion == "nonrigid" or (motion == "auto" and unexplained > AUTO_RIGID_EXPLAINED):
         nonrigid = lifting.lift_nonrigid(seg, bg, targets, viewmat, K, handles, lift_options, rigid.transforms,
                                          _sub(progress, 0.75, 0.99), check_cancelled)
         rest_np = seg.means.cpu().numpy().astype(np.float64)
         moved = lifting.deformed_points(rest_np, nonrigid.handle_rest, nonrigid.handle_transforms, nonrigid.weights)
         rigid_moved = np.einsum("fij,nj->fni", nonrigid.transforms[:, :3, :3], rest_np) + nonrigid.transforms[:, None, :3, 3]
         deformation = float(np.linalg.norm(moved - rigid_moved, axis=-1).mean(1).max() / seg.size())
-        gain = 1.0 - _data_residual(nonrigid.residuals) / max(_data_residual(rigid.residuals), 1e-12)
+        same_measure = lifting.rigid_residuals(seg, bg, targets, viewmat, K, rigid.transforms, lift_options)
+        gain = 1.0 - _data_residual(nonrigid.residuals) / max(_data_residual(same_measure), 1e-12)
         info["nonrigid_deformation"], info["nonrigid_gain"] = deformation, gain
         if motion == "nonrigid" or (deformation > AUTO_DEFORMATION and gain > AUTO_GAIN):
             chosen, fit = "nonrigid", nonrigid.residuals

@@ -1,7 +1,6 @@
-"""Lifting a motion video to 3D: per-frame rigid SE(3), or K skinned control handles, of a segment's Gaussians.
-
-Each frame is fitted by differentiable rendering of the moved segment over the static rest of the scene,
-against the frame's colour, aligned depth and (when given) silhouette, starting from the previous frame.
+"""Lifting a motion video to 3D: the pieces shared with the rigid fit (rigid_lifting.py), and the skinned fit
+of K control handles: each frame fitted by differentiable rendering of the deformed segment over the static
+rest of the scene, against the frame's colour, aligned depth and (when given) silhouette.
 """
 
 from __future__ import annotations
@@ -69,6 +68,14 @@ class LiftOptions:
     nonrigid_rigid_init: bool = True  # non-rigid: also try the rigid fit of the frame as a start
     color_skinning: float = 2.0       # non-rigid: weight of colour difference in the skinning distance (0: off)
     backend: str = "auto"
+    # Rigid (engine/motion/rigid_lifting.py): the fit's stand-in, scale, priors and stopping.
+    proxy_gaussians: int = 0          # the segment is fitted through at most this many (0: 500 CPU, 8000 CUDA)
+    working_pixels: float = 0.0       # compare at the pixel step where the segment spans this (0: 20 CPU, 64 CUDA)
+    smooth_prior: float = 3.0         # on second differences of the pose (radians, object sizes)
+    ray_prior: float = 0.5            # without depth: on motion along the camera's depth axis (object sizes)
+    turn_prior: float = 0.002         # on the change of rotation per frame (radians)
+    tolerance: float = 2e-4           # tracking stops when 5 steps gain less than this
+    refine_iterations: int = 10       # joint refinement of all frames under the priors (0: off)
 
 
 @dataclass
@@ -84,6 +91,7 @@ class LiftTargets:
 class RigidFit:
     transforms: np.ndarray                          # (F, 4, 4) float64, x_f = T_f @ x_rest, T_0 = I
     residuals: dict = field(default_factory=dict)   # per-frame losses: colour, depth, mask, total
+    calibration: dict = field(default_factory=dict) # how our render was matched to the video (rigid_lifting)
 
 
 @dataclass
@@ -239,58 +247,29 @@ def _record(residuals: dict, total: float, terms: dict) -> None:
         residuals.setdefault(k, []).append(terms.get(k, 0.0))
 
 
-# ---------------------------------------------------------------- rigid
-
-def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, viewmat: np.ndarray, K: np.ndarray,
-               options: LiftOptions | None = None, progress: Progress | None = None,
-               check_cancelled: Callable[[], None] | None = None) -> RigidFit:
-    """Per-frame SE(3) of the segment (frame 0 is the rest pose), each fitted from the previous one."""
+def rigid_residuals(seg: SegmentGaussians, bg: Background, targets: LiftTargets, viewmat: np.ndarray,
+                    K: np.ndarray, transforms: np.ndarray, options: LiftOptions | None = None) -> dict:
+    """Per-frame data losses of a rigid motion measured as the skinned fit measures its own (full segment,
+    full resolution), so that the two fits' residuals can be compared."""
     opts = options or LiftOptions()
     device = seg.means.device
-    F, H, W = targets.rgb.shape[:3]
+    H, W = targets.rgb.shape[1:3]
     size = seg.size()
-    center = seg.center().detach()
-    center_np = center.cpu().numpy().astype(np.float64)
+    rest = seg.means.detach().cpu().numpy().astype(np.float64)
     viewmat_t = torch.tensor(viewmat, dtype=torch.float32, device=device)
-    rest_np = seg.means.detach().cpu().numpy().astype(np.float64)
-    params_all = np.zeros((F, 6))
     residuals: dict = {}
     _record(residuals, 0.0, {})
-
-    def pose(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = axis_angle_to_quat(p[:3])
-        R = quat_to_rotmat(q[None])[0]
-        means = (seg.means - center) @ R.T + center + p[3:] * size
-        return means, quat_multiply(q[None], seg.quats)
-
-    for f in range(1, F):
-        if check_cancelled:
-            check_cancelled()
-        prev = params_all[f - 1]
-        guesses = [prev] + ([2 * prev - params_all[f - 2]] if f >= 2 else [])
-        T_prev = params_to_matrix(prev, center_np, size)
-        crop = _crop_around(rest_np @ T_prev[:3, :3].T + T_prev[:3, 3], viewmat, K, W, H, opts.margin, device)
-
-        def closure(p):
-            means, quats = pose(p)
-            return _frame_loss(seg, means, quats, viewmat_t, crop, bg, targets, f, size, opts, opts.backend)
-
-        if len(guesses) > 1:  # start from whichever of "still" and "constant velocity" explains the frame better
-            with torch.no_grad():
-                scores = [float(closure(torch.tensor(g, dtype=torch.float32, device=device))[0]) for g in guesses]
-            start = guesses[int(np.argmin(scores))]
-        else:
-            start = prev
-        p = torch.tensor(start, dtype=torch.float32, device=device)
-        iterations = opts.iterations * (2 if f == 1 else 1)
-        total, terms, p = _adam_fit(p, closure, iterations, opts.lr)
-        params_all[f] = p.cpu().numpy()
-        _record(residuals, total, terms)
-        if progress:
-            progress(f / max(1, F - 1), f"lifting frame {f + 1} of {F}")
-    transforms = params_to_matrix(params_all, center_np, size)
-    transforms[0] = np.eye(4)
-    return RigidFit(transforms=transforms, residuals=residuals)
+    with torch.no_grad():
+        for f in range(1, len(transforms)):
+            T = np.asarray(transforms[f], np.float64)
+            crop = _crop_around(rest @ T[:3, :3].T + T[:3, 3], viewmat, K, W, H, opts.margin, device)
+            Tt = torch.tensor(T, dtype=torch.float32, device=device)
+            q = torch.tensor(_matrix_to_quat(T[:3, :3]), dtype=torch.float32, device=device)
+            means = seg.means @ Tt[:3, :3].T + Tt[:3, 3]
+            total, terms = _frame_loss(seg, means, quat_multiply(q[None], seg.quats), viewmat_t, crop, bg, targets,
+                                       f, size, opts, opts.backend)
+            _record(residuals, float(total), {k: float(v) for k, v in terms.items()})
+    return residuals
 
 
 # ---------------------------------------------------------------- non-rigid (skinned handles)
@@ -439,6 +418,12 @@ def deformed_points(points: np.ndarray, handle_rest: np.ndarray, handle_transfor
     T = np.asarray(handle_transforms, np.float64)                       # (F, K, 4, 4)
     per = np.einsum("fkij,nj->fnki", T[:, :, :3, :3], p) + T[:, None, :, :3, 3]
     return np.einsum("nk,fnki->fni", np.asarray(weights, np.float64), per)
+
+
+def _matrix_to_quat(R: np.ndarray) -> np.ndarray:
+    from ..gaussian_transform import quat_from_matrix
+
+    return np.asarray(quat_from_matrix(R), np.float64)
 
 
 def _matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
