@@ -73,9 +73,9 @@ class LiftOptions:
     working_pixels: float = 0.0       # compare at the pixel step where the segment spans this (0: 20 CPU, 64 CUDA)
     smooth_prior: float = 3.0         # on second differences of the pose (radians, object sizes)
     ray_prior: float = 0.5            # without depth: on motion along the camera's depth axis (object sizes)
-    turn_prior: float = 0.002         # on the change of rotation per frame (radians)
+    turn_prior: float = 0.01          # on the change of rotation per frame (radians)
     tolerance: float = 2e-4           # tracking stops when 5 steps gain less than this
-    refine_iterations: int = 10       # joint refinement of all frames under the priors (0: off)
+    refine_iterations: int = 15       # joint refinement of all frames under the priors (0: off)
 
 
 @dataclass
