@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=270)
     parser.add_argument("--iterations", type=int, nargs="*", default=[20])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--lifting", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="GPU case: more LiftOptions settings to time beside the defaults, each a run of its own "
+                             "(e.g. proxy_gaussians=8000,working_pixels=64)")
     parser.add_argument("--skip-cpu", action="store_true", help="leave out the CPU case of issue 17")
     parser.add_argument("--skip-gpu", action="store_true", help="only the CPU case of issue 17")
     args = parser.parse_args()
@@ -109,10 +112,14 @@ def oracle_depth_case(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scene.ply"
         scene.write(path)
-        for iterations in args.iterations:
+        settings = [{}] + [{k: float(v) if "." in v else int(v) for k, v in (kv.split("=") for kv in s.split(","))}
+                           for s in args.lifting]
+        for iterations, extra in ((i, e) for i in args.iterations for e in settings):
+            if extra:
+                print(f"lifting options: {extra}")
             params = {"ply_path": str(path), "prompt": "", "generator": "video", "frames": args.frames, "fps": 24,
                       "width": args.width, "height": args.height, "device": device, "motion": "rigid",
-                      "options": {"lifting": {"iterations": iterations}}}
+                      "options": {"lifting": {"iterations": iterations, **extra}}}
             arrays = {"indices": indices, "viewmat": viewmat, "K": K, "file_to_world": np.eye(4), "video": video,
                       "depth": depth}
             if device == "cuda":

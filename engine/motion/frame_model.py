@@ -101,6 +101,7 @@ class FrameModel:
         device = self.rgb.device
         self.gain = torch.ones(3, device=device)
         self.bias = torch.zeros(3, device=device)
+        self.depth_bias = 0.0
 
     def window(self, points: np.ndarray, viewmats: np.ndarray, margin: float) -> Window:
         """The crop holding the points seen from every camera of `viewmats` (B, 4, 4), plus a margin."""
@@ -167,6 +168,20 @@ class FrameModel:
         self.seg.scales = base * k
         return k
 
+    def fit_depth_offset(self, viewmat: torch.Tensor, win: Window) -> float:
+        """How much nearer or farther the video's depth puts the segment than our render does at rest (median
+        over the segment's pixels of the first frame); the depth term then compares the segment's depth
+        minus it. Another renderer (or a depth model) blends an object's front and back surfaces otherwise."""
+        if self.depth is None:
+            return 0.0
+        with torch.no_grad():
+            _, depth, alpha = self.composite(viewmat[None], win)
+            target = self.depth[0, win.y0:win.y1, win.x0:win.x1]
+            on = (alpha[0] > 0.5) & (target > 0) & (depth[0] > 0)
+            if int(on.sum()) >= 4:
+                self.depth_bias = float((depth[0] - target)[on].median())
+        return self.depth_bias
+
     def data_loss(self, viewmats: torch.Tensor, frames: torch.Tensor, win: Window,
                   target: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
         """(B,) data loss of the segment seen from `viewmats` against `frames` (B,), and its terms."""
@@ -179,7 +194,7 @@ class FrameModel:
         if self.depth is not None:
             target_depth = self.depth[frames, ys, xs]
             valid = ((target_depth > 0) & (depth > 0)).float()
-            d = (depth - target_depth) / self.size
+            d = (depth - target_depth - self.depth_bias * alpha) / self.size
             per = ((torch.sqrt(d * d + 1e-4) - 1e-2) * valid).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1.0)
             terms["depth"] = per
             loss = loss + self.depth_weight * per

@@ -69,13 +69,13 @@ class LiftOptions:
     color_skinning: float = 2.0       # non-rigid: weight of colour difference in the skinning distance (0: off)
     backend: str = "auto"
     # Rigid (engine/motion/rigid_lifting.py): the fit's stand-in, scale, priors and stopping.
-    proxy_gaussians: int = 0          # the segment is fitted through at most this many (0: 500 CPU, 8000 CUDA)
-    working_pixels: float = 0.0       # compare at the pixel step where the segment spans this (0: 20 CPU, 64 CUDA)
+    proxy_gaussians: int = 0          # the segment is fitted through at most this many (0: 500 CPU, 50000 CUDA)
+    working_pixels: float = 0.0       # compare at the pixel step where the segment spans this (0: 20 CPU, 160 CUDA)
     smooth_prior: float = 3.0         # on second differences of the pose (radians, object sizes)
     ray_prior: float = 0.5            # without depth: on motion along the camera's depth axis (object sizes)
-    turn_prior: float = 0.002         # on the change of rotation per frame (radians)
+    turn_prior: float = 0.01          # on the change of rotation per frame (radians)
     tolerance: float = 2e-4           # tracking stops when 5 steps gain less than this
-    refine_iterations: int = 10       # joint refinement of all frames under the priors (0: off)
+    refine_iterations: int = 15       # joint refinement of all frames under the priors (0: off)
 
 
 @dataclass

@@ -39,12 +39,14 @@ def pose_matrices(params: torch.Tensor, center: torch.Tensor, size: float) -> to
     return torch.cat([top, bottom], 1)
 
 
-def prior_terms(params: torch.Tensor, depth_axis: torch.Tensor, priors: Priors) -> torch.Tensor:
-    """The priors' cost of consecutive poses (F, 6); the first is given (the rest pose or a tracked frame)."""
+def prior_terms(params: torch.Tensor, anchor: torch.Tensor, depth_axis: torch.Tensor, priors: Priors
+                ) -> torch.Tensor:
+    """The priors' cost of consecutive poses (F, 6) after the first (given); depth is measured from the pose
+    `anchor` (6,) that explains the first frame."""
     step = params[1:] - params[:-1]
     second = step[1:] - step[:-1]
     cost = priors.smooth * (second * second).sum()
-    cost = cost + priors.ray * ((params[1:, 3:] @ depth_axis) ** 2).sum()
+    cost = cost + priors.ray * (((params[1:, 3:] - anchor[3:]) @ depth_axis) ** 2).sum()
     return cost + priors.turn * (step[:, :3] * step[:, :3]).sum()
 
 
@@ -100,8 +102,8 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
     size = seg.size()
     center = seg.center().detach()
     center_np = center.cpu().numpy().astype(np.float64)
-    proxy = segment_proxy(seg, opts.proxy_gaussians or (8000 if backend == "gsplat" else 500))
-    scale = working_scale(seg, viewmat, K, opts.working_pixels or (64.0 if backend == "gsplat" else 20.0))
+    proxy = segment_proxy(seg, opts.proxy_gaussians or (50000 if backend == "gsplat" else 500))
+    scale = working_scale(seg, viewmat, K, opts.working_pixels or (160.0 if backend == "gsplat" else 20.0))
     model = FrameModel(proxy, bg, targets, K, scale, size, backend, depth_weight=opts.depth_weight,
                        mask_weight=opts.mask_weight)
     V = torch.tensor(viewmat, dtype=torch.float32, device=device)
@@ -120,28 +122,33 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
     model.fit_colour_transfer(V, rest_window)
     footprint = model.fit_footprint(V, rest_window)
     model.fit_colour_transfer(V, rest_window)
+    depth_offset = model.fit_depth_offset(V, rest_window)
     params = torch.zeros(F, 6, device=device)
     residuals: dict = {}
     frame = torch.zeros(1, dtype=torch.long, device=device)
-    for f in range(1, F):
+    # Frame 0 is fitted too: where the data puts the object at rest is where the video's source differs
+    # from our render (a bias that moves with the object); the motion is then taken relative to it.
+    for f in range(F):
         if check_cancelled:
             check_cancelled()
-        prev = params[f - 1]
+        prev = params[max(f - 1, 0)]
         velocity = prev - params[f - 2] if f >= 2 else torch.zeros_like(prev)
-        guesses = torch.stack([prev, prev + velocity])
+        guesses = torch.stack([prev, prev + velocity]) if f >= 2 else prev[None]
         poses = params_to_matrix(guesses.cpu().numpy().astype(np.float64), center_np, size)
         win = model.window(rest_np, viewmat @ poses, opts.margin)
         frame[0] = f
         target = model.target_pyramid(frame, win)
-        history = params[max(0, f - 2):f]
+        history, anchor = params[max(0, f - 2):f], params[0]
 
         def loss_of(p: torch.Tensor) -> torch.Tensor:
             data, _ = model.data_loss(viewmats(p[None]), frame, win, target)
-            return data[0] + prior_terms(torch.cat([history, p[None]]), depth_axis, tracking_priors)
+            if f == 0:
+                return data[0]
+            return data[0] + prior_terms(torch.cat([history, p[None]]), anchor, depth_axis, tracking_priors)
 
         with torch.no_grad():
             start = guesses[int(torch.argmin(torch.stack([loss_of(g) for g in guesses])))]
-        iterations = opts.iterations * (2 if f == 1 else 1)
+        iterations = opts.iterations * (2 if f <= 1 else 1)
         params[f] = adam(start, loss_of, iterations, opts.lr, check_every=5, tolerance=opts.tolerance)
         if progress:
             progress(0.6 * f / max(1, F - 1), f"tracking frame {f + 1} of {F}")
@@ -149,17 +156,16 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
     if opts.refine_iterations and F > 2:
         poses = params_to_matrix(params.cpu().numpy().astype(np.float64), center_np, size)
         win = model.window(rest_np, viewmat @ poses, opts.margin)
-        frames = torch.arange(1, F, device=device)
+        frames = torch.arange(F, device=device)
         target = model.target_pyramid(frames, win)
-        first = params[:1]
 
         def joint_loss(p: torch.Tensor) -> torch.Tensor:
             data, _ = model.data_loss(viewmats(p), frames, win, target)
-            return data.sum() + prior_terms(torch.cat([first, p]), depth_axis, priors)
+            return data.sum() + prior_terms(p, p[0], depth_axis, priors)
 
         if progress:
             progress(0.65, "refining all frames together")
-        params[1:] = adam(params[1:], joint_loss, opts.refine_iterations, opts.lr * 0.25)
+        params = adam(params, joint_loss, opts.refine_iterations, opts.lr * 0.25)
 
     with torch.no_grad():
         frames = torch.arange(F, device=device)
@@ -169,11 +175,12 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
     residuals["total"] = data.cpu().tolist()
     for k in ("colour", "depth", "mask"):
         residuals[k] = terms[k].cpu().tolist() if k in terms else [0.0] * F
-    transforms = params_to_matrix(params.cpu().numpy().astype(np.float64), center_np, size)
+    fitted = params_to_matrix(params.cpu().numpy().astype(np.float64), center_np, size)
+    transforms = fitted @ np.linalg.inv(fitted[0])
     transforms[0] = np.eye(4)
     if progress:
         progress(1.0, "rigid motion lifted")
     return RigidFit(transforms=transforms, residuals=residuals,
-                    calibration={"footprint": footprint, "colour_gain": model.gain.cpu().tolist(),
+                    calibration={"footprint": footprint, "depth_offset": depth_offset, "colour_gain": model.gain.cpu().tolist(),
                                  "colour_bias": model.bias.cpu().tolist(), "working_scale": scale,
                                  "proxy_gaussians": proxy.count})
