@@ -7,10 +7,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from engine.cameras import intrinsics_from_fov, look_at
 from engine.ply import SH_C0, GaussianArrays, write_gaussians
 from engine.synthetic_scene import UP, make_primitives_scene
+
+
+class QuietContext:
+    """The request context a handler gets, with nobody listening: progress dropped, never cancelled."""
+
+    def progress(self, fraction, stage=""):
+        pass
+
+    def check_cancelled(self):
+        pass
+
+
+@pytest.fixture
+def no_depth_model(monkeypatch, tmp_path):
+    """No depth model on the machine and none to fetch (offline, an empty model cache): the lifting's
+    colour-only path and its warning. Import it into a test module to use it."""
+    monkeypatch.setenv("ANIMATE_GAUSSIANS_OFFLINE", "1")
+    monkeypatch.setenv("ANIMATE_GAUSSIANS_MODELS", str(tmp_path / "no_models"))
+    monkeypatch.delenv("ANIMATE_GAUSSIANS_MODEL_DEPTH_ANYTHING_V2_SMALL", raising=False)
 
 
 @dataclass

@@ -10,17 +10,9 @@ from engine import fallbacks
 from engine.errors import AnimateGaussiansError, FallbackRefusedError
 from engine.motion.frames import render_motion_video
 from engine.motion.handler import handle_animate
-from tests.motion_fixtures import box_case, box_motion
+from tests.motion_fixtures import QuietContext, box_case, box_motion, no_depth_model  # noqa: F401 (a fixture)
 
 FRAMES = 3
-
-
-class Ctx:
-    def progress(self, fraction, stage=""):
-        pass
-
-    def check_cancelled(self):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -42,31 +34,23 @@ def video_request(tmp_path_factory):
     return make
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("ANIMATE_GAUSSIANS_OFFLINE", "1")
-    monkeypatch.setenv("ANIMATE_GAUSSIANS_MODELS", str(tmp_path / "no_models"))
-    for name in ("DEPTH_ANYTHING_V2_SMALL",):
-        monkeypatch.delenv(f"ANIMATE_GAUSSIANS_MODEL_{name}", raising=False)
-
-
-def test_no_depth_model_is_a_warning_with_the_result(video_request, offline):
+def test_no_depth_model_is_a_warning_with_the_result(video_request, no_depth_model):
     params, arrays = video_request({})
     with fallbacks.collecting(params) as warnings:
-        result, out = handle_animate(Ctx(), params, arrays)
+        result, out = handle_animate(QuietContext(), params, arrays)
     assert out["transforms"].shape == (FRAMES, 4, 4)
     assert [w["code"] for w in warnings] == ["no_depth"]
     assert "colour alone" in warnings[0]["message"]
 
 
-def test_require_depth_refuses_the_colour_only_lift(video_request, offline):
+def test_require_depth_refuses_the_colour_only_lift(video_request, no_depth_model):
     params, arrays = video_request({}, require=["no_depth"])
     with fallbacks.collecting(params), pytest.raises(FallbackRefusedError, match="--require-depth"):
-        handle_animate(Ctx(), params, arrays)
+        handle_animate(QuietContext(), params, arrays)
 
 
 def test_an_unknown_depth_model_is_refused_by_name(video_request):
     params, arrays = video_request({"depth_model": "depth-nothing"})
     with fallbacks.collecting(params), pytest.raises(AnimateGaussiansError, match="depth-nothing") as info:
-        handle_animate(Ctx(), params, arrays)
+        handle_animate(QuietContext(), params, arrays)
     assert "depth-anything-v2-small" in info.value.user_message()

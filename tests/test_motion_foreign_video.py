@@ -11,6 +11,7 @@ from blender_addon.animate.keyframes import reduce_keys
 from blender_addon.animate.motion_result import object_basis_motion
 from engine import fallbacks
 from engine.motion.handler import handle_animate
+from tests.motion_fixtures import QuietContext, no_depth_model  # noqa: F401 (a fixture)
 from tests.video_sources import draw_motion, jpeg, object_scene, steady_motion, track_errors, write_mp4
 
 FRAMES = 8
@@ -19,22 +20,6 @@ FRAMES = 8
 # textureless turn 8.2%; the sphere 3.5% and 12/16 keys). Strict: a case that starts passing fails here
 # until its mark is removed.
 NO_DEPTH_GAP = pytest.mark.xfail(strict=True, reason="issue 17: without depth the image-plane error is over 3%")
-
-
-class Ctx:
-    def progress(self, fraction, stage=""):
-        pass
-
-    def check_cancelled(self):
-        pass
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No depth model on the machine (as for the user of issue 17)."""
-    monkeypatch.setenv("ANIMATE_GAUSSIANS_OFFLINE", "1")
-    monkeypatch.setenv("ANIMATE_GAUSSIANS_MODELS", str(tmp_path / "no_models"))
-    monkeypatch.delenv("ANIMATE_GAUSSIANS_MODEL_DEPTH_ANYTHING_V2_SMALL", raising=False)
 
 
 def _lift(scene, path, video, depth=None, video_path=None, frames=FRAMES):
@@ -48,14 +33,14 @@ def _lift(scene, path, video, depth=None, video_path=None, frames=FRAMES):
         # What a monocular model gives: disparity up to an unknown scale and shift; the handler aligns it.
         arrays["depth"] = np.where(depth > 0, 2.0 / np.maximum(depth, 1e-3) + 0.5, 0.0).astype(np.float32)
     with fallbacks.collecting(params) as warnings:
-        result, out = handle_animate(Ctx(), params, arrays)
+        result, out = handle_animate(QuietContext(), params, arrays)
     return result, out, [w["code"] for w in warnings]
 
 
 @pytest.mark.parametrize("textured", [True, False], ids=["textured", "textureless"])
 @pytest.mark.parametrize("motion", ["slide", "turn"])
 @pytest.mark.parametrize("with_depth", [True, False], ids=["depth", "no_depth"])
-def test_rigid_motion_from_a_foreign_jpeg_video(textured, motion, with_depth, offline, tmp_path, request):
+def test_rigid_motion_from_a_foreign_jpeg_video(textured, motion, with_depth, no_depth_model, tmp_path, request):
     if not with_depth:
         request.applymarker(NO_DEPTH_GAP)
     scene = object_scene("box", textured, 80, 60, object_count=500, ground_count=1000)
@@ -73,7 +58,7 @@ def test_rigid_motion_from_a_foreign_jpeg_video(textured, motion, with_depth, of
 
 
 @NO_DEPTH_GAP
-def test_the_issue_17_sphere_from_an_mp4(offline, tmp_path):
+def test_the_issue_17_sphere_from_an_mp4(no_depth_model, tmp_path):
     """A uniformly coloured sphere translating steadily in the image plane, 24 frames at 160×120, an mp4
     through the video generator, CPU, no depth model: rigid, accurate, smooth, and a handful of keys."""
     frames = 24

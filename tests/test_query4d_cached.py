@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from engine.query4d.field import FeatureField
-from engine.query4d.query import (QuerySettings, inverse_norms, longest_run, null_relevancy, otsu_threshold,
-                                  per_frame, query_embeddings, raw_relevancy, smooth)
+from engine.query4d.query import (QuerySettings, event_span, inverse_norms, null_relevancy, otsu_threshold,
+                                  per_frame, query_embeddings, raw_relevancy)
 
 
 def reference_raw_relevancy(field, positive, negatives, budget=1 << 27):
@@ -55,15 +55,7 @@ def reference_query(field, positive, negatives, settings=QuerySettings()):
         rel.div_(peak_value)
         top.div_(peak_value)
     T = rel.shape[0]
-    score = smooth(top.mean(1).cpu().numpy(), settings.smoothing)
-    if score.max() > 0:
-        score = score / score.max()
-    low = float(score.min())
-    if 1.0 - low > settings.min_event_contrast:
-        active = score >= low + settings.temporal_threshold * (1.0 - low)
-    else:
-        active = score > 0
-    span = longest_run(active, int(np.argmax(score))) if peak_value > 0 else None
+    score, span = event_span(top, peak_value, settings)     # unchanged by the caching: shared, not copied
     if span is None:
         return None, best, threshold
     inside = rel[span[0]:span[1] + 1]

@@ -251,6 +251,8 @@ def rigid_residuals(seg: SegmentGaussians, bg: Background, targets: LiftTargets,
                     K: np.ndarray, transforms: np.ndarray, options: LiftOptions | None = None) -> dict:
     """Per-frame data losses of a rigid motion measured as the skinned fit measures its own (full segment,
     full resolution), so that the two fits' residuals can be compared."""
+    from ..gaussian_transform import quat_from_matrix
+
     opts = options or LiftOptions()
     device = seg.means.device
     H, W = targets.rgb.shape[1:3]
@@ -264,7 +266,7 @@ def rigid_residuals(seg: SegmentGaussians, bg: Background, targets: LiftTargets,
             T = np.asarray(transforms[f], np.float64)
             crop = _crop_around(rest @ T[:3, :3].T + T[:3, 3], viewmat, K, W, H, opts.margin, device)
             Tt = torch.tensor(T, dtype=torch.float32, device=device)
-            q = torch.tensor(_matrix_to_quat(T[:3, :3]), dtype=torch.float32, device=device)
+            q = torch.tensor(quat_from_matrix(T[:3, :3]), dtype=torch.float32, device=device)
             means = seg.means @ Tt[:3, :3].T + Tt[:3, 3]
             total, terms = _frame_loss(seg, means, quat_multiply(q[None], seg.quats), viewmat_t, crop, bg, targets,
                                        f, size, opts, opts.backend)
@@ -418,12 +420,6 @@ def deformed_points(points: np.ndarray, handle_rest: np.ndarray, handle_transfor
     T = np.asarray(handle_transforms, np.float64)                       # (F, K, 4, 4)
     per = np.einsum("fkij,nj->fnki", T[:, :, :3, :3], p) + T[:, None, :, :3, 3]
     return np.einsum("nk,fnki->fni", np.asarray(weights, np.float64), per)
-
-
-def _matrix_to_quat(R: np.ndarray) -> np.ndarray:
-    from ..gaussian_transform import quat_from_matrix
-
-    return np.asarray(quat_from_matrix(R), np.float64)
 
 
 def _matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:

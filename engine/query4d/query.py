@@ -217,6 +217,23 @@ def _normalised(raw: torch.Tensor, peak_value: float) -> torch.Tensor:
     return rel.div_(peak_value) if peak_value > 0 else rel
 
 
+def event_span(top: torch.Tensor, peak_value: float, settings: QuerySettings
+               ) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """(the temporal score (T,): each frame's mean normalised top relevancy `top` (T, k), smoothed, peak 1; the
+    event's span, None when nothing reaches the text (peak_value 0))."""
+    score = smooth(top.mean(1).cpu().numpy(), settings.smoothing)
+    if score.max() > 0:
+        score = score / score.max()
+    # A match that varies over time is an event: cut between its low and high levels. A steady match (a static
+    # object asked by name) holds for the whole sequence.
+    low = float(score.min())
+    if 1.0 - low > settings.min_event_contrast:
+        active = score >= low + settings.temporal_threshold * (1.0 - low)
+    else:
+        active = score > 0
+    return score, longest_run(active, int(np.argmax(score))) if peak_value > 0 else None
+
+
 def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: torch.Tensor,
                      settings: QuerySettings = QuerySettings()) -> QueryResult:
     raw = raw_relevancy(field, positive, negatives)
@@ -231,20 +248,8 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     if raw_t.shape[0] != top.shape[0]:   # frames between samples: their own top-k (else the same one serves,
         top = raw_t.topk(k, dim=1).values.float()        # normalising below is monotonic)
     peak_value = max(float(top[:, 0].max()) - 0.5, 0.0)  # 0.5 = as close to the text as to a negative
-    top = _normalised(top, peak_value)
     T = raw_t.shape[0]
-    score = top.mean(1).cpu().numpy()
-    score = smooth(score, settings.smoothing)
-    if score.max() > 0:
-        score = score / score.max()
-    # A match that varies over time is an event: cut between its low and high levels. A steady match (a static
-    # object asked by name) holds for the whole sequence.
-    low = float(score.min())
-    if 1.0 - low > settings.min_event_contrast:
-        active = score >= low + settings.temporal_threshold * (1.0 - low)
-    else:
-        active = score > 0
-    span = longest_run(active, int(np.argmax(score))) if peak_value > 0 else None
+    score, span = event_span(_normalised(top, peak_value), peak_value, settings)
     if span is None:
         return _no_match(T, N, raw.device, best, threshold)
     # Only the span's frames are normalised and cut (the masks are empty elsewhere); every frame's relevancy

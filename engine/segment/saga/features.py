@@ -88,10 +88,8 @@ class AffinityFeatures:
             kept = [k for k in self._device_cache if k[0] == "gated"]
             for old in kept[:max(0, len(kept) - GATED_KEPT + 1)]:    # the oldest go
                 del self._device_cache[old]
-            g = gate(torch.tensor([level], device=feats.device))[0]
-            self._device_cache[key] = (g, F.normalize(feats * g, dim=1))
-        g, gated = self._device_cache[key]
-        return gated @ F.normalize(F.normalize(query, dim=0) * g, dim=0)
+            self._device_cache[key] = gated_features(feats, gate, level)
+        return similarity_to_gated(*self._device_cache[key], query)
 
     @classmethod
     def from_labels(cls, labels: np.ndarray, seed: int = 0, noise: float = 0.05) -> "AffinityFeatures":
@@ -187,9 +185,18 @@ def band_gate(dim: int, hidden: int = 32, ramp: float = 0.02) -> ScaleGate:
     return gate
 
 
+def gated_features(features: torch.Tensor, gate: ScaleGate, granularity: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the gate at `granularity` (D,), every Gaussian's feature gated by it and normalised (N, D))."""
+    g = gate(torch.tensor([float(np.clip(granularity, 0.0, 1.0))], device=features.device))[0]
+    return g, F.normalize(features * g, dim=1)
+
+
+def similarity_to_gated(gate_values: torch.Tensor, gated: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of the query feature (D,), gated alike, with features gated by gated_features."""
+    return gated @ F.normalize(F.normalize(query, dim=0) * gate_values, dim=0)
+
+
 def gated_similarity(features: torch.Tensor, gate: ScaleGate, query: torch.Tensor, granularity: float
                      ) -> torch.Tensor:
     """Cosine similarity, after gating at `granularity`, of the query feature (D,) with every Gaussian's."""
-    g = gate(torch.tensor([float(np.clip(granularity, 0.0, 1.0))], device=features.device))[0]
-    q = F.normalize(F.normalize(query, dim=0) * g, dim=0)
-    return F.normalize(features * g, dim=1) @ q
+    return similarity_to_gated(*gated_features(features, gate, granularity), query)
