@@ -10,8 +10,8 @@
 //
 // One warp computes 16 codes per MMA (the tile's rows) against 8 texts per n-tile; codes are read straight
 // from global memory into the MMA's A fragments (4-byte loads; each 32-byte code row is one sector, so DRAM
-// traffic is just the codes). Each warp takes kTilesPerIter tiles per step so that their loads are in flight
-// together.
+// traffic is just the codes). Each warp takes two tiles per step, so that their loads are in flight together
+// and every lane finishes one of their 32 rows.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math_constants.h>
@@ -22,7 +22,8 @@
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kTilesPerIter = 2;
+constexpr int kTilesPerIter = 2;   // the four quads of a warp finish two tiles' 32 rows
+static_assert(kTilesPerIter == 2, "the finishing lanes pick their row by selects written for two tiles");
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // torch's amax: NaN wins.
@@ -78,8 +79,12 @@ __global__ void __launch_bounds__(kWarps * 32) lerf_relevancy_kernel(const LerfR
   const int64_t tiles = (args.rows + 15) / 16;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps * kTilesPerIter;
+  // The row this lane finishes (sigmoid, store): quad q takes tile q / 2, row group + 8 (q % 2), so the
+  // 32 lanes finish the 32 rows of the step's two tiles.
+  const int own_tile = quad >> 1, own_half = quad & 1;
   for (int64_t first = warp * kTilesPerIter; first < tiles; first += stride) {
     // A fragments: a0 = row `group`, k 2 quad..+1; a1 = row group + 8, same k; a2, a3 = the same rows, k + 8.
+    // Every load of the step is issued before the first MMA.
     uint32_t a[kTilesPerIter][KSteps][4];
     float inverse[kTilesPerIter][2];
 #pragma unroll
@@ -92,17 +97,26 @@ __global__ void __launch_bounds__(kWarps * 32) lerf_relevancy_kernel(const LerfR
         const int k0 = ks * 16 + 2 * quad;
         const bool lo = k0 < d, hi = k0 + 8 < d;
         const int w = k0 >> 1;
-        a[u][ks][0] = (in0 && lo) ? codes[row0 * words_per_row + w] : 0u;
-        a[u][ks][1] = (in1 && lo) ? codes[row1 * words_per_row + w] : 0u;
-        a[u][ks][2] = (in0 && hi) ? codes[row0 * words_per_row + w + 4] : 0u;
-        a[u][ks][3] = (in1 && hi) ? codes[row1 * words_per_row + w + 4] : 0u;
+        a[u][ks][0] = (in0 && lo) ? __ldg(codes + row0 * words_per_row + w) : 0u;
+        a[u][ks][1] = (in1 && lo) ? __ldg(codes + row1 * words_per_row + w) : 0u;
+        a[u][ks][2] = (in0 && hi) ? __ldg(codes + row0 * words_per_row + w + 4) : 0u;
+        a[u][ks][3] = (in1 && hi) ? __ldg(codes + row1 * words_per_row + w + 4) : 0u;
       }
-      inverse[u][0] = in0 ? args.inverse[row0] : 0.0f;
-      inverse[u][1] = in1 ? args.inverse[row1] : 0.0f;
+      inverse[u][0] = in0 ? __ldg(args.inverse + row0) : 0.0f;
+      inverse[u][1] = in1 ? __ldg(args.inverse + row1) : 0.0f;
     }
+    const int64_t own_row = (first + own_tile) * 16 + group + 8 * own_half;
+    const bool own_in = own_row < args.rows;
+    const bool own_unseen = own_in ? __ldg(args.unseen + own_row) != 0 : true;
+
+    // acc[nt][2 h + e]: row group + 8 h, column (text) 8 nt + 2 quad + e. Cosines, then per row the positive
+    // (text 0, held by quad 0) and the largest negative over the row's four lanes.
+    float positive[kTilesPerIter][2], negative[kTilesPerIter][2];
 #pragma unroll
     for (int u = 0; u < kTilesPerIter; ++u) {
-      if (first + u >= tiles) break;   // warp-uniform: every lane reaches each MMA or none does
+      positive[u][0] = positive[u][1] = 0.0f;
+      negative[u][0] = negative[u][1] = -CUDART_INF_F;
+      if (first + u >= tiles) continue;   // warp-uniform: every lane reaches each MMA and shuffle or none does
       float acc[NTiles][4];
 #pragma unroll
       for (int nt = 0; nt < NTiles; ++nt) {
@@ -110,10 +124,6 @@ __global__ void __launch_bounds__(kWarps * 32) lerf_relevancy_kernel(const LerfR
 #pragma unroll
         for (int ks = 0; ks < KSteps; ++ks) mma_16816(acc[nt], a[u][ks], b[ks][nt][0], b[ks][nt][1]);
       }
-      // acc[nt][2 h + e]: row group + 8 h, column 8 nt + 2 quad + e. Cosines, then per row the positive
-      // (column 0, held by quad 0) and the largest negative over the row's four lanes.
-      float positive[2] = {0.0f, 0.0f};
-      float negative[2] = {-CUDART_INF_F, -CUDART_INF_F};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
 #pragma unroll
@@ -125,31 +135,31 @@ __global__ void __launch_bounds__(kWarps * 32) lerf_relevancy_kernel(const LerfR
               const float product = __half2float(__float2half_rn(acc[nt][2 * h + e]));
               const float cosine = __fmul_rn(__fadd_rn(product, offs[nt][e]), inverse[u][h]);
               if (text == 0) {
-                positive[h] = cosine;
+                positive[u][h] = cosine;
               } else {
-                negative[h] = max_keeping_nan(negative[h], cosine);
+                negative[u][h] = max_keeping_nan(negative[u][h], cosine);
               }
             }
           }
         }
-        negative[h] = max_keeping_nan(negative[h], __shfl_xor_sync(kFullMask, negative[h], 1));
-        negative[h] = max_keeping_nan(negative[h], __shfl_xor_sync(kFullMask, negative[h], 2));
-        positive[h] = __shfl_sync(kFullMask, positive[h], lane & ~3);
+        negative[u][h] = max_keeping_nan(negative[u][h], __shfl_xor_sync(kFullMask, negative[u][h], 1));
+        negative[u][h] = max_keeping_nan(negative[u][h], __shfl_xor_sync(kFullMask, negative[u][h], 2));
+        positive[u][h] = __shfl_sync(kFullMask, positive[u][h], lane & ~3);
       }
-      // Quad 0 writes row `group`, quad 1 row group + 8.
-      if (quad < 2) {
-        const int64_t row = (first + u) * 16 + group + 8 * quad;
-        if (row < args.rows) {
-          float relevancy = 0.5f;
-          if (!args.unseen[row]) {
-            const float c0 = quad == 0 ? positive[0] : positive[1];
-            const float ck = quad == 0 ? negative[0] : negative[1];
-            const float x = __fmul_rn(__fsub_rn(c0, ck), 10.0f);
-            relevancy = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-x)));   // torch.sigmoid's float formula
-          }
-          args.out[row] = __half_as_ushort(__float2half_rn(relevancy));
-        }
+    }
+    if (own_in) {
+      float relevancy = 0.5f;
+      if (!own_unseen) {
+        // Selects, not an index by quad: a run-time index would put the arrays in local memory.
+        const float c0 = own_tile == 0 ? (own_half == 0 ? positive[0][0] : positive[0][1])
+                                       : (own_half == 0 ? positive[1][0] : positive[1][1]);
+        const float ck = own_tile == 0 ? (own_half == 0 ? negative[0][0] : negative[0][1])
+                                       : (own_half == 0 ? negative[1][0] : negative[1][1]);
+        const float x = __fmul_rn(__fsub_rn(c0, ck), 10.0f);
+        // torch.sigmoid's float formula 1 / (1 + expf(-x)); the correctly rounded reciprocal is that division.
+        relevancy = __frcp_rn(__fadd_rn(1.0f, expf(-x)));
       }
+      args.out[own_row] = __half_as_ushort(__float2half_rn(relevancy));
     }
   }
 }
