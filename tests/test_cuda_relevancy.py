@@ -100,8 +100,24 @@ def test_kernel_gives_the_references_bits(d, texts):
     got = build.load_extension().lerf_relevancy(codes, proj.T.contiguous(), offs, inverse, unseen)
     differ = got != want
     assert not differ.any(), (f"{int(differ.sum())} of {differ.numel()} differ, by at most "
-                              f"{(got.float() - want.float()).abs().max().item():.2e}")
+                              f"{(got.float() - want.float()).abs().max().item():.2e}; "
+                              + gemm_shape_diagnosis(codes, proj, offs, inverse, unseen, got))
     assert (got[unseen] == 0.5).all()
+
+
+def gemm_shape_diagnosis(codes, proj, offs, inverse, unseen, got) -> str:
+    """Whether the reference's own float16 products change when cuBLAS multiplies the same codes as part of a
+    GEMM of the query's size (2M rows, where the H200 profile shows its tensor-core kernel), and whether the
+    kernel matches the reference made from those."""
+    z = codes.reshape(-1, codes.shape[-1]).to(proj.dtype)
+    big = torch.cat([z, z.new_zeros(2_000_000, z.shape[1])]) @ proj
+    small = z @ proj
+    products = big[:len(z)].view(*codes.shape[:2], -1)
+    cos = products.float().add_(offs).mul_(inverse[..., None])
+    from_big = torch.sigmoid((cos[..., 0] - cos[..., 1:].amax(-1)).mul_(10.0)).masked_fill_(unseen, 0.5).half()
+    return (f"torch's products differ between a {len(z)}-row and a {len(z) + 2_000_000}-row GEMM in "
+            f"{int((small != big[:len(z)]).sum())} of {small.numel()}; the kernel differs from the reference "
+            f"made of the large GEMM's products in {int((got != from_big).sum())}")
 
 
 @pytest.mark.gpu
