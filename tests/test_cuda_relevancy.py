@@ -111,12 +111,12 @@ def gemm_shape_diagnosis(codes, proj, offs, inverse, unseen, got) -> str:
     kernel matches the reference made from those."""
     z = codes.reshape(-1, codes.shape[-1]).to(proj.dtype)
     big = torch.cat([z, z.new_zeros(2_000_000, z.shape[1])]) @ proj
-    small = z @ proj
+    changed = int((z @ proj != big[:len(z)]).sum())
     products = big[:len(z)].view(*codes.shape[:2], -1)
     cos = products.float().add_(offs).mul_(inverse[..., None])
     from_big = torch.sigmoid((cos[..., 0] - cos[..., 1:].amax(-1)).mul_(10.0)).masked_fill_(unseen, 0.5).half()
     return (f"torch's products differ between a {len(z)}-row and a {len(z) + 2_000_000}-row GEMM in "
-            f"{int((small != big[:len(z)]).sum())} of {small.numel()}; the kernel differs from the reference "
+            f"{changed} of {big[:len(z)].numel()}; the kernel differs from the reference "
             f"made of the large GEMM's products in {int((got != from_big).sum())}")
 
 
