@@ -121,17 +121,34 @@ def gemm_shape_diagnosis(codes, proj, offs, inverse, unseen, got) -> str:
 
 
 @pytest.mark.gpu
-def test_public_api_runs_the_kernel_on_unaligned_and_large_inputs():
+def test_public_api_runs_the_kernel_on_unaligned_and_large_inputs(monkeypatch):
     codes, proj, offs, inverse, unseen = random_inputs(40, 50_000, 16, 5, seed=9, device="cuda",
                                                        dtype=torch.float16)
     assert cuda_ext.available()
     want = lerf_relevancy_reference(codes, proj, offs, inverse, unseen)
-    assert torch.equal(cuda_ext.lerf_relevancy(codes, proj, offs, inverse, unseen), want)
+
+    def no_reference(*args):
+        raise AssertionError("the torch reference ran instead of the kernel")
+
+    monkeypatch.setattr(cuda_ext, "lerf_relevancy_reference", no_reference)
+    assert torch.equal(cuda_ext.lerf_relevancy(codes, proj, offs, inverse, unseen, block=3), want)
     flat = torch.empty(codes.numel() + 1, dtype=torch.float16, device="cuda")
     shifted = flat[1:].view(codes.shape)            # 2 bytes off: the API copies it to read pairs
     shifted.copy_(codes)
     assert shifted.data_ptr() % 4 != 0
     assert torch.equal(cuda_ext.lerf_relevancy(shifted, proj, offs, inverse, unseen), want)
+    monkeypatch.undo()
     with pytest.warns(RuntimeWarning, match="code widths"):
         wide = random_inputs(2, 100, 66, 3, seed=2, device="cuda", dtype=torch.float16)
         assert torch.equal(cuda_ext.lerf_relevancy(*wide), lerf_relevancy_reference(*wide))
+
+
+@pytest.mark.gpu
+def test_the_query_takes_the_kernel_on_a_gpu_field(monkeypatch):
+    from engine.query4d.query import query_embeddings
+    from tests.test_query4d_cached import small_field
+
+    field, positive, negatives = small_field(3000, 30, 1, seed=1, device="cuda")
+    monkeypatch.setattr(cuda_ext, "lerf_relevancy_reference",
+                        lambda *a: pytest.fail("the torch reference ran instead of the kernel"))
+    assert query_embeddings(field, positive, negatives).matched
