@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.dynamic import make_moving_sequence  # noqa: E402
 from engine.query4d.features import OracleFeatureExtractor  # noqa: E402
 from engine.query4d.field import FieldOptions, build_feature_field  # noqa: E402
-from engine.query4d.query import query_embeddings, query_field  # noqa: E402
+from engine.query4d.query import query_embeddings, query_field, raw_relevancy  # noqa: E402
 
 
 def synthetic_field(count: int, timesteps: int, device: str, d: int = 16, dim: int = 768):
@@ -44,14 +44,7 @@ def synthetic_field(count: int, timesteps: int, device: str, d: int = 16, dim: i
     return field, (A @ target + b).to(device), negatives.to(device)
 
 
-def time_query(run, device: str, repeats: int = 7) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    run()   # warm-up (and what the field caches for every query: its null level, its codes' decoded norms)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    print(f"query_ms_first: {1000 * (time.perf_counter() - t0):.2f} (makes the field's per-field part once)")
+def median_ms(run, device: str, repeats: int = 7) -> float:
     times = []
     for _ in range(repeats):
         if device == "cuda":
@@ -62,6 +55,23 @@ def time_query(run, device: str, repeats: int = 7) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return 1000 * sorted(times)[len(times) // 2]
+
+
+def time_query(run, device: str, repeats: int = 7) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run()   # warm-up (and what the field caches for every query: its null level, its codes' decoded norms)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    print(f"query_ms_first: {1000 * (time.perf_counter() - t0):.2f} (makes the field's per-field part once)")
+    return median_ms(run, device, repeats)
+
+
+def relevancy_path(device: str) -> str:
+    import cuda_ext
+
+    return "cuda_ext kernel" if device == "cuda" and cuda_ext.available() else "torch reference"
 
 
 def main() -> None:
@@ -79,6 +89,10 @@ def main() -> None:
         ms = time_query(lambda: query_embeddings(field, positive, negatives), args.device)
         print(f"query_ms_synthetic_field: {ms:.2f} ({field.count} Gaussians x {args.timesteps} timesteps, "
               f"random codes: time only)")
+        rel_ms = median_ms(lambda: raw_relevancy(field, positive, negatives), args.device)
+        moved = field.codes.numel() * 2 + field.count * args.timesteps * (4 + 1 + 2)   # codes, norm, unseen, out
+        print(f"relevancy_ms: {rel_ms:.2f} ({relevancy_path(args.device)}; {moved / rel_ms / 1e6:.0f} GB/s "
+              f"of codes, norms, unseen bits and float16 out)")
         return
     names = {0: "ground", 1: "red sphere", 2: "green box", 3: "blue sphere"}
     seq = make_moving_sequence(args.per_object, timesteps=args.timesteps, move_start=args.timesteps // 3,
@@ -95,7 +109,8 @@ def main() -> None:
     print(f"field_build_s: {time.perf_counter() - start:.2f}")
     for k, v in field.stats.items():
         print(f"field_{k}: {v:.4f}")
-    print(f"query_ms: {time_query(lambda: query_field(field, ext, 'the red sphere rolling'), args.device):.2f}")
+    print(f"query_ms: {time_query(lambda: query_field(field, ext, 'the red sphere rolling'), args.device):.2f} "
+          f"(relevancy: {relevancy_path(args.device)})")
     r = query_field(field, ext, "the red sphere rolling")
     print(f"query_span: {r.span[0] if r.span else -1}-{r.span[1] if r.span else -1}")
     absent = query_field(field, ext, "a purple elephant")

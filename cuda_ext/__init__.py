@@ -10,10 +10,16 @@ import numpy as np
 import torch
 
 from .build import load_extension
-from .reference import contributions_reference, pack_object_parameters, transform_gaussians_reference
+from .reference import (contributions_reference, lerf_relevancy_reference, pack_object_parameters,
+                        transform_gaussians_reference)
 
 __all__ = ["available", "transform_gaussians", "transform_gaussians_packed", "pack_object_parameters",
-           "transform_gaussians_reference", "accumulate_contributions", "contributions_reference"]
+           "transform_gaussians_reference", "accumulate_contributions", "contributions_reference",
+           "lerf_relevancy", "lerf_relevancy_reference"]
+
+# The kernel's limits (cuda_ext/csrc/lerf_relevancy.h); past them the reference runs, with a warning.
+MAX_CODE_WIDTH = 64
+MAX_TEXTS = 32
 
 # Set to 1 to always run the torch reference (e.g. to rule the kernel out while debugging).
 DISABLE_ENV = "ANIMATE_GAUSSIANS_DISABLE_CUDA_EXT"
@@ -112,3 +118,46 @@ def accumulate_contributions(means2d: torch.Tensor, conics: torch.Tensor, opacit
                                         opacities.float().contiguous(), labels.to(torch.int32).contiguous(),
                                         tile_offsets.to(torch.int32).contiguous(),
                                         flatten_ids.to(torch.int32).contiguous(), int(num_labels), int(tile_size))
+
+
+def _relevancy_kernel(codes: torch.Tensor, proj: torch.Tensor):
+    """The extension when lerf_relevancy can run on the kernel for these tensors, else None (warning when
+    only the shape stands in the way: the reference is exact but several times slower)."""
+    if codes.device.type != "cuda" or codes.dtype != torch.float16 or proj.dtype != torch.float16:
+        return None
+    if torch.cuda.get_device_capability(codes.device) < (8, 0):   # m16n8k16 tensor-core products
+        return None
+    ext = _extension()
+    if ext is None:
+        return None
+    d, texts = proj.shape
+    if d % 2 or d > MAX_CODE_WIDTH or not 2 <= texts <= MAX_TEXTS:
+        warnings.warn(f"cuda_ext: lerf_relevancy's kernel takes even code widths up to {MAX_CODE_WIDTH} and "
+                      f"2 to {MAX_TEXTS} texts, not {d} and {texts}; using the slower torch reference",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return ext
+
+
+def lerf_relevancy(codes: torch.Tensor, proj: torch.Tensor, offs: torch.Tensor, inverse: torch.Tensor,
+                   unseen: torch.Tensor, block: int | None = None) -> torch.Tensor:
+    """(S, N) float16 LERF relevancy of every code (S, N, d) against 1 + K texts: see
+    cuda_ext.reference.lerf_relevancy_reference for the arguments and what is computed.
+
+    On CUDA with float16 codes and products the fused kernel reads each code once and writes its relevancy
+    (the same bits as the reference: tests/test_cuda_relevancy.py). Elsewhere the reference runs over `block`
+    timesteps at a time (bounding its (block, N, 1 + K) intermediates; all at once when None)."""
+    ext = _relevancy_kernel(codes, proj)
+    if ext is not None:
+        codes = codes.contiguous()
+        if codes.data_ptr() % 4:   # the kernel reads codes as pairs of float16
+            codes = codes.clone()
+        return ext.lerf_relevancy(codes, proj.T.contiguous(), offs.float().contiguous(),
+                                  inverse.float().contiguous(), unseen.contiguous())
+    S, N = codes.shape[:2]
+    block = S if block is None else max(1, block)
+    out = torch.empty((S, N), dtype=torch.float16, device=codes.device)
+    for s in range(0, S, block):
+        out[s:s + block] = lerf_relevancy_reference(codes[s:s + block], proj, offs, inverse[s:s + block],
+                                                    unseen[s:s + block])
+    return out

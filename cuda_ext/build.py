@@ -12,7 +12,7 @@ from types import ModuleType
 
 EXTENSION_NAME = "animate_gaussians_cuda"
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = ("bindings.cpp", "transform_gaussians.cu", "accumulate_contributions.cu")
+SOURCES = ("bindings.cpp", "transform_gaussians.cu", "accumulate_contributions.cu", "lerf_relevancy.cu")
 # No --use_fast_math: the kernels are fused multiply-adds only, so it would buy nothing and would flush
 # denormal SH coefficients to zero.
 CXX_FLAGS = ("-O3",)

@@ -106,3 +106,17 @@ def contributions_reference(means: torch.Tensor, quats: torch.Tensor, scales: to
         sums = cpu_rasterizer.accumulate(proj, pixel_values.to(means.device), width, height)
     out = torch.zeros(means.shape[0], dim, dtype=means.dtype, device=means.device)
     return out.index_add_(0, proj.ids, sums.to(means.dtype))
+
+
+def lerf_relevancy_reference(codes: torch.Tensor, proj: torch.Tensor, offs: torch.Tensor, inverse: torch.Tensor,
+                             unseen: torch.Tensor) -> torch.Tensor:
+    """(s, N) float16 LERF relevancy of codes (s, N, d) against texts whose directions in code space are the
+    columns of proj (d, 1 + K) (the positive first) and whose products with the decoder bias are offs (1 + K,):
+    cosine c = (z·p + o)·inverse, then min over negatives of sigmoid(10·(c₀ − cₖ)), 0.5 where unseen (s, N).
+    The products are made in proj's dtype (float16 on a GPU, as the kernel's tensor cores make them).
+
+    The minimum of the sigmoids is sigmoid(10·(c₀ − max cₖ)): every step is monotonic, so one sigmoid per
+    value gives the same number. The kernel (cuda_ext.lerf_relevancy) repeats these steps and their roundings."""
+    cos = (codes.to(proj.dtype) @ proj).float().add_(offs).mul_(inverse[..., None])
+    rel = torch.sigmoid((cos[..., 0] - cos[..., 1:].amax(-1)).mul_(10.0))
+    return rel.masked_fill_(unseen, 0.5).half()

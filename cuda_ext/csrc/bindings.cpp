@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "accumulate_contributions.h"
+#include "lerf_relevancy.h"
 #include "transform_gaussians.h"
 
 namespace {
@@ -121,6 +122,50 @@ torch::Tensor accumulate_contributions(const torch::Tensor& means2d, const torch
   return votes;
 }
 
+torch::Tensor lerf_relevancy(const torch::Tensor& codes, const torch::Tensor& proj, const torch::Tensor& offs,
+                             const torch::Tensor& inverse, const torch::Tensor& unseen) {
+  TORCH_CHECK(codes.is_cuda() && codes.scalar_type() == torch::kFloat16 && codes.is_contiguous(),
+              "codes must be a contiguous float16 CUDA tensor");
+  TORCH_CHECK(proj.is_cuda() && proj.scalar_type() == torch::kFloat16 && proj.is_contiguous(),
+              "proj must be a contiguous float16 CUDA tensor");
+  check_float_cuda(offs, "offs");
+  check_float_cuda(inverse, "inverse");
+  TORCH_CHECK(unseen.is_cuda() && unseen.scalar_type() == torch::kBool && unseen.is_contiguous(),
+              "unseen must be a contiguous bool CUDA tensor");
+  for (const auto* t : {&proj, &offs, &inverse, &unseen}) {
+    TORCH_CHECK(t->device() == codes.device(), "all tensors must be on the same device");
+  }
+  TORCH_CHECK(codes.dim() == 3, "codes must be (S, N, d)");
+  const int64_t steps = codes.size(0), n = codes.size(1), d = codes.size(2);
+  TORCH_CHECK(d > 0 && d % 2 == 0 && d <= kMaxCodeWidth, "codes must be an even width up to ", kMaxCodeWidth,
+              ", got ", d);
+  TORCH_CHECK(proj.dim() == 2 && proj.size(1) == d, "proj must be (texts, d)");
+  const int64_t texts = proj.size(0);
+  TORCH_CHECK(texts >= 2 && texts <= kMaxTexts, "proj must hold 2 to ", kMaxTexts, " texts, got ", texts);
+  TORCH_CHECK(offs.dim() == 1 && offs.size(0) == texts, "offs must be (texts,)");
+  TORCH_CHECK(inverse.dim() == 2 && inverse.size(0) == steps && inverse.size(1) == n, "inverse must be (S, N)");
+  TORCH_CHECK(unseen.dim() == 2 && unseen.size(0) == steps && unseen.size(1) == n, "unseen must be (S, N)");
+  TORCH_CHECK(reinterpret_cast<std::uintptr_t>(codes.data_ptr()) % 4 == 0 &&
+              reinterpret_cast<std::uintptr_t>(proj.data_ptr()) % 4 == 0,
+              "codes and proj must be 4-byte aligned (read as pairs of float16)");
+
+  const c10::cuda::CUDAGuard guard(codes.device());
+  auto out = torch::empty({steps, n}, codes.options());
+  LerfRelevancyArgs args{};
+  args.codes = reinterpret_cast<const uint16_t*>(codes.data_ptr());
+  args.proj = reinterpret_cast<const uint16_t*>(proj.data_ptr());
+  args.offs = offs.data_ptr<float>();
+  args.inverse = inverse.data_ptr<float>();
+  args.unseen = reinterpret_cast<const uint8_t*>(unseen.data_ptr<bool>());
+  args.rows = steps * n;
+  args.d = static_cast<int>(d);
+  args.texts = static_cast<int>(texts);
+  args.out = reinterpret_cast<uint16_t*>(out.data_ptr());
+  const cudaError_t err = launch_lerf_relevancy(args, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "lerf_relevancy kernel failed: ", cudaGetErrorString(err));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -130,5 +175,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("accumulate_contributions", &accumulate_contributions,
         "Per-Gaussian sums of alpha x transmittance over the pixels of each label (means2d, conics, opacities, "
         "labels, tile_offsets, flatten_ids, num_labels, tile_size) -> votes (N, num_labels)");
+  m.def("lerf_relevancy", &lerf_relevancy,
+        "LERF relevancy of every code against a positive text and its negatives (codes (S, N, d) float16, "
+        "proj (texts, d) float16, offs (texts,), inverse (S, N), unseen (S, N) bool) -> (S, N) float16");
   m.attr("params_per_object") = kParamsPerObject;
+  m.attr("max_code_width") = kMaxCodeWidth;
+  m.attr("max_texts") = kMaxTexts;
 }

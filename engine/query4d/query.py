@@ -14,6 +14,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cuda_ext import lerf_relevancy
+from engine.render.frame_sink import to_host
+
 from .features import CANONICAL_NEGATIVES, FeatureExtractor
 from .field import FeatureField
 
@@ -102,8 +105,9 @@ def inverse_norms(field: FeatureField, budget: int = 1 << 27) -> torch.Tensor:
 
 def raw_relevancy(field: FeatureField, positive: torch.Tensor, negatives: torch.Tensor,
                   budget: int = 1 << 27) -> torch.Tensor:
-    """(S, N) float16 LERF relevancy in [0, 1] at the field's sampled timesteps (0.5 where unseen), in blocks of
-    timesteps of about `budget` values of the d-wide products (few launches on a GPU, bounded memory)."""
+    """(S, N) float16 LERF relevancy in [0, 1] at the field's sampled timesteps (0.5 where unseen): on a GPU
+    cuda_ext's fused kernel (one read of each code), else the torch reference in blocks of timesteps of about
+    `budget` values of the d-wide products (bounded memory); the same bits either way."""
     device = field.codes.device
     inverse = inverse_norms(field, budget)
     A = field.decoder_weight.float()                     # (D, d)
@@ -111,20 +115,10 @@ def raw_relevancy(field: FeatureField, positive: torch.Tensor, negatives: torch.
     texts = torch.cat([positive[None], negatives]).to(device).float()          # (1 + K, D)
     proj_c = (texts @ A).T.contiguous().to(_products_dtype(device))            # (d, 1 + K)
     offs = texts @ b                                     # (1 + K,)
-    S, N, _ = field.codes.shape
-    chunk = _block(field, budget)
     unseen = field.derived.get("unseen")
     if unseen is None:
         unseen = field.derived["unseen"] = ~field.seen
-    out = torch.empty((S, N), dtype=torch.float16, device=device)
-    for s in range(0, S, chunk):
-        z = field.codes[s:s + chunk].to(proj_c.dtype)
-        cos = (z @ proj_c).float().add_(offs).mul_(inverse[s:s + chunk, :, None])
-        # min over negatives of sigmoid(10·(c₀ − cₖ)) is sigmoid(10·(c₀ − max cₖ)): every step is monotonic,
-        # so one sigmoid per value instead of one per negative gives the same number.
-        rel = torch.sigmoid((cos[..., 0] - cos[..., 1:].amax(-1)).mul_(10.0))
-        out[s:s + chunk] = rel.masked_fill_(unseen[s:s + chunk], 0.5)
-    return out
+    return lerf_relevancy(field.codes, proj_c, offs, inverse, unseen, block=_block(field, budget))
 
 
 def per_frame(values: torch.Tensor, steps: np.ndarray, total: int) -> torch.Tensor:
@@ -151,18 +145,27 @@ def smooth(signal: np.ndarray, sigma: float) -> np.ndarray:
 
 def otsu_threshold(values: torch.Tensor, bins: int = 128, ignore_zeros: bool = False) -> float:
     """The cut in [0, 1] that best separates two groups of values (Otsu: largest between-class variance);
-    `ignore_zeros` leaves exact zeros out (counted off the first bin instead of selecting the rest: no copy)."""
-    hist = torch.histc(values.float(), bins=bins, min=0.0, max=1.0).double()
+    `ignore_zeros` leaves exact zeros out."""
+    return float(otsu_cut(values, bins, ignore_zeros))
+
+
+def otsu_cut(values: torch.Tensor, bins: int = 128, ignore_zeros: bool = False) -> torch.Tensor:
+    """otsu_threshold as a float32 scalar tensor on the values' device: nothing waits for the device."""
+    values = values.float()
     if ignore_zeros:
-        hist[0] -= float((values == 0).sum())
-    if hist.sum() == 0:
-        return 1.0
-    p = hist / hist.sum()
+        # Moved out of histc's range, the zeros are skipped instead of counted into the first bin and taken off
+        # again: each one was an atomic add on that bin (most of the span's values; 7 ms of a query on the H200)
+        # and the float32 count of bin 0 lost units past 2^24. The other bins are the same counts.
+        values = torch.where(values == 0, -1.0, values)
+    hist = torch.histc(values, bins=bins, min=0.0, max=1.0).double()
+    total = hist.sum()
+    p = hist / total
     centres = (torch.arange(bins, dtype=torch.float64, device=values.device) + 0.5) / bins
     w0 = p.cumsum(0)
     mu0 = (p * centres).cumsum(0)
     between = (mu0[-1] * w0 - mu0) ** 2 / (w0 * (1 - w0)).clamp_min(1e-12)
-    return float((torch.argmax(between[:-1]) + 1) / bins)
+    cut = (torch.argmax(between[:-1]) + 1) / bins
+    return torch.where(total > 0, cut, torch.ones_like(cut))
 
 
 def longest_run(active: np.ndarray, around: int) -> tuple[int, int] | None:
@@ -240,14 +243,15 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     N = raw.shape[1]
     k = min(N, max(16, int(settings.top_fraction * N)))
     top = raw.topk(k, dim=1).values.float()              # (S, k): the match test's, see _top_score
-    best = float(top.mean(1).max())
+    best, top_peak = torch.stack([top.mean(1).max(), top[:, 0].max()]).tolist()   # one wait for both
     threshold = max(settings.min_relevancy, null_relevancy(field, negatives, k) + settings.null_margin)
     if best < threshold:
         return _no_match(field.total_timesteps, N, raw.device, best, threshold)
     raw_t = per_frame(raw, field.timesteps, field.total_timesteps)             # (T, N) float16
     if raw_t.shape[0] != top.shape[0]:   # frames between samples: their own top-k (else the same one serves,
         top = raw_t.topk(k, dim=1).values.float()        # normalising below is monotonic)
-    peak_value = max(float(top[:, 0].max()) - 0.5, 0.0)  # 0.5 = as close to the text as to a negative
+        top_peak = float(top[:, 0].max())
+    peak_value = max(top_peak - 0.5, 0.0)                # 0.5 = as close to the text as to a negative
     T = raw_t.shape[0]
     score, span = event_span(_normalised(top, peak_value), peak_value, settings)
     if span is None:
@@ -257,8 +261,8 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     raw_span = raw_t[span[0]:span[1] + 1].float()
     inside = _normalised(raw_span, peak_value)
     cut = settings.spatial_threshold
-    if cut is None:
-        cut = max(otsu_threshold(inside, ignore_zeros=True), settings.min_spatial_threshold)
+    if cut is None:   # a tensor: the device goes on without a wait
+        cut = otsu_cut(inside, ignore_zeros=True).clamp_min_(settings.min_spatial_threshold)
     masks = torch.zeros((T, N), dtype=torch.bool, device=raw.device)
     span_masks = masks[span[0]:span[1] + 1]
     torch.ge(inside, cut, out=span_masks)
@@ -267,9 +271,12 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     first = span_masks.byte().argmax(0) + span[0]        # argmax gives the first of equal maxima
     last = span[1] - span_masks.flip(0).byte().argmax(0)
     never = torch.full_like(first, -1)
+    ends = torch.stack([torch.where(any_frame, first, never), torch.where(any_frame, last, never)]).int()
+    # Both copied into pinned memory without waiting in between; one wait for the two.
+    (ends, _), (peak, ready) = to_host(ends), to_host(inside.amax(0))
+    if ready is not None:
+        ready.synchronize()
     return QueryResult(span=span, temporal_score=score.astype(np.float32), masks=masks,
                        relevancy=lambda: _normalised(raw_t, peak_value).half(),
-                       mask_start=torch.where(any_frame, first, never).cpu().numpy().astype(np.int32),
-                       mask_end=torch.where(any_frame, last, never).cpu().numpy().astype(np.int32),
-                       peak=inside.amax(0).cpu().numpy().astype(np.float32), best_relevancy=best,
-                       threshold=threshold)
+                       mask_start=ends[0].numpy(), mask_end=ends[1].numpy(), peak=peak.numpy(),
+                       best_relevancy=best, threshold=threshold)
