@@ -61,12 +61,15 @@ def lift(g: SplatTensors, viewmat, K, values: torch.Tensor, backend: str = "auto
 
         return contributions_reference(g.means, g.quats, g.scales, g.opacities, viewmat, K, values.float(),
                                        near, far)
+    from .gsplat_backend import render_gsplat_views
+
+    # The values' channels alone (no colour or depth beside them): gsplat pads a pass to its next supported
+    # channel count and splits it every 32, so D channels rather than D + 4 can be one pass fewer.
     probe = torch.zeros((g.count, dim), device=g.means.device, dtype=torch.float32, requires_grad=True)
-    colors = torch.zeros((g.count, 3), device=g.means.device)
     with torch.enable_grad():
-        out = render_gaussians(g.means.detach(), g.quats.detach(), g.scales.detach(), g.opacities.detach(), colors,
-                               viewmat, K, width, height, near, far, features=probe, backend="gsplat")
-        (grad,) = torch.autograd.grad((out.features * values.float()).sum(), probe)
+        render, _ = render_gsplat_views(g.means.detach(), g.quats.detach(), g.scales.detach(), g.opacities.detach(),
+                                        probe, viewmat[None], K[None], width, height, near, far)
+        (grad,) = torch.autograd.grad((render[0] * values.float()).sum(), probe)
     return grad
 
 

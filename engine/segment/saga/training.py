@@ -14,6 +14,7 @@ from ..views import View
 from .features import BANDS, FEATURE_DIM, SCALE_QUANTILES, AffinityFeatures, SagaError, band_gate, features_path
 from .initialisation import associate, band_normalise, lift_segments
 from .masks import band_identities, pixel_identity, prepare_masks, sam_view_masks, sample_scales
+from ...neighbours import scene_knn
 from .rendering import NullContext, as_device, scene_splats, training_backend, view_contributions
 
 # Contrastive fine-tuning steps after the closed-form initialisation, per device.
@@ -45,6 +46,22 @@ def coherence_loss(rendered: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return ((1.0 - ratio) * solid).sum() / solid.sum().clamp_min(1)
 
 
+class PhaseClock:
+    """Seconds per phase of a training, each taken when the device has finished the phase's work (one
+    synchronisation per phase: the loops themselves never wait)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds = device, {}
+        self.last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[phase] = now - self.last
+        self.last = now
+
+
 def fill_unseen(features: np.ndarray, seen: np.ndarray, means: np.ndarray, k: int = 8) -> np.ndarray:
     """Gaussians no view showed take the mean feature of their k nearest seen Gaussians."""
     if seen.all() or not seen.any():
@@ -67,6 +84,7 @@ def train_features(scene, views: Sequence[View], ctx=None, device="auto", masks:
     ctx = ctx or NullContext()
     device = as_device(device)
     start_time = time.perf_counter()
+    phases = PhaseClock(device)
     if not views:
         raise SagaError("no views to train the features from", hint="give the capture's images or orbit views")
     g = scene_splats(scene, device)
@@ -78,6 +96,7 @@ def train_features(scene, views: Sequence[View], ctx=None, device="auto", masks:
         masks = sam_view_masks(scene, views, device, sam=sam, ctx=ctx)
     if len(masks) != len(views):
         raise SagaError(f"{len(masks)} mask sets for {len(views)} views")
+    phases.mark("views")
     prepared = prepare_masks(masks, contributions, views, device)
     usable = [v for v, vm in enumerate(prepared) if len(vm.scales) and len(vm.candidates) > 1]
     if not usable:
@@ -103,10 +122,15 @@ def train_features(scene, views: Sequence[View], ctx=None, device="auto", masks:
     band_scales = band_scales.clone()
     band_scales[0] = -float("inf")          # band 0: every pixel's smallest mask
     identities = [band_identities(vm, band_scales) if v in usable else None for v, vm in enumerate(prepared)]
+    phases.mark("masks")
+    scene_knn(scene)                        # built once per scene (on the GPU when there is one), then cached
+    phases.mark("knn")
     components, counts = associate(contributions, prepared, identities, usable, g.count, generator)
+    phases.mark("associate")
     ctx.check_cancelled()
     lifted = lift_segments(contributions, prepared, identities, usable, components, counts, scene, g, band_dim,
                            generator)
+    phases.mark("lift")
     seen = lifted.norm(dim=1) > 0
     features = band_normalise(lifted, band_dim).requires_grad_(True)
     gate = band_gate(feature_dim).to(device)
@@ -130,14 +154,17 @@ def train_features(scene, views: Sequence[View], ctx=None, device="auto", masks:
             ctx.check_cancelled()
             ctx.progress(0.3 + 0.7 * (it + 1) / iterations,
                          f"training features: step {it + 1} of {iterations}, loss {float(loss.detach()):.3f}")
+    phases.mark("steps")
     result = F.normalize(features.detach(), dim=1).cpu().numpy()
     result = fill_unseen(result, seen.cpu().numpy(), scene.gaussians.means)
     affinity = AffinityFeatures(
         features=F.normalize(torch.from_numpy(result), dim=1).numpy().astype(np.float32),
         gate_state={k: v.detach().cpu().numpy() for k, v in gate.state_dict().items()},
-        scale_quantiles=quantiles, iterations=iterations, seconds=time.perf_counter() - start_time)
+        scale_quantiles=quantiles, iterations=iterations, seconds=time.perf_counter() - start_time,
+        phases=phases.seconds)
     if save:
         affinity.save(features_path(scene))
+    phases.mark("finish")
     scene.derived["saga_features"] = affinity
     return affinity
 
