@@ -108,29 +108,23 @@ def segment_codes(count: int, band_dim: int, generator: torch.Generator) -> torc
     return F.normalize(basis[:max(count, 1)], dim=1)
 
 
-def lift_segments(contributions: Sequence[ViewContributions], prepared: list[ViewMasks],
-                  identities: list[torch.Tensor], usable: list[int], components: list[torch.Tensor],
-                  counts: list[int], scene, g: SplatTensors, band_dim: int, generator: torch.Generator
-                  ) -> torch.Tensor:
-    """Each Gaussian's 3D segment per band by direct lifting (lifting.assign_labels on the per-view shares of
-    its compositing weight in each segment's masks: smoothing over neighbours, stray fragments and unseen
-    Gaussians decided by their neighbours), and its feature the segment's code: (N, D). Every band's votes
-    come from one lifting pass per view (segment_votes)."""
-    from ...neighbours import scene_knn
+def segment_features(votes: torch.Tensor, counts: Sequence[int], knn: np.ndarray, g: SplatTensors, band_dim: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Each Gaussian's 3D segment per band by direct lifting of its segment_votes (lifting.assign_labels:
+    smoothing over neighbours, stray fragments and unseen Gaussians decided by their neighbours), and its
+    feature the segments' codes: (N, D). `counts` the segments per band (votes' column blocks), knn the
+    scene's kNN graph."""
     from ..lifting import assign_labels
 
-    knn, _ = scene_knn(scene)
     device = g.means.device
-    k = [max(c, 1) for c in counts]
-    votes = segment_votes(contributions, prepared, identities, usable, components, k, g.count)
     rgb, means = g.rgb.cpu().numpy(), g.means.cpu().numpy()
     features = torch.zeros(g.count, BANDS * band_dim, device=device)
     first = 0
     for b in range(BANDS):
-        result = assign_labels(votes[:, first:first + k[b]], knn, rgb, means=means)
-        first += k[b]
+        result = assign_labels(votes[:, first:first + counts[b]], knn, rgb, means=means)
+        first += counts[b]
         labels = torch.from_numpy(result.labels).to(device)
-        codes = segment_codes(k[b], band_dim, generator).to(device)
+        codes = segment_codes(counts[b], band_dim, generator).to(device)
         features[:, b * band_dim:(b + 1) * band_dim] = torch.where((labels >= 0)[:, None], codes[labels.clamp_min(0)],
                                                                    0.0)
     return features
@@ -140,15 +134,16 @@ def segment_votes(contributions: Sequence[ViewContributions], prepared: list[Vie
                   identities: list[torch.Tensor], usable: list[int], components: list[torch.Tensor],
                   counts: Sequence[int], count: int) -> torch.Tensor:
     """(N, Σ counts) per Gaussian and band, its votes for each 3D segment (band b's columns after those of
-    the bands before): the sum over views of view_shares of the weight it has in the segment's pixels. The
-    bands' one-hot columns side by side go through one lifting pass per view, and are the same sums as a
-    pass per band (each column is lifted on its own; the shares divide all by the view's one support)."""
+    the bands before; `counts` ≥ 1 each): the sum over views of view_shares of the weight it has in the
+    segment's pixels. The bands' one-hot columns side by side go through one lifting pass per view: the same
+    sums as a pass per band (each column is lifted on its own; the shares divide all by the view's one
+    support)."""
     votes = torch.zeros(count, int(sum(counts)), device=identities[usable[0]].device)
+    first = torch.tensor([0, *np.cumsum(counts)[:-1].tolist()], device=votes.device)[:, None]
     for v in usable:
         ident = identities[v]
         seg = torch.gather(components[v], 1, ident.clamp_min(0))
         seg = torch.where(ident >= 0, seg, -1)
-        first = torch.tensor([0, *np.cumsum(counts)[:-1].tolist()], device=seg.device)[:, None]
         pulled, support = contributions[v].lift(one_hot_columns(torch.where(seg >= 0, seg + first, -1),
                                                                 int(sum(counts))), prepared[v].candidates)
         votes += view_shares(pulled, support)
