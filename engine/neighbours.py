@@ -136,26 +136,25 @@ def _grid_search(p: "torch.Tensor", queries: "torch.Tensor", k: int, cell: float
     slot = torch.searchsorted(cells, near).clamp_max(len(cells) - 1)
     count = torch.where(cells[slot] == near, counts[slot], 0)
     first = starts[slot]
+    # A query's candidates are its 27 cells' points one after another: lane j of a query lies in the cell
+    # whose running count first exceeds j (rows padded only to the chunk's largest total, not 27 × its
+    # fullest cell).
+    ends = torch.cumsum(count, 1)
+    total, begins = ends[:, -1], ends - count
     out_idx = torch.empty((len(queries), k), dtype=torch.long, device=device)
     out_d2 = torch.empty((len(queries), k), dtype=torch.float64, device=device)
-    widest = count.amax(1)
     start = 0
     while start < len(queries):
-        width = int(widest[start])
-        rows = max(1, SEARCH_ELEMENTS // (27 * max(width, 1)))
-        stop = min(len(queries), start + rows)
-        width = max(int(widest[start:stop].max()), 1)
-        stop = min(stop, start + max(1, SEARCH_ELEMENTS // (27 * width)))
-        lane = torch.arange(width, device=device)
-        member = (first[start:stop, :, None] + lane).reshape(stop - start, -1)
-        valid = (lane < count[start:stop, :, None]).reshape(stop - start, -1)
-        candidate = order[member.clamp_max(len(p) - 1)]
+        stop = min(len(queries), start + max(1, SEARCH_ELEMENTS // max(int(total[start]), k)))
+        width = max(int(total[start:stop].max()), k)
+        stop = min(stop, start + max(1, SEARCH_ELEMENTS // width))
         q = queries[start:stop]
+        lane = torch.arange(width, device=device).expand(len(q), width).contiguous()
+        cell_of = torch.searchsorted(ends[start:stop].contiguous(), lane, right=True).clamp_max(26)
+        member = first[start:stop].gather(1, cell_of) + lane - begins[start:stop].gather(1, cell_of)
+        candidate = order[member.clamp(0, len(p) - 1)]
         dist2 = ((p[candidate] - p[q][:, None]) ** 2).sum(-1)
-        dist2 = torch.where(valid & (candidate != q[:, None]), dist2, float("inf"))
-        if dist2.shape[1] < k:
-            dist2 = torch.cat([dist2, dist2.new_full((len(q), k - dist2.shape[1]), float("inf"))], 1)
-            candidate = torch.cat([candidate, candidate.new_zeros((len(q), k - candidate.shape[1]))], 1)
+        dist2 = torch.where((lane < total[start:stop, None]) & (candidate != q[:, None]), dist2, float("inf"))
         best, at = torch.topk(dist2, k, dim=1, largest=False, sorted=True)
         out_idx[start:stop], out_d2[start:stop] = torch.gather(candidate, 1, at), best
         start = stop
