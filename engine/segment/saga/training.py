@@ -157,7 +157,10 @@ def train_features(scene, views: Sequence[View], ctx=None, device="auto", masks:
     # The gate stays as set: its bands are the granularity semantics, and the masks' scales define them.
     gate.requires_grad_(False)
     optimiser = torch.optim.Adam([features], lr=lr)
-    stride = step_stride if isinstance(contributions[0], RasterizedView) else 1
+    stride = int(step_stride)
+    if stride > 1 and not isinstance(contributions[0], RasterizedView):
+        raise SagaError(f"step_stride {stride} renders coarse views, which only gsplat's path does",
+                        hint="use step_stride 1 on the CPU")
     step_pixels = {v: on_grid(prepared[v].candidates, views[v].width, stride) for v in usable}
     stepped = [v for v in usable if len(step_pixels[v]) > 1]
     if not stepped:
