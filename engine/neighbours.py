@@ -15,6 +15,14 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_K = 16
+# From this many points a graph is searched on the GPU when there is one (a k-d tree over a million points
+# takes seconds even on many cores); below, the tree is quick and CUDA need not start.
+GPU_MIN_POINTS = 100_000
+# grid_knn: rounds of the grid search (the cell doubling each) before the last points are searched against all,
+# elements (query × candidate) per chunk of a search, and the sample that sets the first cell size.
+GRID_ROUNDS = 4
+SEARCH_ELEMENTS = 1 << 23
+GRID_SAMPLE = 1024
 # Points whose nearest-neighbour distances estimate a selection's spacing (enough for a stable median).
 SPACING_SAMPLE = 20000
 
@@ -28,8 +36,10 @@ def nearest(points: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray
     return idx.reshape(len(queries), k), dist.reshape(len(queries), k)
 
 
-def knn_graph(means: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
-    """(indices (N, k) int32, distances (N, k) float32) of each centre's k nearest other centres.
+def knn_graph(means: np.ndarray, k: int = DEFAULT_K, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(indices (N, k) int32, distances (N, k) float32) of each centre's k nearest other centres: the k-d tree
+    on the CPU, or grid_knn on CUDA for GPU_MIN_POINTS points or more (device "auto": when CUDA is here;
+    "cuda"/"cpu" force one). Both give the same graph, ties aside.
 
     Fewer than k+1 points: missing neighbours point at the point itself with distance inf.
     """
@@ -37,6 +47,11 @@ def knn_graph(means: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.nda
     n = len(means)
     if n == 0:
         return np.zeros((0, k), np.int32), np.zeros((0, k), np.float32)
+    if n > k and _on_gpu(n, device):
+        import torch
+
+        idx, dist = grid_knn(torch.from_numpy(means).to("cuda" if device == "auto" else device), k)
+        return idx.cpu().numpy().astype(np.int32), dist.cpu().numpy().astype(np.float32)
     idx, dist = nearest(means, means, min(k + 1, n))
     dist, idx = dist[:, 1:], idx[:, 1:]   # drop the point itself
     if idx.shape[1] < k:
@@ -44,6 +59,109 @@ def knn_graph(means: np.ndarray, k: int = DEFAULT_K) -> tuple[np.ndarray, np.nda
         idx = np.concatenate([idx, np.repeat(np.arange(n)[:, None], pad, 1)], 1)
         dist = np.concatenate([dist, np.full((n, pad), np.inf)], 1)
     return idx.astype(np.int32), dist.astype(np.float32)
+
+
+def _on_gpu(n: int, device: str) -> bool:
+    if device == "cpu":
+        return False
+    if device != "auto":
+        return True
+    if n < GPU_MIN_POINTS:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def grid_knn(points: "torch.Tensor", k: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """(indices (N, k) int64, distances (N, k) float64) of each point's k nearest other points, exact, on the
+    points' device (the GPU's answer to the k-d tree). Points are binned in a grid of cell h; a point's k
+    nearest among the 3×3×3 cells around its own are its true k nearest when the k-th is nearer than h
+    (everything outside those cells is at least h away). Points not settled so are searched again with h
+    doubled, GRID_ROUNDS times, then against all points. Distances in float64, as the tree's."""
+    import torch
+
+    p = points.double()
+    n = len(p)
+    idx = torch.empty((n, k), dtype=torch.long, device=p.device)
+    d2 = torch.empty((n, k), dtype=torch.float64, device=p.device)
+    todo = torch.arange(n, device=p.device)
+    cell = _grid_cell(p, k)
+    for _ in range(GRID_ROUNDS):
+        found, found_d2, settled = _grid_search(p, todo, k, cell)
+        idx[todo[settled]], d2[todo[settled]] = found[settled], found_d2[settled]
+        todo = todo[~settled]
+        if todo.numel() == 0:
+            break
+        cell *= 2.0
+    for chunk in torch.split(todo, max(1, SEARCH_ELEMENTS // n)):     # the rest: against every point
+        all_d2 = ((p[chunk, None] - p[None]) ** 2).sum(-1)
+        all_d2[torch.arange(len(chunk), device=p.device), chunk] = float("inf")
+        d2[chunk], idx[chunk] = torch.topk(all_d2, k, dim=1, largest=False, sorted=True)
+    return idx, d2.sqrt()
+
+
+def _grid_cell(p: "torch.Tensor", k: int) -> float:
+    """A first cell size: the k-th neighbour distance most sample points have (brute force on a sample), but
+    never so small that the grid's cell keys would overflow."""
+    import torch
+
+    sample = p[torch.linspace(0, len(p) - 1, min(len(p), GRID_SAMPLE), device=p.device).long()]
+    kth = []
+    for chunk in torch.split(sample, max(1, SEARCH_ELEMENTS // len(p))):
+        kth.append(torch.topk(((chunk[:, None] - p[None]) ** 2).sum(-1), k + 1, dim=1, largest=False).values[:, -1])
+    cell = float(torch.quantile(torch.cat(kth).sqrt(), 0.9))
+    extent = float((p.max(0).values - p.min(0).values).max())
+    return max(cell, extent / 1e6, 1e-12)
+
+
+def _grid_search(p: "torch.Tensor", queries: "torch.Tensor", k: int, cell: float
+                 ) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+    """(indices (Q, k), squared distances (Q, k), settled (Q,)) of the queries' k nearest among the 27 grid
+    cells around each; settled where the k-th is nearer than `cell`."""
+    import torch
+
+    device = p.device
+    ijk = torch.floor((p - p.min(0).values) / cell).long() + 1      # + 1: a free layer for the offsets
+    dims = ijk.max(0).values + 2
+    key = (ijk[:, 0] * dims[1] + ijk[:, 1]) * dims[2] + ijk[:, 2]
+    order = torch.argsort(key)
+    cells, counts = torch.unique_consecutive(key[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    steps = torch.tensor([-1, 0, 1], device=device)
+    offsets = ((steps[:, None, None] * dims[1] + steps[None, :, None]) * dims[2] + steps[None, None, :]).reshape(-1)
+    by_cell = torch.argsort(key[queries])       # neighbours in one chunk share cells: less padding
+    queries = queries[by_cell]
+    near = key[queries, None] + offsets                                               # (Q, 27)
+    slot = torch.searchsorted(cells, near).clamp_max(len(cells) - 1)
+    count = torch.where(cells[slot] == near, counts[slot], 0)
+    first = starts[slot]
+    # A query's candidates are its 27 cells' points one after another: lane j of a query lies in the cell
+    # whose running count first exceeds j (rows padded only to the chunk's largest total, not 27 × its
+    # fullest cell).
+    ends = torch.cumsum(count, 1)
+    total, begins = ends[:, -1], ends - count
+    out_idx = torch.empty((len(queries), k), dtype=torch.long, device=device)
+    out_d2 = torch.empty((len(queries), k), dtype=torch.float64, device=device)
+    start = 0
+    while start < len(queries):
+        stop = min(len(queries), start + max(1, SEARCH_ELEMENTS // max(int(total[start]), k)))
+        width = max(int(total[start:stop].max()), k)
+        stop = min(stop, start + max(1, SEARCH_ELEMENTS // width))
+        q = queries[start:stop]
+        lane = torch.arange(width, device=device).expand(len(q), width).contiguous()
+        cell_of = torch.searchsorted(ends[start:stop].contiguous(), lane, right=True).clamp_max(26)
+        member = first[start:stop].gather(1, cell_of) + lane - begins[start:stop].gather(1, cell_of)
+        candidate = order[member.clamp(0, len(p) - 1)]
+        dist2 = ((p[candidate] - p[q][:, None]) ** 2).sum(-1)
+        dist2 = torch.where((lane < total[start:stop, None]) & (candidate != q[:, None]), dist2, float("inf"))
+        best, at = torch.topk(dist2, k, dim=1, largest=False, sorted=True)
+        out_idx[start:stop], out_d2[start:stop] = torch.gather(candidate, 1, at), best
+        start = stop
+    back = torch.empty_like(by_cell)
+    back[by_cell] = torch.arange(len(by_cell), device=device)     # the caller's order
+    out_idx, out_d2 = out_idx[back], out_d2[back]
+    return out_idx, out_d2, out_d2[:, -1] < cell * cell
 
 
 def median_spacing(points: np.ndarray, knn: np.ndarray | None = None) -> float:

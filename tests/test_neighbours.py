@@ -4,6 +4,7 @@ ways, and the per-scene cache (memory and disk, by content hash and k; subsets a
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine import neighbours
 from engine.scene_cache import LoadedScene
@@ -84,3 +85,31 @@ def test_moving_graph_updates_where_things_moved_and_equals_a_full_search():
         np.testing.assert_allclose(dist, want_dist, rtol=1e-5)          # the same distances: an exact graph
         assert (got == want).mean() > 0.999                            # and the same neighbours (ties aside)
     assert nb.builds == 6 and nb._still is not None                    # updates, not full searches
+
+
+def test_grid_search_is_the_tree_graph():
+    """grid_knn (the GPU's search, run here on the CPU) gives the k-d tree's graph: on uniform points, on
+    dense clumps with far strays (cells doubled, then the brute-force rest) and on a surface."""
+    import torch
+
+    rng = np.random.default_rng(2)
+    surface = rng.standard_normal((2000, 3))
+    cases = {"uniform": rng.random((2000, 3)),
+             "clumps": np.concatenate([rng.normal(c, 0.01, (600, 3)) for c in rng.random((3, 3))]
+                                      + [rng.random((20, 3)) * 10]),
+             "sphere": surface / np.linalg.norm(surface, axis=1, keepdims=True)}
+    for name, points in cases.items():
+        want_idx, want_dist = neighbours.knn_graph(points, 8, device="cpu")
+        idx, dist = neighbours.grid_knn(torch.from_numpy(points), 8)
+        np.testing.assert_allclose(dist.numpy(), want_dist, rtol=1e-6, err_msg=name)
+        assert (idx.numpy() == want_idx).mean() > 0.999, name                 # ties aside
+
+
+@pytest.mark.gpu
+def test_knn_graph_on_the_gpu_is_the_tree_graph():
+    points = np.random.default_rng(3).random((200_000, 3))
+    want_idx, want_dist = neighbours.knn_graph(points, 16, device="cpu")
+    idx, dist = neighbours.knn_graph(points, 16)                       # "auto": CUDA at this size
+    assert idx.dtype == np.int32 and dist.dtype == np.float32
+    np.testing.assert_allclose(dist, want_dist, rtol=1e-6)
+    assert (idx == want_idx).mean() > 0.999

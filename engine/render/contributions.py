@@ -61,12 +61,15 @@ def lift(g: SplatTensors, viewmat, K, values: torch.Tensor, backend: str = "auto
 
         return contributions_reference(g.means, g.quats, g.scales, g.opacities, viewmat, K, values.float(),
                                        near, far)
+    from .gsplat_backend import render_gsplat_views
+
+    # The values' channels alone (no colour or depth beside them): gsplat pads a pass to its next supported
+    # channel count and splits it every 32, so D channels rather than D + 4 can be one pass fewer.
     probe = torch.zeros((g.count, dim), device=g.means.device, dtype=torch.float32, requires_grad=True)
-    colors = torch.zeros((g.count, 3), device=g.means.device)
     with torch.enable_grad():
-        out = render_gaussians(g.means.detach(), g.quats.detach(), g.scales.detach(), g.opacities.detach(), colors,
-                               viewmat, K, width, height, near, far, features=probe, backend="gsplat")
-        (grad,) = torch.autograd.grad((out.features * values.float()).sum(), probe)
+        render, _ = render_gsplat_views(g.means.detach(), g.quats.detach(), g.scales.detach(), g.opacities.detach(),
+                                        probe, viewmat[None], K[None], width, height, near, far)
+        (grad,) = torch.autograd.grad((render[0] * values.float()).sum(), probe)
     return grad
 
 
@@ -284,9 +287,22 @@ class RasterizedView:
         out = self._render()
         return out.depth, out.alpha
 
-    def render(self, features: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self._render(features)
-        return out.features.reshape(-1, features.shape[1])[pixels], out.alpha.reshape(-1)[pixels]
+    def render(self, features: torch.Tensor, pixels: torch.Tensor, stride: int = 1
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ViewWeights.render; `stride` > 1 renders the view at 1/stride of its resolution, its pixel (j, i)
+        centred on pixel (stride·j, stride·i) of the view, and reads each pixel from the one on its grid."""
+        if stride == 1:
+            out = self._render(features)
+            return out.features.reshape(-1, features.shape[1])[pixels], out.alpha.reshape(-1)[pixels]
+        g, view = self.g, self.view
+        width, height = -(-view.width // stride), -(-view.height // stride)
+        K = self.K.clone()
+        K[:2, :2] /= stride
+        K[:2, 2] = K[:2, 2] / stride + 0.5 - 0.5 / stride
+        out = render_gaussians(g.means, g.quats, g.scales, g.opacities, self.zeros, self.viewmat, K, width, height,
+                               features=features, backend=self.backend)
+        coarse = (pixels // view.width // stride) * width + (pixels % view.width) // stride
+        return out.features.reshape(-1, features.shape[1])[coarse], out.alpha.reshape(-1)[coarse]
 
     def lift(self, values: torch.Tensor, pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return lift_with_support(self.g, self.viewmat, self.K, self.view.width, self.view.height, values, pixels,

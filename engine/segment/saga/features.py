@@ -58,6 +58,7 @@ class AffinityFeatures:
     scale_quantiles: np.ndarray          # (SCALE_QUANTILES,) 3D mask scales at quantiles 0..1 (scene units)
     iterations: int = 0
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)   # training's seconds per phase (not saved)
     _device_cache: dict = field(default_factory=dict, repr=False)
 
     @property

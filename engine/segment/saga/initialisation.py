@@ -28,36 +28,60 @@ def band_normalise(features: torch.Tensor, band_dim: int) -> torch.Tensor:
     return F.normalize(features.reshape(len(features), BANDS, band_dim), dim=2).reshape(len(features), -1)
 
 
+def device_randn(rows: int, cols: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(rows, cols) standard normals made on `device` by a generator seeded from `generator`: reproducible,
+    without drawing millions of numbers on the CPU and copying them over."""
+    seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+    local = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(rows, cols, generator=local, device=device)
+
+
+def one_hot_columns(columns: torch.Tensor, total: int) -> torch.Tensor:
+    """(P, total) rows with a 1 in each of a pixel's columns: `columns` (B, P) holds B column indices per
+    pixel (−1: none), so B one-hot blocks side by side go through one lifting pass."""
+    values = torch.zeros(columns.shape[1], total + 1, device=columns.device)     # + 1: where −1 goes
+    rows = torch.arange(columns.shape[1], device=columns.device).expand_as(columns)
+    values[rows, torch.where(columns >= 0, columns, total)] = 1.0
+    return values[:, :total]
+
+
 def associate(contributions: Sequence[ViewContributions], prepared: list[ViewMasks],
               identities: list[torch.Tensor], usable: list[int], count: int, generator: torch.Generator
               ) -> tuple[list[torch.Tensor | None], list[int]]:
     """(per view (BANDS, M_v) the 3D segment of each of its masks per band (−1: none), the segment count
     per band): the masks of one 3D segment share it in every view.
 
-    A mask's 3D footprint is the share of each Gaussian's weight in its view that falls in the mask; its
-    sketch is that footprint times a random vector per Gaussian (rendered: one pass per view), so sketch
-    cosines estimate footprint cosines (Johnson-Lindenstrauss). Masks of different views whose footprints
-    overlap (cosine >= ASSOCIATION_COSINE) are linked; the connected components are the 3D segments."""
+    A mask's 3D footprint is the share of each Gaussian's weight in its view that falls in the mask (one
+    lifting pass per view for all bands' masks); its sketch is the footprint's product with a random vector
+    per Gaussian, so sketch cosines estimate footprint cosines (Johnson-Lindenstrauss). Masks of different
+    views whose footprints overlap (cosine >= ASSOCIATION_COSINE) are linked; the connected components are
+    the 3D segments."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     device = identities[usable[0]].device
-    randoms = torch.randn(count, SKETCH_DIM, generator=generator).to(device)
+    randoms = device_randn(count, SKETCH_DIM, generator, device)
     sketches, owners = [[] for _ in range(BANDS)], [[] for _ in range(BANDS)]
     for v in usable:
-        pix = prepared[v].candidates
-        _, support = contributions[v].lift(randoms.new_zeros(len(pix), 0), pix)
+        masks = len(prepared[v].scales)
+        ident = identities[v]
+        # A column per (band, mask) that holds a pixel: SAM's many masks would leave most of BANDS·M empty.
+        flat = torch.where(ident >= 0, ident + masks * torch.arange(BANDS, device=device)[:, None], BANDS * masks)
+        present = torch.zeros(BANDS * masks + 1, dtype=torch.bool, device=device)
+        present[flat.reshape(-1)] = True
+        present = present[:-1].cpu()                   # one transfer per view
+        column = torch.full((BANDS * masks + 1,), -1, dtype=torch.long)
+        column[:-1][present] = torch.arange(int(present.sum()))
+        pulled, support = contributions[v].lift(one_hot_columns(column.to(device)[flat], int(present.sum())),
+                                                prepared[v].candidates)
         if not bool((support > 0).any()):
             continue
-        with torch.no_grad():
-            rendered = contributions[v].render(view_shares(randoms, support), pix)[0]       # (P, K)
+        sketch = F.normalize(view_shares(pulled, support).T @ randoms, dim=1)        # (present, SKETCH_DIM)
+        kept = torch.nonzero(present.reshape(BANDS, masks))
         for b in range(BANDS):
-            ident = identities[v][b]
-            ok = ident >= 0
-            sums = rendered.new_zeros(len(prepared[v].scales), SKETCH_DIM).index_add_(0, ident[ok], rendered[ok])
-            present = torch.nonzero(torch.bincount(ident[ok], minlength=len(prepared[v].scales))).squeeze(1)
-            sketches[b].append(F.normalize(sums[present], dim=1))
-            owners[b] += [(v, int(m)) for m in present.tolist()]
+            in_band = kept[:, 0] == b
+            sketches[b].append(sketch[torch.nonzero(in_band).squeeze(1).to(device)])
+            owners[b] += [(v, int(m)) for m in kept[in_band, 1].tolist()]
     components = [None if v not in usable else torch.full((BANDS, len(prepared[v].scales)), -1, dtype=torch.long,
                                                           device=device) for v in range(len(prepared))]
     counts = [0] * BANDS
@@ -84,33 +108,43 @@ def segment_codes(count: int, band_dim: int, generator: torch.Generator) -> torc
     return F.normalize(basis[:max(count, 1)], dim=1)
 
 
-def lift_segments(contributions: Sequence[ViewContributions], prepared: list[ViewMasks],
-                  identities: list[torch.Tensor], usable: list[int], components: list[torch.Tensor],
-                  counts: list[int], scene, g: SplatTensors, band_dim: int, generator: torch.Generator
-                  ) -> torch.Tensor:
-    """Band by band, each Gaussian's 3D segment by direct lifting (lifting.assign_labels on the per-view
-    shares of its compositing weight in each segment's masks: smoothing over neighbours, stray fragments and
-    unseen Gaussians decided by their neighbours), and its feature the segment's code: (N, D)."""
-    from ...neighbours import scene_knn
+def segment_features(votes: torch.Tensor, counts: Sequence[int], knn: np.ndarray, g: SplatTensors, band_dim: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Each Gaussian's 3D segment per band by direct lifting of its segment_votes (lifting.assign_labels:
+    smoothing over neighbours, stray fragments and unseen Gaussians decided by their neighbours), and its
+    feature the segments' codes: (N, D). `counts` the segments per band (votes' column blocks), knn the
+    scene's kNN graph."""
     from ..lifting import assign_labels
 
-    knn, _ = scene_knn(scene)
     device = g.means.device
+    rgb, means = g.rgb.cpu().numpy(), g.means.cpu().numpy()
     features = torch.zeros(g.count, BANDS * band_dim, device=device)
+    first = 0
     for b in range(BANDS):
-        k = max(counts[b], 1)
-        votes = torch.zeros(g.count, k, device=device)
-        for v in usable:
-            seg = components[v][b][identities[v][b].clamp_min(0)]
-            seg = torch.where(identities[v][b] >= 0, seg, -1)
-            ok = seg >= 0
-            values = torch.zeros(len(seg), k, device=device)
-            values[ok, seg[ok]] = 1.0
-            pulled, support = contributions[v].lift(values, prepared[v].candidates)
-            votes += view_shares(pulled, support)
-        result = assign_labels(votes, knn, g.rgb.cpu().numpy(), means=g.means.cpu().numpy())
+        result = assign_labels(votes[:, first:first + counts[b]], knn, rgb, means=means)
+        first += counts[b]
         labels = torch.from_numpy(result.labels).to(device)
-        codes = segment_codes(k, band_dim, generator).to(device)
+        codes = segment_codes(counts[b], band_dim, generator).to(device)
         features[:, b * band_dim:(b + 1) * band_dim] = torch.where((labels >= 0)[:, None], codes[labels.clamp_min(0)],
                                                                    0.0)
     return features
+
+
+def segment_votes(contributions: Sequence[ViewContributions], prepared: list[ViewMasks],
+                  identities: list[torch.Tensor], usable: list[int], components: list[torch.Tensor],
+                  counts: Sequence[int], count: int) -> torch.Tensor:
+    """(N, Σ counts) per Gaussian and band, its votes for each 3D segment (band b's columns after those of
+    the bands before; `counts` ≥ 1 each): the sum over views of view_shares of the weight it has in the
+    segment's pixels. The bands' one-hot columns side by side go through one lifting pass per view: the same
+    sums as a pass per band (each column is lifted on its own; the shares divide all by the view's one
+    support)."""
+    votes = torch.zeros(count, int(sum(counts)), device=identities[usable[0]].device)
+    first = torch.tensor([0, *np.cumsum(counts)[:-1].tolist()], device=votes.device)[:, None]
+    for v in usable:
+        ident = identities[v]
+        seg = torch.gather(components[v], 1, ident.clamp_min(0))
+        seg = torch.where(ident >= 0, seg, -1)
+        pulled, support = contributions[v].lift(one_hot_columns(torch.where(seg >= 0, seg + first, -1),
+                                                                int(sum(counts))), prepared[v].candidates)
+        votes += view_shares(pulled, support)
+    return votes

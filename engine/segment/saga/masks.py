@@ -72,21 +72,24 @@ def band_identities(vm: ViewMasks, band_scales: torch.Tensor) -> torch.Tensor:
 
 def sample_scales(vm: ViewMasks, pixels: torch.Tensor, count: int, generator: torch.Generator,
                    grid: torch.Tensor, quantiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scales, their quantiles q) for one step: half the scale of a mask holding a sampled pixel (so small,
-    rare masks are trained as often as their pixels are drawn), half uniform in q."""
+    """(scales, their quantiles q) for one step: half the scale of a random mask holding a sampled pixel (so
+    small, rare masks are trained as often as their pixels are drawn), half uniform in q. Nothing here waits
+    for the device (a step's choices are drawn on the CPU, the masks looked up where they are)."""
     device = pixels.device
     anchors = count // 2
-    q_uniform = torch.rand(count - anchors, generator=generator).to(device)
-    picked = []
-    for _ in range(anchors):
-        p = pixels[int(torch.randint(len(pixels), (1,), generator=generator))]
-        holding = torch.nonzero(vm.masks[:, p]).squeeze(1)
-        if len(holding):
-            picked.append(vm.scales[holding[int(torch.randint(len(holding), (1,), generator=generator))]])
-    mask_scales = torch.stack(picked).float() if picked else quantiles.new_zeros(0)
-    # q of a mask's scale: where it falls in the quantile table.
+    q_uniform = torch.rand(count, generator=generator).to(device)
+    at = torch.randint(len(pixels), (anchors,), generator=generator).to(device)
+    holding = vm.masks[:, pixels[at]]                                        # (M, anchors)
+    keys = torch.rand(holding.shape, generator=generator).to(device)
+    chosen = torch.where(holding, keys, -1.0).argmax(0)                      # a random mask holding it
+    # q of a mask's scale: where it falls in the quantile table; an anchor no mask holds takes a uniform q.
+    mask_scales = vm.scales[chosen].float()
     q_masks = torch.searchsorted(quantiles.contiguous(), mask_scales.contiguous()).float() / (len(quantiles) - 1)
-    return torch.cat([mask_scales, _interp(q_uniform, grid, quantiles)]), torch.cat([q_masks.clamp(0, 1), q_uniform])
+    held = holding.any(0)
+    q_masks = torch.where(held, q_masks.clamp(0, 1), q_uniform[:anchors])
+    mask_scales = torch.where(held, mask_scales, _interp(q_masks, grid, quantiles))
+    return (torch.cat([mask_scales, _interp(q_uniform[anchors:], grid, quantiles)]),
+            torch.cat([q_masks, q_uniform[anchors:]]))
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
