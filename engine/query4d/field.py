@@ -3,7 +3,8 @@
 
 Build: render every frame from orbit views → per timestep and view, features of a crop pyramid of the clip
 centred there → autoencoder over all crop features → per-pixel code images → contribution-weighted lifting onto
-the Gaussians posed at that timestep, summed over views.
+the Gaussians posed at that timestep, summed over views, pooled with colour-alike neighbours → Gaussians that no
+view saw (or only faintly) at a timestep filled from their well-seen colour-alike neighbours there (`fill_unseen`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .autoencoder import train_autoencoder
 from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
 from .features import FeatureExtractor, clip_crop_features, crop_boxes, crop_membership
 
-FIELD_VERSION = 3
+FIELD_VERSION = 4   # 4: unseen and faintly seen Gaussians filled from well-seen neighbours (`filled`)
 
 
 @dataclass
@@ -41,6 +42,8 @@ class FieldOptions:
     ae_iterations: int = 400
     knn: int = 32         # neighbours pooled into each Gaussian's lifted feature (0: none)
     colour_sigma: float = 0.2   # RGB distance scale of the neighbours' weights in pooling (0: all weigh 1)
+    fill_rounds: int = 8        # kNN hops over which unseen Gaussians take seen neighbours' codes (0: none)
+    fill_below: float = 0.5     # seen with less than this × its colour-alike neighbours' mean weight: filled too
     backend: str = "auto"
 
     def key(self, extractor_name: str) -> str:
@@ -52,8 +55,8 @@ class FieldOptions:
 
 @dataclass
 class FeatureField:
-    codes: torch.Tensor            # (S, N, d) float16, unit rows; zero where the Gaussian was never seen
-    seen: torch.Tensor             # (S, N) bool
+    codes: torch.Tensor            # (S, N, d) float16, unit rows; zero where the Gaussian has no code
+    seen: torch.Tensor             # (S, N) bool: observed by a view (after neighbour pooling)
     timesteps: np.ndarray          # (S,) int: the sampled timesteps, increasing, first 0 and last T − 1
     total_timesteps: int
     decoder_weight: torch.Tensor   # (D, d)
@@ -61,15 +64,24 @@ class FeatureField:
     extractor: str
     stats: dict = field(default_factory=dict)   # seconds per stage, autoencoder fit
     derived: dict = field(default_factory=dict, repr=False)   # what queries share, made once (not saved)
+    # (S, N) bool: code taken from well-seen neighbours (unseen, or seen only faintly); None: no fills
+    filled: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
         return int(self.codes.shape[1])
 
+    @property
+    def has_code(self) -> torch.Tensor:
+        """(S, N) bool: observed or filled; a query gives the rest relevancy 0.5 (no evidence either way)."""
+        return self.seen if self.filled is None else self.seen | self.filled
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         with atomic_write(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, codes=self.codes.cpu().numpy(), seen=self.seen.cpu().numpy(), timesteps=self.timesteps,
+            filled = self.filled if self.filled is not None else torch.zeros_like(self.seen)
+            np.savez(f, codes=self.codes.cpu().numpy(), seen=self.seen.cpu().numpy(),
+                     filled=filled.cpu().numpy(), timesteps=self.timesteps,
                      total_timesteps=self.total_timesteps, decoder_weight=self.decoder_weight.cpu().numpy(),
                      decoder_bias=self.decoder_bias.cpu().numpy(), extractor=self.extractor,
                      stats=json.dumps(self.stats))
@@ -78,11 +90,13 @@ class FeatureField:
     @classmethod
     def load(cls, path: str | Path, device) -> "FeatureField":
         with np.load(path, allow_pickle=False) as z:
+            # Fields saved before version 4 have no fills: their unseen Gaussians stay without a code.
+            filled = torch.from_numpy(z["filled"]).to(device) if "filled" in z.files else None
             return cls(codes=torch.from_numpy(z["codes"]).to(device), seen=torch.from_numpy(z["seen"]).to(device),
                        timesteps=z["timesteps"].astype(np.int64), total_timesteps=int(z["total_timesteps"]),
                        decoder_weight=torch.from_numpy(z["decoder_weight"]).to(device),
                        decoder_bias=torch.from_numpy(z["decoder_bias"]).to(device), extractor=str(z["extractor"]),
-                       stats=json.loads(str(z["stats"])))
+                       stats=json.loads(str(z["stats"])), filled=filled)
 
 
 def neighbourhood_sums(index: torch.Tensor, num: torch.Tensor, den: torch.Tensor,
@@ -105,6 +119,30 @@ def colour_weights(index: torch.Tensor, rgb: torch.Tensor, sigma: float) -> torc
     another object: the hidden underside of a ball touches the floor, whose sums must not flood it)."""
     d2 = ((rgb[index] - rgb[:, None]) ** 2).sum(-1)
     return torch.exp(-d2 / (2 * sigma ** 2))
+
+
+def fill_unseen(index: torch.Tensor, codes: torch.Tensor, known: torch.Tensor, weights: torch.Tensor | None,
+                rounds: int, min_weight: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes (N, d) with unit codes given to Gaussians without one, filled (N,) bool): each round, a Gaussian
+    still without a code takes the weighted mean of its coded neighbours' codes (index (N, k), `weights` (N, k)
+    colour similarities) when they weigh at least `min_weight`, so codes spread one kNN hop per round into what
+    no view saw (a ball's underside, Gaussians behind others) from the same object at the same moment.
+
+    Spatial, not temporal: a code carries the action as well as the object, and only neighbours at the same
+    timestep share the action (a ball at rest whose underside is first seen once it rolls would carry
+    "rolling" before the roll began, stretching the event's span). Colour-aware with a floor on the weight:
+    the floor touching a ball's underside weighs ~0.006 at σ 0.2, so it cannot give the ball its code, and a
+    Gaussian whose only coded neighbours are of another colour keeps none (relevancy 0.5) rather than a wrong
+    one. Fixed rounds, no test of whether any is left: no host sync inside the build's per-timestep loop."""
+    known = known.clone()
+    filled = torch.zeros_like(known)
+    for _ in range(rounds):
+        num, den = neighbourhood_sums(index, codes * known[:, None], known.to(codes.dtype), weights)
+        new = ~known & (den >= min_weight)
+        codes = torch.where(new[:, None], F.normalize(num, dim=-1), codes)
+        known |= new
+        filled |= new
+    return codes, filled
 
 
 def sampled_timesteps(total: int, stride: int) -> np.ndarray:
@@ -160,6 +198,7 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     d = crop_codes.shape[-1]
     codes = torch.zeros((len(steps), seq.count, d), dtype=torch.float16, device=device)
     seen = torch.zeros((len(steps), seq.count), dtype=torch.bool, device=device)
+    filled = torch.zeros_like(seen)
     neighbours = MovingNeighbours(options.knn)
     for i, t in enumerate(steps.tolist()):
         means, quats, rgb = dev.at(t)
@@ -172,12 +211,24 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
             w = colour_weights(index, rgb, options.colour_sigma) if options.colour_sigma > 0 else None
             num, den = neighbourhood_sums(index, num, den, w)
         ok = den > 1e-4
-        codes[i] = torch.where(ok[:, None], F.normalize(num, dim=-1), torch.zeros_like(num)).half()
+        unit = torch.where(ok[:, None], F.normalize(num, dim=-1), torch.zeros_like(num))
+        if options.knn > 0 and options.fill_rounds > 0:
+            # Gaussians seen only faintly against their colour-alike neighbours (at a glancing angle, through the
+            # silhouette against the floor) carry codes mixed with what lies behind them: they take their
+            # well-seen neighbours' codes as the unseen ones do, and keep their own where no such neighbour is
+            # within reach. Against the neighbours, not the scene: a small object's Gaussians all weigh little.
+            local_sum, local_weight = neighbourhood_sums(index, den[:, None], torch.ones_like(den), w)
+            typical = local_sum[:, 0] / local_weight
+            trusted = ok & (den >= options.fill_below * typical)
+            spread, filled[i] = fill_unseen(index, unit * trusted[:, None], trusted, w, options.fill_rounds)
+            unit = torch.where(filled[i][:, None], spread, unit)
+        codes[i] = unit.half()
         seen[i] = ok
         report(0.7 + 0.3 * (i + 1) / len(steps), f"lifting features: timestep {t + 1} of {seq.timesteps}")
     stats["lifting_s"] = time.perf_counter() - clock
     stats["neighbour_graphs"] = neighbours.builds
     stats["seen_fraction"] = float(seen.float().mean())
-    return FeatureField(codes=codes, seen=seen, timesteps=steps, total_timesteps=seq.timesteps,
+    stats["filled_fraction"] = float(filled.float().mean())
+    return FeatureField(codes=codes, seen=seen, filled=filled, timesteps=steps, total_timesteps=seq.timesteps,
                         decoder_weight=fit.model.decoder.weight.detach().clone(),
                         decoder_bias=fit.model.decoder.bias.detach().clone(), extractor=extractor.name, stats=stats)

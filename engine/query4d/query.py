@@ -117,7 +117,7 @@ def raw_relevancy(field: FeatureField, positive: torch.Tensor, negatives: torch.
     offs = texts @ b                                     # (1 + K,)
     unseen = field.derived.get("unseen")
     if unseen is None:
-        unseen = field.derived["unseen"] = ~field.seen
+        unseen = field.derived["unseen"] = ~field.has_code
     return lerf_relevancy(field.codes, proj_c, offs, inverse, unseen, block=_block(field, budget))
 
 
