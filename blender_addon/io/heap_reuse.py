@@ -5,7 +5,9 @@ unmaps it on free, so every attribute array of an import is new memory whose 4 K
 write, although the parsed buffer freed just before it is the same size. glibc raises the threshold by itself
 (to at most 32 MiB) once it unmaps a block larger than it; doing that once, before a file is read, keeps the
 buffers and arrays up to 32 MiB (1M SH-3 Gaussians: 12–16 MB each) on the heap, where each freed buffer is
-reused by the next array.
+reused by the next array. That is the bpy module's case (its build turns jemalloc off); Blender's own Linux
+builds link jemalloc, which keeps freed memory for reuse by itself, and there the one malloc/free below is all
+this does.
 """
 
 from __future__ import annotations
