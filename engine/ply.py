@@ -1,7 +1,8 @@
 """The one reader and writer of 3D Gaussian Splatting .ply files (INRIA layout), numpy only.
 
 Both the Blender add-on (import/export) and the engine (scene loading) use it. Reading is chunked so a
-caller can pull attribute groups without holding a second full copy of the file in memory.
+caller can pull attribute groups without holding a second full copy of the file in memory, and a big file's
+rows are read in spans on several threads.
 """
 
 from __future__ import annotations
