@@ -8,6 +8,8 @@ from bad_ply_files import BAD_CASES, make_bad_file, valid_vertices
 
 from blender_addon.io.gaussian_layout import (AXIS_CONVERSION, attribute_specs, from_buffer, layout_from_json,
                                               layout_to_json, read_dtypes, relative_transform, is_identity, to_buffer)
+from engine import ply
+from engine.errors import PlyFormatError
 from engine.ply import read_groups, read_header, read_structured, write_ply
 
 
@@ -59,10 +61,12 @@ def test_groups_and_buffers_round_trip_every_property(tmp_path, fmt):
     assert np.array_equal(read_structured(header), original.astype(read_structured(header).dtype))
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("layout", ["inria", "shuffled", "double_x"])
-def test_groups_match_the_file_whatever_the_property_order_and_types(tmp_path, layout):
+def test_groups_match_the_file_whatever_the_property_order_and_types(tmp_path, monkeypatch, layout, threads):
     """Groups whose properties sit side by side move as one item per row; shuffled or mixed-type ones column by
-    column: every layout gives the file's values."""
+    column: every layout gives the file's values, read in one go or in spans on threads."""
+    monkeypatch.setattr(ply, "_read_threads", lambda count: threads)
     v = valid_vertices(40_000, 1)   # several 2 MB chunks
     names = list(v.dtype.names)
     if layout == "shuffled":   # y before x, rotation reversed: not side by side in group order
@@ -81,6 +85,31 @@ def test_groups_match_the_file_whatever_the_property_order_and_types(tmp_path, l
     for spec in specs:
         expected = np.stack([out[n].astype(np.float32) for n in spec.properties], axis=1)
         assert np.array_equal(groups[spec.name], expected), spec.name
+
+
+@pytest.mark.parametrize("bad_rows", [(12_000, 25_000), (25_000,), (29_999,)])
+@pytest.mark.parametrize("layout", ["inria", "double_x"])
+def test_a_nan_read_on_threads_names_the_first_bad_gaussian(tmp_path, monkeypatch, bad_rows, layout):
+    """Three spans of 10,000 rows: whichever spans meet a NaN, the error names the first one in the file."""
+    monkeypatch.setattr(ply, "_read_threads", lambda count: 3)
+    v = valid_vertices(30_000, 1)
+    out = v.astype([(n, "<f8" if layout == "double_x" and n == "x" else "<f4") for n in v.dtype.names])
+    for row in bad_rows:
+        out["y"][row] = np.nan
+    path = tmp_path / "nan.ply"
+    write_ply(path, out, fmt="binary_little_endian")
+    header = read_header(path)
+    with pytest.raises(PlyFormatError, match=f"'y' of Gaussian {bad_rows[0]:,} is NaN"):
+        read_groups(header, {s.name: s.properties for s in attribute_specs(header.properties)})
+
+
+def test_big_files_are_read_on_the_cores_there_are(monkeypatch):
+    monkeypatch.setattr(ply.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert ply._read_threads(1_000) == 1
+    assert ply._read_threads(1_000_000) == 2
+    monkeypatch.setattr(ply.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert ply._read_threads(250_000) == 2
+    assert ply._read_threads(10_000_000) == ply._READ_THREADS
 
 
 def test_sh_attributes_gather_channel_major_rest():

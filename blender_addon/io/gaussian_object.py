@@ -18,7 +18,7 @@ from engine.errors import AnimateGaussiansError, InputFileError, PlyFormatError
 from engine.formats import FRAMES, PLY
 from engine.ply import write_ply
 
-from . import display_nodes
+from . import display_nodes, heap_reuse
 from .gaussian_layout import (AXIS_CONVERSION, FILE_TO_LOCAL_KEY, HASH_KEY, LAYOUT_KEY, SEGMENT_ATTRIBUTE,
                               SOURCE_INDEX_ATTRIBUTE, SOURCE_KEY, AttributeSpec, Layout, attribute_specs, from_buffer,
                               is_identity, layout_from_json, layout_to_json, relative_transform, sh_attribute_names,
@@ -99,6 +99,7 @@ def import_ply(path: str | os.PathLike, context: bpy.types.Context | None = None
     """Import a splat file (3DGS .ply, compressed .ply, .splat, .spz, SOG; see splat_import) as a Gaussian
     object named after the file, linked to the active collection, made active and selected."""
     context = context or bpy.context
+    heap_reuse.reuse_freed_buffers()   # before the parse buffers exist, so Blender's arrays can take their place
     parsed, fmt, frame = parse_any(path)
     obj = build_object(parsed, object_name(path), context.collection, convert_axes=convert_axes,
                        points_only=points_only, points_only_threshold=points_only_threshold, file_frame=frame)
