@@ -125,7 +125,14 @@ def test_public_api_runs_the_kernel_on_unaligned_and_large_inputs(monkeypatch):
     codes, proj, offs, inverse, unseen = random_inputs(40, 50_000, 16, 5, seed=9, device="cuda",
                                                        dtype=torch.float16)
     assert cuda_ext.available()
-    want = lerf_relevancy_reference(codes, proj, offs, inverse, unseen)
+    # The kernel itself on the whole field: the API's blocks and its copy of misaligned codes must give these
+    # bits. (Against the torch reference the kernel is exact where cuBLAS keeps its algorithm; for this 2M-row
+    # product it picked another one on the H200 and a few products rounded apart, so that is held to a few values
+    # apart, each by what a product's last fp16 bit moves a sigmoid of slope 10 times its inverse norm.)
+    want = build.load_extension().lerf_relevancy(codes, proj.T.contiguous(), offs, inverse, unseen)
+    reference = lerf_relevancy_reference(codes, proj, offs, inverse, unseen)
+    apart = want != reference
+    assert float(apart.float().mean()) < 1e-3 and (want.float() - reference.float()).abs().max() <= 0.05
 
     def no_reference(*args):
         raise AssertionError("the torch reference ran instead of the kernel")

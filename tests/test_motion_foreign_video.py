@@ -15,11 +15,6 @@ from tests.motion_fixtures import QuietContext, no_depth_model  # noqa: F401 (a 
 from tests.video_sources import draw_motion, jpeg, object_scene, steady_motion, track_errors, write_mp4
 
 FRAMES = 8
-# Issue 17 is open on these: without depth the fit still moves the object in the image plane as it turns
-# (measured on the 2-core CPU: textured slide jitter 1.14%, textureless slide 3.06%, textured turn 4.3%,
-# textureless turn 8.2%; the sphere 3.5% and 12/16 keys). Strict: a case that starts passing fails here
-# until its mark is removed.
-NO_DEPTH_GAP = pytest.mark.xfail(strict=True, reason="issue 17: without depth the image-plane error is over 3%")
 
 
 def _lift(scene, path, video, depth=None, video_path=None, frames=FRAMES):
@@ -40,9 +35,7 @@ def _lift(scene, path, video, depth=None, video_path=None, frames=FRAMES):
 @pytest.mark.parametrize("textured", [True, False], ids=["textured", "textureless"])
 @pytest.mark.parametrize("motion", ["slide", "turn"])
 @pytest.mark.parametrize("with_depth", [True, False], ids=["depth", "no_depth"])
-def test_rigid_motion_from_a_foreign_jpeg_video(textured, motion, with_depth, no_depth_model, tmp_path, request):
-    if not with_depth:
-        request.applymarker(NO_DEPTH_GAP)
+def test_rigid_motion_from_a_foreign_jpeg_video(textured, motion, with_depth, no_depth_model, tmp_path):
     scene = object_scene("box", textured, 80, 60, object_count=500, ground_count=1000)
     truth = steady_motion(scene, FRAMES, sideways=0.3 if motion == "slide" else 0.0,
                           degrees=35.0 if motion == "turn" else 0.0)
@@ -57,7 +50,6 @@ def test_rigid_motion_from_a_foreign_jpeg_video(textured, motion, with_depth, no
     assert errors["jitter"] < 0.01, errors
 
 
-@NO_DEPTH_GAP
 def test_the_issue_17_sphere_from_an_mp4(no_depth_model, tmp_path):
     """A uniformly coloured sphere translating steadily in the image plane, 24 frames at 160×120, an mp4
     through the video generator, CPU, no depth model: rigid, accurate, smooth, and a handful of keys."""

@@ -58,7 +58,7 @@ def sparse_views(one_thread):
     """Few, coarse views (3 at 40 px, from above) and a pooling reach small against the ball: part of its
     underside is seen by none of them. The same field built with and without fills."""
     seq = make_moving_sequence(400, timesteps=9, move_start=3, move_end=6)
-    return seq, _build(seq), _build(seq, fill_rounds=0)
+    return seq, _build(seq, fill_rounds=8), _build(seq, fill_rounds=0)
 
 
 def _mid_span(seq, field):

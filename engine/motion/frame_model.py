@@ -147,7 +147,7 @@ class FrameModel:
             gain = torch.where(var > 1e-6, cov / var.clamp_min(1e-6), torch.ones_like(var)).clamp(0.5, 2.0)
             self.gain, self.bias = gain, mt - gain * mo
 
-    def fit_footprint(self, viewmat: torch.Tensor, win: Window, factors=(0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.12, 1.25, 1.4)
+    def fit_footprint(self, viewmat: torch.Tensor, win: Window, factors=(0.25, 0.32, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.12, 1.25, 1.4)
                       ) -> float:
         """Scale the segment's splats by the factor under which our render of the rest pose best matches the
         first frame (a parabola through the best of `factors` and its neighbours). Another renderer's

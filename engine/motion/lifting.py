@@ -73,9 +73,12 @@ class LiftOptions:
     working_pixels: float = 0.0       # compare at the pixel step where the segment spans this (0: 20 CPU, 160 CUDA)
     smooth_prior: float = 3.0         # on second differences of the pose (radians, object sizes)
     ray_prior: float = 0.5            # without depth: on motion along the camera's depth axis (object sizes)
-    turn_prior: float = 0.01          # on the change of rotation per frame (radians)
+    turn_prior: float = 0.01          # on the change of rotation per frame (radians), for a textured object
+    textureless_turn_prior: float = 1.0   # the same for an object of one flat colour (interpolated by texture)
+    bias_prior: float = 0.05          # on frame 0's pose (the video's source against our render; radians, sizes)
     tolerance: float = 2e-4           # tracking stops when 5 steps gain less than this
-    refine_iterations: int = 15       # joint refinement of all frames under the priors (0: off)
+    refine_iterations: int = 40       # joint refinement of all frames under the priors (0: off)
+    refine_lr: float = 0.25           # its Adam step, relative to `lr`
 
 
 @dataclass

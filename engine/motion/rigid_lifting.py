@@ -81,6 +81,29 @@ def adam(params: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor], 
     return best
 
 
+def texture(seg: SegmentGaussians) -> float:
+    """How textured the segment is, in [0, 1]: the opacity-weighted spread of its colours per channel, 0 for
+    one flat colour, 1 from a spread of 0.1 up. A flat object's turn shows only in its outline, so the fit
+    must be held to the least turn that explains it."""
+    w = seg.opacities / seg.opacities.sum().clamp_min(1e-12)
+    mean = (seg.colors * w[:, None]).sum(0)
+    spread = (((seg.colors - mean) ** 2) * w[:, None]).sum(0).sqrt().mean()
+    return float((spread / 0.1).clamp(0.0, 1.0))
+
+
+def relative_motion(fitted: np.ndarray, first: np.ndarray, center: np.ndarray, size: float) -> np.ndarray:
+    """(F, 4, 4) motion since frame 0 from the fitted poses (F, 4, 4) and frame 0's parameters (6,). Where
+    the data puts the object in frame 0 is how the video's source differs from our render: a shift of the
+    image (a pixel convention, a footprint) stays with the camera, a turn stays with the object. So frame 0's
+    pose is split into a world shift S and a turn O about the centre, and T_f = S⁻¹ F_f O⁻¹."""
+    turn = params_to_matrix(np.concatenate([first[:3], np.zeros(3)])[None], center, size)[0]
+    shift = np.eye(4)
+    shift[:3, 3] = first[3:] * size
+    transforms = np.linalg.inv(shift) @ fitted @ np.linalg.inv(turn)
+    transforms[0] = np.eye(4)
+    return transforms
+
+
 def working_scale(seg: SegmentGaussians, viewmat: np.ndarray, K: np.ndarray, target_pixels: float) -> int:
     """The pixel step at which the segment spans about `target_pixels` (at least 1)."""
     cam = seg.means.detach().cpu().numpy() @ viewmat[:3, :3].T + viewmat[:3, 3]
@@ -108,12 +131,22 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
                        mask_weight=opts.mask_weight)
     V = torch.tensor(viewmat, dtype=torch.float32, device=device)
     has_depth = targets.depth is not None
-    priors = Priors(smooth=opts.smooth_prior, ray=0.0 if has_depth else opts.ray_prior, turn=opts.turn_prior)
+    textured = texture(proxy)
+    # Depth shows a flat object's turn in its shape; without it, only the outline does.
+    turn = opts.turn_prior if has_depth else opts.turn_prior ** textured * opts.textureless_turn_prior ** (1.0 - textured)
+    priors = Priors(smooth=opts.smooth_prior, ray=0.0 if has_depth else opts.ray_prior, turn=turn)
     # Frame by frame, smoothness would pull each pose toward the past's velocity (a lag); it acts on the
     # whole sequence in the joint refinement, where a steady motion costs nothing.
     tracking_priors = Priors(smooth=0.0, ray=priors.ray, turn=priors.turn)
     depth_axis = V[2, :3] * 1.0                              # camera depth of a translation, in sizes
     rest_np = proxy.means.detach().cpu().numpy().astype(np.float64)
+
+    def first_pose_prior(p: torch.Tensor) -> torch.Tensor:
+        """Frame 0 shows the rest pose: what the fit finds there is the video's source against our render, a
+        little. Without depth, a move along the view ray there would only resize the object (the footprint
+        calibration's job) and scale every later translation by the changed distance, so it is pinned."""
+        pinned = 0.0 if has_depth else 100.0 * opts.ray_prior * (p[3:] @ depth_axis) ** 2
+        return opts.bias_prior * (p * p).sum() + pinned
 
     def viewmats(p: torch.Tensor) -> torch.Tensor:
         return V @ pose_matrices(p, center, size)
@@ -143,7 +176,7 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
         def loss_of(p: torch.Tensor) -> torch.Tensor:
             data, _ = model.data_loss(viewmats(p[None]), frame, win, target)
             if f == 0:
-                return data[0]
+                return data[0] + first_pose_prior(p)
             return data[0] + prior_terms(torch.cat([history, p[None]]), anchor, depth_axis, tracking_priors)
 
         with torch.no_grad():
@@ -161,11 +194,11 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
 
         def joint_loss(p: torch.Tensor) -> torch.Tensor:
             data, _ = model.data_loss(viewmats(p), frames, win, target)
-            return data.sum() + prior_terms(p, p[0], depth_axis, priors)
+            return data.sum() + prior_terms(p, p[0], depth_axis, priors) + first_pose_prior(p[0])
 
         if progress:
             progress(0.65, "refining all frames together")
-        params = adam(params, joint_loss, opts.refine_iterations, opts.lr * 0.25)
+        params = adam(params, joint_loss, opts.refine_iterations, opts.lr * opts.refine_lr)
 
     with torch.no_grad():
         frames = torch.arange(F, device=device)
@@ -175,12 +208,11 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
     residuals["total"] = data.cpu().tolist()
     for k in ("colour", "depth", "mask"):
         residuals[k] = terms[k].cpu().tolist() if k in terms else [0.0] * F
-    fitted = params_to_matrix(params.cpu().numpy().astype(np.float64), center_np, size)
-    transforms = fitted @ np.linalg.inv(fitted[0])
-    transforms[0] = np.eye(4)
+    fitted_params = params.cpu().numpy().astype(np.float64)
+    transforms = relative_motion(params_to_matrix(fitted_params, center_np, size), fitted_params[0], center_np, size)
     if progress:
         progress(1.0, "rigid motion lifted")
     return RigidFit(transforms=transforms, residuals=residuals,
                     calibration={"footprint": footprint, "depth_offset": depth_offset, "colour_gain": model.gain.cpu().tolist(),
                                  "colour_bias": model.bias.cpu().tolist(), "working_scale": scale,
-                                 "proxy_gaussians": proxy.count})
+                                 "proxy_gaussians": proxy.count, "texture": textured, "turn_prior": turn})

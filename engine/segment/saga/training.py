@@ -18,10 +18,10 @@ from .initialisation import associate, band_normalise, segment_features, segment
 from .masks import band_identities, pixel_identity, prepare_masks, sam_view_masks, sample_scales
 from .rendering import NullContext, as_device, scene_splats, training_backend, view_contributions
 
-# Contrastive fine-tuning steps after the closed-form initialisation, per device. On CUDA 150: at 1M Gaussians
-# and 60 views (benchmarks/saga_speed.py) 150 steps gave the click IoU of 300 (H200: min 0.994, mean 0.9977
-# both) at ~33 ms a step.
-ITERATIONS = {"cuda": 150, "cpu": 40}
+# Contrastive fine-tuning steps after the closed-form initialisation, per device. On CUDA 100: at 1M Gaussians
+# and 60 views (benchmarks/saga_speed.py, oracle masks) 75, 150 and 300 steps gave the same click IoU (H200: min
+# 0.994, mean 0.9977 each); a step is 33–60 ms there, so 100 keeps a margin over 75 for SAM's noisier masks.
+ITERATIONS = {"cuda": 100, "cpu": 40}
 PIXELS_PER_STEP = {"cuda": 2048, "cpu": 256}
 SCALES_PER_STEP = 4
 # A step renders the view's features at 1/STEP_STRIDE of its resolution (gsplat only) and samples its pixels on
