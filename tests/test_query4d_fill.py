@@ -12,8 +12,7 @@ from engine.dynamic import make_moving_sequence
 from engine.query4d.features import OracleFeatureExtractor
 from engine.query4d.field import FeatureField, FieldOptions, build_feature_field, colour_weights, fill_unseen
 from engine.query4d.query import query_field
-
-NAMES = {0: "ground", 1: "red sphere", 2: "green box", 3: "blue sphere"}
+from tests.test_query4d import NAMES, one_thread  # noqa: F401 (a fixture)
 
 
 def test_codes_spread_one_hop_per_round_to_the_same_colour_only():
@@ -36,14 +35,6 @@ def test_codes_spread_one_hop_per_round_to_the_same_colour_only():
     _, filled = fill_unseen(lonely, torch.tensor([[0.0, 0.0], [0.0, 1.0]]), torch.tensor([False, True]),
                             colour_weights(lonely, rgb[[0, 5]], 0.2), rounds=3)
     assert not filled.any()
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _build(seq, **changes) -> FeatureField:

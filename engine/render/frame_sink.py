@@ -21,12 +21,13 @@ from .png import PendingPng, write_png
 from .video import Mp4Writer
 
 
-def to_host(t: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+def to_host(t: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.cuda.Event | None]:
     """A host copy of `t` and the event to wait for before reading it (None: ready now). From a GPU the
-    copy goes into pinned memory and does not wait."""
+    copy goes into pinned memory (`out`, a pinned buffer of t's shape kept by the caller, else a new one) and
+    does not wait."""
     if not t.is_cuda:
         return t, None
-    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host = out if out is not None else torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     host.copy_(t, non_blocking=True)
     ready = torch.cuda.Event()
     ready.record()

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...render.contributions import label_votes
+from ...render.frame_sink import to_host
 from ...render.gsplat_backend import render_gsplat_tile
 from ...render.rasterizer import gsplat_available, render_gaussians
 from ..views import View
@@ -91,19 +92,19 @@ def click_scores(features: AffinityFeatures, scene, view: View, x: float, y: flo
         pixel, alpha = out.features[row, col], out.alpha[row, col]
     if float(alpha) < 0.05:
         raise SagaError(f"nothing of the scene is at pixel ({x:.0f}, {y:.0f})", hint="click on an object")
-    return to_host(features.similarity(pixel, granularity, device), scene)
+    return scores_to_host(features.similarity(pixel, granularity, device), scene)
 
 
-def to_host(scores: torch.Tensor, scene) -> np.ndarray:
+def scores_to_host(scores: torch.Tensor, scene) -> np.ndarray:
     """(N,) float32 scores as a new host array. From a GPU through a pinned buffer kept with the scene: a
     pageable copy of 1M scores took 2.7 ms on the H200, more than the rest of a click."""
     scores = scores.float()
-    if scores.device.type != "cuda":
+    if not scores.is_cuda:
         return scores.numpy()
     buffer = scene.cached(f"saga_pinned_{len(scores)}", lambda: torch.empty(len(scores), pin_memory=True))
-    buffer.copy_(scores, non_blocking=True)
-    torch.cuda.current_stream(scores.device).synchronize()
-    return buffer.numpy().copy()
+    host, ready = to_host(scores, buffer)
+    ready.synchronize()
+    return host.numpy().copy()
 
 
 @torch.no_grad()
@@ -117,7 +118,7 @@ def mask_scores(features: AffinityFeatures, scene, view: View, mask: np.ndarray,
     if not bool(m.any()):
         raise SagaError("the mask covers nothing of the scene", hint="select a region that shows the object")
     query = F.normalize(fmap[m], dim=1).mean(0)
-    return to_host(features.similarity(query, granularity, device), scene)
+    return scores_to_host(features.similarity(query, granularity, device), scene)
 
 
 def text_scores(scene, views: Sequence[View], prompt: str, granularity: float, ctx=None, device="auto",
