@@ -4,6 +4,8 @@ too: a crash, a hang and a memory hog must each be counted."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,3 +52,31 @@ def test_the_harness_counts_crashes_hangs_and_memory(tmp_path):
             np.ones(8_000_000).sum()   # 61 MiB touched for a 5-byte input
 
         assert run_target(_target(hog), 2, workdir=tmp_path).memory_over == 2
+
+
+@pytest.mark.skipif(not memory_meter_works() or not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"),
+                    reason="peak RSS reset and glibc's malloc only")
+def test_the_memory_meter_sees_a_hog_served_from_free_resident_heap(tmp_path):
+    # What an earlier test can leave behind: a raised mmap threshold and 90 MB of freed, resident heap between
+    # live blocks, from which malloc serves the hog's 61 MiB without a new page (seen once in a full CI run).
+    from blender_addon.io import heap_reuse
+    heap_reuse.reuse_freed_buffers()
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.restype, libc.free.argtypes = None, [ctypes.c_void_p]
+    blocks = [libc.malloc(30 << 20) for _ in range(3)]
+    fence = libc.malloc(1 << 20)
+    assert all(blocks) and fence
+    for block in blocks:
+        ctypes.memset(block, 1, 30 << 20)
+    for block in blocks:
+        libc.free(block)
+
+    def hog(data, workdir):
+        np.ones(8_000_000).sum()
+
+    try:
+        counts = run_target(_target(hog), 2, workdir=tmp_path)
+    finally:
+        libc.free(fence)
+    assert counts.memory_over == 2, counts.line()
