@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements-dev.txt requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --dest $(WHEELHOUSE) plyfile==1.0.3
+	$(PY) build_addon.py --download-wheels $(WHEELHOUSE) > /dev/null   # what the extension zip bundles (offline builds)
 	touch $@
 
 test: setup test-bpy-versions

@@ -1,14 +1,17 @@
 """Build the Blender extension zip (and optionally the engine's Python environment).
 
     python build_addon.py                      # dist/animate_gaussians-<version>.zip
-    python build_addon.py --wheel-dir DIR      # take plyfile's wheel from DIR instead of PyPI
+    python build_addon.py --wheel-dir DIR      # take the bundled wheels from DIR instead of PyPI
+    python build_addon.py --download-wheels DIR  # put them in DIR (for offline builds), build nothing
     python build_addon.py --engine-env DIR     # also create the engine environment (tools/engine_env.py):
                                                # torch for this machine, requirements.txt, gsplat with CUDA
 
-The zip holds the add-on package (blender_addon/), its manifest, and two pure-Python wheels Blender installs
-beside it: plyfile, and our own `animate_gaussians_engine` wheel (packages `engine` and `cuda_ext`), so the
-add-on imports the shared torch-free modules (PLY reader, protocol, cameras) and can start the engine
-process from the same code.
+The zip holds the add-on package (blender_addon/), its manifest, and the wheels Blender installs beside it:
+plyfile, our own `animate_gaussians_engine` wheel (packages `engine` and `cuda_ext`), so the add-on imports the
+shared torch-free modules (PLY reader, protocol, cameras) and can start the engine process from the same code,
+and ISA-L's `isal` (its gzip inflate is 2.3x zlib's: .spz import, see engine/formats/inflate.py), one wheel per
+platform and supported Python. Blender installs the one that fits; where none does (e.g. Windows on ARM) the
+add-on runs the same on the standard library's zlib, so `isal` does not narrow the extension's `platforms`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ ROOT = Path(__file__).resolve().parent
 ADDON_DIR = ROOT / "blender_addon"
 EXTENSION_ID = "animate_gaussians"
 PLYFILE_REQUIREMENT = "plyfile==1.0.3"  # 1.1+ needs numpy>=2; Blender 4.2–5.0 ship numpy 1.x
+# Compiled wheels that only make something faster: bundled per platform where they exist, never required.
+ACCELERATOR_REQUIREMENTS = {"isal": "isal==1.9.1"}
+ACCELERATOR_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_28_aarch64", "macosx_11_0_arm64",
+                         "macosx_10_13_x86_64", "win_amd64")
 ENGINE_PACKAGES = ("engine", "cuda_ext")
 # The Python of each supported Blender: every bundled wheel must load on all of them.
 BLENDER_PYTHONS = {"4.2": (3, 11), "4.5": (3, 11), "5.0": (3, 11), "5.1": (3, 13), "5.2": (3, 13), "5.3": (3, 13)}
@@ -78,18 +85,44 @@ def build_engine_wheel(out_dir: Path, version: str) -> Path:
     return wheel_path
 
 
-def fetch_plyfile_wheel(out_dir: Path, wheel_dir: Path | None) -> Path:
-    if wheel_dir is not None:
-        found = sorted(wheel_dir.glob("plyfile-1.0.3-*.whl"))
-        if not found:
-            raise SystemExit(f"no plyfile 1.0.3 wheel in {wheel_dir}")
-        return Path(shutil.copy2(found[0], out_dir))
+def _pip_download(dest: Path, requirement: str, *options: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                    "--dest", str(out_dir), PLYFILE_REQUIREMENT], check=True)
-    found = sorted(out_dir.glob("plyfile-*.whl"))
-    if not found:
-        raise SystemExit("pip did not produce a plyfile wheel")
-    return found[0]
+                    "--dest", str(dest), *options, requirement], check=True)
+
+
+def download_wheels(dest: Path) -> list[Path]:
+    """Every third-party wheel the zip bundles, from PyPI into `dest`: plyfile, and each accelerator for each
+    platform and supported Blender Python."""
+    dest.mkdir(parents=True, exist_ok=True)
+    _pip_download(dest, PLYFILE_REQUIREMENT)
+    for requirement in ACCELERATOR_REQUIREMENTS.values():
+        for major, minor in sorted(set(BLENDER_PYTHONS.values())):
+            for platform in ACCELERATOR_PLATFORMS:
+                _pip_download(dest, requirement, "--python-version", f"{major}.{minor}", "--platform", platform)
+    return bundled_wheels(dest)
+
+
+def _pinned(requirement: str) -> str:
+    name, version = requirement.split("==")
+    return f"{name.replace('-', '_')}-{version}-*.whl"
+
+
+def bundled_wheels(folder: Path) -> list[Path]:
+    """The third-party wheels in `folder` the zip bundles: plyfile's, and every wheel of the pinned accelerators
+    (those of other platforms and Pythons too: Blender installs the one that fits)."""
+    plyfile = sorted(folder.glob(_pinned(PLYFILE_REQUIREMENT)))
+    if not plyfile:
+        raise SystemExit(f"no {PLYFILE_REQUIREMENT} wheel in {folder}: `python build_addon.py --download-wheels "
+                         f"{folder}` puts the bundled wheels there")
+    accelerators = [w for r in ACCELERATOR_REQUIREMENTS.values() for w in sorted(folder.glob(_pinned(r)))]
+    return plyfile[:1] + accelerators
+
+
+def fetch_wheels(out_dir: Path, wheel_dir: Path | None) -> list[Path]:
+    """The third-party wheels to bundle, copied into `out_dir` (from `wheel_dir`, else downloaded from PyPI)."""
+    if wheel_dir is None:
+        return download_wheels(out_dir)
+    return [Path(shutil.copy2(w, out_dir)) for w in bundled_wheels(wheel_dir)]
 
 
 def wheel_tags(wheel_name: str) -> tuple[set[str], set[str], set[str]]:
@@ -121,27 +154,39 @@ _PLATFORMS = (("manylinux", "x86_64", "linux-x64"), ("manylinux", "aarch64", "li
               ("macosx", "universal2", "macos-arm64"), ("macosx", "universal2", "macos-x64"))
 
 
+def distribution(wheel_name: str) -> str:
+    return wheel_name.split("-", 1)[0].lower()
+
+
 def blender_platforms(wheels: list[str]) -> list[str] | None:
-    """The platforms the extension runs on: None when every wheel is pure (`any`: all platforms), else the
-    platforms every platform-specific wheel covers."""
-    covered: set[str] | None = None
+    """The platforms the extension runs on: None when every required wheel is pure (`any`: all platforms), else
+    the platforms every platform-specific wheel covers (the wheels of one distribution together). Accelerators
+    only speed things up where they have a wheel: they narrow nothing."""
+    covers: dict[str, set[str]] = {}
     for wheel in wheels:
         plats = wheel_tags(wheel)[2]
-        if plats == {"any"}:
+        if plats == {"any"} or distribution(wheel) in ACCELERATOR_REQUIREMENTS:
             continue
-        here = {name for plat in plats for prefix, machine, name in _PLATFORMS
-                if plat.startswith(prefix) and plat.endswith(machine)}
-        covered = here if covered is None else covered & here
-    return None if covered is None else sorted(covered)
+        covers.setdefault(distribution(wheel), set()).update(
+            name for plat in plats for prefix, machine, name in _PLATFORMS
+            if plat.startswith(prefix) and plat.endswith(machine))
+    if not covers:
+        return None
+    return sorted(set.intersection(*covers.values()))
 
 
 def check_wheels(wheels: list[str]) -> None:
-    """Refuse to build an extension whose wheels would not load on a supported Blender."""
+    """Refuse to build an extension whose wheels would not load on a supported Blender: each distribution needs
+    a wheel for every supported Python (Blender also reads the Pythons an extension supports off its wheels, so
+    an accelerator without one would make the whole extension refuse that Blender)."""
+    groups: dict[str, list[str]] = {}
     for wheel in wheels:
+        groups.setdefault(distribution(wheel), []).append(wheel)
+    for names in groups.values():
         for blender, python in BLENDER_PYTHONS.items():
-            if not wheel_loads_on(wheel, python):
-                raise SystemExit(f"{wheel} does not load on Blender {blender} (Python {python[0]}.{python[1]}): "
-                                 "bundle a pure-Python wheel or one per Python version")
+            if not any(wheel_loads_on(wheel, python) for wheel in names):
+                raise SystemExit(f"{', '.join(names)} does not load on Blender {blender} (Python "
+                                 f"{python[0]}.{python[1]}): bundle a pure-Python wheel or one per Python version")
 
 
 def manifest_with_wheels(wheels: list[str]) -> str:
@@ -163,7 +208,7 @@ def build_extension(dist: Path, wheel_dir: Path | None = None) -> Path:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    wheels = [fetch_plyfile_wheel(work, wheel_dir), build_engine_wheel(work, version)]
+    wheels = [*fetch_wheels(work, wheel_dir), build_engine_wheel(work, version)]
     check_wheels([w.name for w in wheels])
     dist.mkdir(parents=True, exist_ok=True)
     zip_path = dist / f"{EXTENSION_ID}-{version}.zip"
@@ -183,12 +228,19 @@ def build_extension(dist: Path, wheel_dir: Path | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="output folder (default dist/)")
-    parser.add_argument("--wheel-dir", type=Path, help="folder holding plyfile-1.0.3 wheel (offline build)")
+    parser.add_argument("--wheel-dir", type=Path, help="folder holding the bundled wheels (offline build; "
+                        "--download-wheels fills it)")
+    parser.add_argument("--download-wheels", type=Path, metavar="DIR",
+                        help="download the bundled third-party wheels into DIR and stop")
     parser.add_argument("--engine-env", type=Path, help="also create the engine environment here")
     parser.add_argument("--gsplat-wheel", help="with --engine-env on CUDA: a prebuilt gsplat wheel (file or URL) "
                         "instead of gsplat from PyPI, which compiles its CUDA code on first use (needs nvcc)")
     parser.add_argument("--dry-run", action="store_true", help="with --engine-env: print the pip steps only")
     args = parser.parse_args(argv)
+    if args.download_wheels:
+        for wheel in download_wheels(args.download_wheels):
+            print(wheel)
+        return 0
     zip_path = build_extension(args.dist, args.wheel_dir)
     print(zip_path)
     if args.engine_env:

@@ -60,6 +60,8 @@ def _decode_only(paths: dict[str, Path], runs: int) -> None:
     for ext in paths:
         print(f"decode {ext} s: {statistics.median(wall[ext]):.3f} (CPU {statistics.median(cpu[ext]):.3f})")
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    from engine.formats import inflate
+    print(f".spz inflater: {inflate.BACKEND}")
 
 
 def main() -> None:
@@ -77,7 +79,7 @@ def main() -> None:
 
     import blender_addon
     from blender_addon.io import gaussian_object
-    from engine.formats import read_scene
+    from engine.formats import inflate, read_scene
 
     paths = _files(args.count)
     blender_addon.register()
@@ -112,6 +114,7 @@ def main() -> None:
         print(f"{ext:16s} {path.stat().st_size / 1e6:8.1f} MB  import {results[ext]:6.2f} s  "
               f"(CPU {cpu_results[ext]:5.2f} s)  decode only {statistics.median(decodes[ext]):6.2f} s", flush=True)
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f".spz inflater: {inflate.BACKEND} (engine/formats/inflate.py; the extension bundles isal)")
     for ext in (".spz", ".compressed.ply"):
         ratio = results[ext] / results[".ply"]
         print(f"{ext} / .ply import time: {ratio:.2f}x  (goal <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")

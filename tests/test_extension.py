@@ -31,12 +31,13 @@ result = bpy.ops.extensions.package_install_files(filepath=zip_path, repo="agtes
 module = "bl_ext.agtest.animate_gaussians"
 enabled = module in bpy.context.preferences.addons
 import engine, plyfile
+from engine.formats import inflate
 before = set(bpy.data.objects.keys())
 imported = bpy.ops.gaussians.import_ply(filepath=ply_path)
 new = [bpy.data.objects[n] for n in set(bpy.data.objects.keys()) - before]
 info = {
     "install": sorted(result), "enabled": enabled, "import": sorted(imported),
-    "engine_from": engine.__file__, "plyfile_from": plyfile.__file__,
+    "engine_from": engine.__file__, "plyfile_from": plyfile.__file__, "inflater": inflate.BACKEND,
     "objects": [{"name": o.name, "vertices": len(o.data.vertices),
                  "attributes": sorted(a.name for a in o.data.attributes)} for o in new],
 }
@@ -49,9 +50,9 @@ bpy.ops.preferences.addon_disable(module=module)
 
 @pytest.fixture(scope="module")
 def extension_zip(tmp_path_factory) -> Path:
-    wheels = sorted(WHEELHOUSE.glob("plyfile-1.0.3-*.whl"))
-    if not wheels:
-        pytest.fail(f"no plyfile wheel in {WHEELHOUSE}: run `make setup` (it downloads it for offline builds)")
+    if not sorted(WHEELHOUSE.glob("plyfile-1.0.3-*.whl")) or not sorted(WHEELHOUSE.glob("isal-*.whl")):
+        pytest.fail(f"no plyfile or isal wheels in {WHEELHOUSE}: run `make setup` (it downloads them for offline "
+                    "builds)")
     dist = tmp_path_factory.mktemp("dist")
     proc = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "--dist", str(dist),
                            "--wheel-dir", str(WHEELHOUSE)], capture_output=True, text=True, timeout=120)
@@ -74,6 +75,12 @@ def test_zip_layout(extension_zip: Path) -> None:
     assert 'id = "animate_gaussians"' in manifest
     assert "\nnetwork = " in manifest and "LICENSE" in names
     assert '"./wheels/plyfile-1.0.3-py3-none-any.whl"' in manifest
+    # ISA-L's inflate for .spz: a wheel per platform and supported Python, none of which narrows `platforms`.
+    isal = {n for n in names if n.startswith("wheels/isal-")}
+    for python in ("cp311", "cp313"):
+        for platform in ("manylinux", "macosx_11_0_arm64", "x86_64.whl", "win_amd64", "aarch64"):
+            assert any(python in n and platform in n for n in isal), (python, platform)
+    assert all(f'"./{n}"' in manifest for n in isal) and "\nplatforms" not in manifest
     assert f'"./{engine_wheel}"' in manifest
     for module in ("engine/__init__.py", "engine/ply.py", "engine/protocol.py", "cuda_ext/__init__.py",
                    "engine/motion/handler.py", "engine/segment/handler.py", "engine/query4d/handler.py"):
@@ -100,6 +107,7 @@ def test_installs_enables_and_imports(extension_zip: Path, tmp_path: Path, primi
     assert info["import"] == ["FINISHED"], info
     # The engine modules came from the extension's bundled wheel, not from this checkout.
     assert info["engine_from"].startswith(str(tmp_path)), info["engine_from"]
+    assert info["inflater"] == "isal", info   # this platform's isal wheel was installed and is used
     assert len(info["objects"]) == 1
     obj = info["objects"][0]
     assert obj["name"] == "primitives" and obj["vertices"] == primitives_scene.gaussians.count

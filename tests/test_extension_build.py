@@ -49,6 +49,35 @@ def test_platforms_follow_the_wheels():
                                           "c-1-cp39-abi3-macosx_11_0_arm64.whl"]) == ["macos-arm64"]
 
 
+ISAL = ["isal-1.9.1-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl",
+        "isal-1.9.1-cp313-cp313-win_amd64.whl"]
+
+
+def test_accelerators_narrow_no_platform_but_need_every_python():
+    # Where isal has no wheel, .spz inflates with zlib: the extension still runs there.
+    assert build_addon.blender_platforms(["plyfile-1.0.3-py3-none-any.whl", *ISAL]) is None
+    assert build_addon.blender_platforms([*ISAL, "c-1-cp39-abi3-macosx_11_0_arm64.whl"]) == ["macos-arm64"]
+    build_addon.check_wheels(ISAL)   # one wheel for each supported Python, of any platform
+    # Blender reads the Pythons an extension supports off its wheels: a missing one would refuse that Blender.
+    with pytest.raises(SystemExit, match=r"does not load on Blender 5\.1 \(Python 3\.13\)"):
+        build_addon.check_wheels(ISAL[:1])
+    # A required platform wheel's own platforms add up over its Pythons.
+    assert build_addon.blender_platforms(["n-1-cp311-cp311-win_amd64.whl", "n-1-cp313-cp313-win_amd64.whl",
+                                          "n-1-cp313-cp313-macosx_11_0_arm64.whl"]) == ["macos-arm64",
+                                                                                       "windows-x64"]
+
+
+def test_bundled_wheels_are_plyfile_and_every_pinned_accelerator(tmp_path):
+    for name in ["plyfile-1.0.3-py3-none-any.whl", "plyfile-1.0.2-py3-none-any.whl", *ISAL,
+                 "isal-1.8.0-cp311-cp311-win_amd64.whl", "numpy-1.26.4-cp311-cp311-win_amd64.whl"]:
+        (tmp_path / name).write_bytes(b"")
+    assert sorted(w.name for w in build_addon.bundled_wheels(tmp_path)) == sorted(
+        ["plyfile-1.0.3-py3-none-any.whl", *ISAL])
+    (tmp_path / "plyfile-1.0.3-py3-none-any.whl").unlink()
+    with pytest.raises(SystemExit, match="--download-wheels"):
+        build_addon.bundled_wheels(tmp_path)
+
+
 def test_manifest_platforms_and_permissions():
     pure = tomllib.loads(build_addon.manifest_with_wheels(["plyfile-1.0.3-py3-none-any.whl"]))
     assert "platforms" not in pure and pure["wheels"] == ["./wheels/plyfile-1.0.3-py3-none-any.whl"]
@@ -67,7 +96,7 @@ def test_license_is_the_gpl3_text_and_ships_in_the_zip(tmp_path):
     assert "END OF TERMS AND CONDITIONS" in text
     wheels = sorted((ROOT / "build" / "wheelhouse").glob("plyfile-1.0.3-*.whl"))
     if not wheels:
-        pytest.skip("no plyfile wheel in build/wheelhouse: `make setup` downloads it")
+        pytest.skip("no plyfile wheel in build/wheelhouse: `make setup` downloads the bundled wheels")
     zip_path = build_addon.build_extension(tmp_path, wheels[0].parent)
     with zipfile.ZipFile(zip_path) as zf:
         assert zf.read("LICENSE").decode() == text

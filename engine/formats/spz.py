@@ -17,13 +17,13 @@ import gzip
 import os
 import struct
 import threading
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SplatFormatError
 from ..ply import GaussianArrays
+from . import inflate
 from .common import RUB, SHInto, decode_sh_rows, empty_rest, fail, from_smallest_three, logit, \
     normalized_quats, sh_block, sigmoid, smallest_three
 
@@ -43,19 +43,20 @@ _SH_SCALE = 1.0 / 128.0   # SH byte b means (b − 128) / 128
 _CODES10 = np.arange(1024)   # v3 rotation component: sign bit 9, magnitude bits 0-8
 _ROTATION_TABLE = np.where(_CODES10 & 0x200, -1.0, 1.0).astype(np.float32) * \
     ((_CODES10 & 0x1FF).astype(np.float32) / np.float32(511.0) * _SQRT1_2)
-_SH_ROWS_PER_WAIT = 65536   # SH rows decoded per wait on the inflate
+_SH_ROWS_PER_CLAIM = 32768   # SH rows a decoding thread takes at a time
 
 
 class _Inflater:
-    """gzip inflate on a worker thread (zlib releases the GIL) into one buffer, handing out byte ranges as they
-    arrive, so the decode of the first blocks and of the SH rows overlaps the inflate (alone, inflate is a third
+    """gzip inflate on a worker thread (zlib and ISA-L release the GIL; inflate.py picks one) into one buffer,
+    handing out byte ranges as they arrive, so the decode of the first blocks and of the SH rows overlaps the inflate (alone, inflate is a third
     of an .spz import). The buffer is sized from the gzip trailer (the length mod 2^32: only a guess for a
     damaged or > 4 GiB stream, so it grows when the stream says otherwise)."""
 
     _PIECE = 1 << 20
     _MAX_RATIO = 1032    # deflate cannot expand more than this: a trailer claiming more is not believed
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, backend: str | None = None) -> None:
+        self._backend = backend
         raw = path.read_bytes()
         if raw[:2] != b"\x1f\x8b":
             if raw[:4] == b"NGSP":
@@ -72,7 +73,7 @@ class _Inflater:
         self._thread.start()
 
     def _run(self, raw: bytes) -> None:
-        inflater = zlib.decompressobj(wbits=31)
+        inflater = inflate.gzip_decompressobj(self._backend)
         view = memoryview(raw)
         try:
             for start in range(0, len(raw), self._PIECE):
@@ -82,7 +83,7 @@ class _Inflater:
             self._add(inflater.flush())
             if not inflater.eof:
                 self._error = "the gzip stream ends early"
-        except (zlib.error, EOFError) as exc:
+        except inflate.errors(self._backend) as exc:
             self._error = str(exc)
         finally:
             with self._ready:
@@ -129,10 +130,52 @@ class _Inflater:
         return self._total
 
 
-def read(path: str | os.PathLike, sh_into: SHInto | None = None) -> GaussianArrays:
-    """Decode an .spz file (raises SplatFormatError naming the problem); the SH go to `sh_into` when given."""
+class _SHRows:
+    """The SH block's rows, decoded in spans by whichever thread claims the next one as soon as it has inflated:
+    a worker from the start, the reading thread after the other blocks (on 2 cores: inflate and SH decode while
+    the stream runs, then both threads decode; the SH decode is as much work as the inflate)."""
+
+    def __init__(self, stream: _Inflater, start: int, n: int, k: int, allocate) -> None:
+        self._stream, self._start, self._n, self._k, self._allocate = stream, start, n, k, allocate
+        self.out = None   # allocated once the blocks before the SH have inflated: a header's count is believed
+        self._lock = threading.Lock()
+        self._next = 0
+        self.short = False   # the stream ended before the rows the header declares
+        self.error: BaseException | None = None
+
+    def _claim(self) -> tuple[int, int] | None:
+        with self._lock:
+            if self.out is None and not self.short:   # only once its data before the SH is there
+                if self._stream.available(self._start) < self._start:
+                    self.short = True
+                else:
+                    self.out = self._allocate()
+            if self._next >= self._n or self.short or self.error is not None:
+                return None
+            lo = self._next
+            self._next = min(self._n, lo + _SH_ROWS_PER_CLAIM)
+            return lo, self._next
+
+    def run(self) -> None:
+        row_bytes = 3 * self._k
+        try:
+            while (span := self._claim()) is not None:
+                lo, hi = span
+                try:
+                    rows = self._stream.take(self._start + lo * row_bytes, self._start + hi * row_bytes)
+                except SplatFormatError:
+                    self.short = True
+                    return
+                decode_sh_rows(rows.reshape(hi - lo, self._k, 3), _SH_SCALE, self.out, lo)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
+            self.error = exc
+
+
+def read(path: str | os.PathLike, sh_into: SHInto | None = None, inflater: str | None = None) -> GaussianArrays:
+    """Decode an .spz file (raises SplatFormatError naming the problem); the SH go to `sh_into` when given.
+    `inflater` names one of inflate.available() (default: the fastest there is)."""
     path = Path(path)
-    stream = _Inflater(path)
+    stream = _Inflater(path, inflater)
     try:
         return _decode(path, stream, sh_into)
     finally:
@@ -174,22 +217,28 @@ def _decode(path: Path, stream: _Inflater, sh_into: SHInto | None) -> GaussianAr
         except SplatFormatError:
             raise mismatch(stream.finish()) from None
 
-    # Each block is decoded as soon as it has inflated, while the rest of the stream still inflates.
-    means = _positions(block(0, extra=1), n, frac_bits)   # (the alpha block follows: one byte past is there)
-    opacity = _LOGIT_TABLE[block(1)]
-    sh_dc = _COLOR_TABLE[block(2).reshape(n, 3)]
-    log_scales = _SCALE_TABLE[block(3).reshape(n, 3)]
-    quats = _quaternions(block(4), n, version)
-    rest = (sh_into or sh_block)(k, n)
-    row_bytes, done = 3 * k, 0
-    while done < n and k:   # decode the SH rows as they are inflated
-        have = stream.available(min(offsets[5] + (done + _SH_ROWS_PER_WAIT) * row_bytes, offsets[6]))
-        ready = min(n, (have - offsets[5]) // row_bytes)
-        if ready <= done:
-            raise mismatch(stream.finish())
-        rows = stream.take(offsets[5] + done * row_bytes, offsets[5] + ready * row_bytes)
-        decode_sh_rows(rows.reshape(ready - done, k, 3), _SH_SCALE, rest, done)
-        done = ready
+    # Each block is decoded as soon as it has inflated, while the rest of the stream still inflates; the SH rows
+    # (most of the stream) are decoded by a worker as they arrive, and by this thread too once it is done here.
+    sh_rows = _SHRows(stream, offsets[5], n, k, lambda: (sh_into or sh_block)(k, n))
+    worker = threading.Thread(target=sh_rows.run, daemon=True) if k else None
+    if worker is not None:
+        worker.start()
+    try:
+        means = _positions(block(0, extra=1), n, frac_bits)   # (the alpha block follows: one byte past is there)
+        opacity = _LOGIT_TABLE[block(1)]
+        sh_dc = _COLOR_TABLE[block(2).reshape(n, 3)]
+        log_scales = _SCALE_TABLE[block(3).reshape(n, 3)]
+        quats = _quaternions(block(4), n, version)
+        if k:
+            sh_rows.run()
+    finally:
+        if worker is not None:
+            worker.join()   # it ends with the stream at the latest
+    if sh_rows.error is not None:
+        raise sh_rows.error
+    if sh_rows.short:
+        raise mismatch(stream.finish())
+    rest = sh_rows.out if k else (sh_into or sh_block)(k, n)
     total = stream.finish()
     if total != expected:
         raise mismatch(total)
