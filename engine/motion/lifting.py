@@ -14,6 +14,7 @@ import torch
 
 from cuda_ext.reference import _quat_multiply as quat_multiply  # the one torch Hamilton product
 
+from ..adam import AdamMoments, cosine_step
 from ..render.cpu_rasterizer import quat_to_rotmat
 from ..render.rasterizer import render_gaussians
 
@@ -217,14 +218,9 @@ def _frame_loss(seg, means, quats, viewmat, crop, bg, targets: LiftTargets, f: i
 
 
 def _adam_fit(params: torch.Tensor, closure, iterations: int, lr: float) -> tuple[float, dict, torch.Tensor]:
-    """Adam with a cosine-decaying step; returns the best loss seen and its terms (params end at the best).
-
-    Written out (a few lines) rather than torch.optim.Adam, whose first use imports torch._dynamo: seconds
-    of start-up for every request on a cold engine.
-    """
-    m = torch.zeros_like(params)
-    v = torch.zeros_like(params)
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    """Adam (engine/adam.py) with a cosine-decaying step; returns the best loss seen and its terms (params end at
+    the best)."""
+    moments = AdamMoments(params)
     best = (math.inf, {}, params.detach().clone())
     for i in range(iterations + 1):
         x = params.detach().requires_grad_(True)
@@ -235,12 +231,7 @@ def _adam_fit(params: torch.Tensor, closure, iterations: int, lr: float) -> tupl
         if i == iterations:
             break
         (grad,) = torch.autograd.grad(loss, x)
-        step = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / max(1, iterations))))
-        m.mul_(beta1).add_(grad, alpha=1 - beta1)
-        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        m_hat = m / (1 - beta1 ** (i + 1))
-        v_hat = v / (1 - beta2 ** (i + 1))
-        params = params.detach() - step * m_hat / (v_hat.sqrt() + eps)
+        params = params.detach() - moments.step(grad, cosine_step(lr, i, iterations))
     return best[0], best[1], best[2]
 
 

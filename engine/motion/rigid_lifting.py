@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..adam import AdamMoments, cosine_step
 from ..render.cpu_rasterizer import quat_to_rotmat
 from .frame_model import FrameModel
 from .lifting import (Background, LiftOptions, LiftTargets, Progress, RigidFit, SegmentGaussians,
@@ -55,8 +56,7 @@ def adam(params: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor], 
     """Adam with a cosine-decaying step; returns the parameters of the lowest loss seen. The best is kept on
     the device (no host sync per step); with `check_every`, the loop stops once that many steps improved
     the best loss by less than `tolerance` (one host sync per check)."""
-    m = torch.zeros_like(params)
-    v = torch.zeros_like(params)
+    moments = AdamMoments(params)
     best_loss = torch.full((), math.inf, device=params.device)
     best = params.detach().clone()
     last_check = math.inf
@@ -74,10 +74,7 @@ def adam(params: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor], 
                 break
             last_check = value
         (grad,) = torch.autograd.grad(loss, x)
-        step = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / max(1, iterations))))
-        m.mul_(0.9).add_(grad, alpha=0.1)
-        v.mul_(0.999).addcmul_(grad, grad, value=0.001)
-        params = x.detach() - step * (m / (1 - 0.9 ** (i + 1))) / ((v / (1 - 0.999 ** (i + 1))).sqrt() + 1e-8)
+        params = x.detach() - moments.step(grad, cosine_step(lr, i, iterations))
     return best
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..adam import Adam
+
 
 class FeatureAutoencoder(nn.Module):
     def __init__(self, feature_dim: int, code_dim: int, hidden: tuple[int, int] = (256, 128)) -> None:
@@ -42,7 +44,7 @@ def train_autoencoder(features: torch.Tensor, code_dim: int = 16, iterations: in
     torch.manual_seed(seed)
     x = F.normalize(features.float(), dim=-1)
     model = FeatureAutoencoder(x.shape[1], min(code_dim, x.shape[1])).to(x.device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = Adam(model.parameters(), lr=lr)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.enable_grad():
         for _ in range(iterations):
@@ -50,7 +52,7 @@ def train_autoencoder(features: torch.Tensor, code_dim: int = 16, iterations: in
             xb = x[idx]
             rec = model.decode(model.encode(xb))
             loss = F.mse_loss(rec, xb) * x.shape[1] + (1 - F.cosine_similarity(rec, xb, dim=-1)).mean()
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
     model.eval()

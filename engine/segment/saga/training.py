@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...adam import Adam
 from ...neighbours import scene_knn
 from ...render.contributions import RasterizedView
 from ..views import View
@@ -156,7 +157,7 @@ def train_features(scene, views: Sequence[View], ctx=None, device="auto", masks:
     # Contrastive fine-tuning (SAGA's loss through feature rendering); Adam only moves rows that got gradients.
     # The gate stays as set: its bands are the granularity semantics, and the masks' scales define them.
     gate.requires_grad_(False)
-    optimiser = torch.optim.Adam([features], lr=lr)
+    optimiser = Adam([features], lr=lr)
     stride = int(step_stride)
     if stride > 1 and not isinstance(contributions[0], RasterizedView):
         raise SagaError(f"step_stride {stride} renders coarse views, which only gsplat's path does",
@@ -177,7 +178,7 @@ def train_features(scene, views: Sequence[View], ctx=None, device="auto", masks:
         else:
             rendered, alpha = contributions[v].render(F.normalize(features, dim=1), pix)
         loss = contrastive_loss(rendered, gate(q), identity) + coherence * coherence_loss(rendered, alpha)
-        optimiser.zero_grad(set_to_none=False)
+        optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         if (it + 1) % 25 == 0 or it + 1 == iterations:
