@@ -11,7 +11,7 @@ import torch
 from engine.dynamic import make_moving_sequence
 from engine.query4d.features import OracleFeatureExtractor
 from engine.query4d.field import FeatureField, FieldOptions, build_feature_field, colour_weights, fill_unseen
-from engine.query4d.query import query_field
+from engine.query4d.query import QuerySettings, query_field
 from tests.test_query4d import NAMES, one_thread  # noqa: F401 (a fixture)
 
 
@@ -52,8 +52,10 @@ def sparse_views(one_thread):
     return seq, _build(seq, fill_rounds=8), _build(seq, fill_rounds=0)
 
 
-def _mid_span(seq, field):
-    result = query_field(field, OracleFeatureExtractor(NAMES), "the red sphere rolling")
+def _mid_span(seq, field, grow: float = 0.0):
+    # The fill's own effect: the query's growth along neighbours off unless asked for (test_query4d_grow.py).
+    result = query_field(field, OracleFeatureExtractor(NAMES), "the red sphere rolling",
+                         settings=QuerySettings(grow_threshold=grow))
     assert result.span is not None and abs(result.span[0] - 3) <= 1 and abs(result.span[1] - 6) <= 1
     mid = (result.span[0] + result.span[1]) // 2
     mask, ball = result.masks[mid].numpy(), seq.labels == 1
@@ -77,6 +79,13 @@ def test_unseen_underside_of_the_rolling_ball_is_in_its_mask_and_the_floor_is_no
     assert iou > iou_before
     assert (mask & floor).sum() <= (mask_before & floor).sum() + 2    # the floor under the ball kept its own codes
     assert 0 < field.stats["filled_fraction"] < 0.5
+    # The query's own growth reaches the same underside without the fill (its Gaussians with no code take
+    # their neighbours' answer) and keeps the floor out.
+    _, mask_grown, iou_grown = _mid_span(seq, unfilled, grow=QuerySettings().grow_threshold)
+    print(f"without the fill, grown: unseen in the mask {(mask_grown & hidden).sum()}, IoU {iou_grown:.3f}, "
+          f"floor {(mask_grown & floor).sum()}")
+    assert (mask_grown & hidden).sum() >= 0.3 * hidden.sum() and iou_grown > iou_before
+    assert (mask_grown & floor).sum() <= (mask_before & floor).sum() + 2
     # The file keeps the fills; a file written before them loads as having none.
     back = FeatureField.load(field.save(tmp_path / "f.npz"), "cpu")
     assert torch.equal(back.filled, field.filled) and torch.equal(back.has_code, field.seen | field.filled)

@@ -28,7 +28,7 @@ from .autoencoder import train_autoencoder
 from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
 from .features import FeatureExtractor, clip_crop_features, crop_boxes, crop_membership
 
-FIELD_VERSION = 4   # 4: unseen and faintly seen Gaussians filled from well-seen neighbours (`filled`)
+FIELD_VERSION = 5   # 4: unseen and faintly seen Gaussians filled from well-seen neighbours (`filled`); 5: `neighbours`
 
 
 @dataclass
@@ -68,6 +68,9 @@ class FeatureField:
     derived: dict = field(default_factory=dict, repr=False)   # what queries share, made once (not saved)
     # (S, N) bool: code taken from well-seen neighbours (unseen, or seen only faintly); None: no fills
     filled: torch.Tensor | None = None
+    # (N, k) int64: each Gaussian's nearest neighbours at the first timestep (a query grows its masks along
+    # them, query.grow_masks); None: a field built without neighbour pooling, or saved before version 5
+    neighbours: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
@@ -82,7 +85,8 @@ class FeatureField:
         path = Path(path)
         with atomic_write(path) as tmp, open(tmp, "wb") as f:
             filled = self.filled if self.filled is not None else torch.zeros_like(self.seen)
-            np.savez(f, codes=self.codes.cpu().numpy(), seen=self.seen.cpu().numpy(),
+            extra = {} if self.neighbours is None else {"neighbours": self.neighbours.cpu().numpy()}
+            np.savez(f, codes=self.codes.cpu().numpy(), seen=self.seen.cpu().numpy(), **extra,
                      filled=filled.cpu().numpy(), timesteps=self.timesteps,
                      total_timesteps=self.total_timesteps, decoder_weight=self.decoder_weight.cpu().numpy(),
                      decoder_bias=self.decoder_bias.cpu().numpy(), extractor=self.extractor,
@@ -94,11 +98,12 @@ class FeatureField:
         with np.load(path, allow_pickle=False) as z:
             # Fields saved before version 4 have no fills: their unseen Gaussians stay without a code.
             filled = torch.from_numpy(z["filled"]).to(device) if "filled" in z.files else None
+            neighbours = torch.from_numpy(z["neighbours"]).to(device) if "neighbours" in z.files else None
             return cls(codes=torch.from_numpy(z["codes"]).to(device), seen=torch.from_numpy(z["seen"]).to(device),
                        timesteps=z["timesteps"].astype(np.int64), total_timesteps=int(z["total_timesteps"]),
                        decoder_weight=torch.from_numpy(z["decoder_weight"]).to(device),
                        decoder_bias=torch.from_numpy(z["decoder_bias"]).to(device), extractor=str(z["extractor"]),
-                       stats=json.loads(str(z["stats"])), filled=filled)
+                       stats=json.loads(str(z["stats"])), filled=filled, neighbours=neighbours)
 
 
 def neighbourhood_sums(index: torch.Tensor, num: torch.Tensor, den: torch.Tensor,
@@ -202,6 +207,7 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     seen = torch.zeros((len(steps), seq.count), dtype=torch.bool, device=device)
     filled = torch.zeros_like(seen)
     neighbours = MovingNeighbours(options.knn)
+    first_neighbours = None
     for i, t in enumerate(steps.tolist()):
         means, quats, rgb = dev.at(t)
         posed = SplatTensors(means, quats, dev.scales, dev.opacities, rgb)
@@ -210,6 +216,8 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
                               backend=options.backend)
         if options.knn > 0:
             index = neighbours.at(means)
+            if first_neighbours is None:
+                first_neighbours = index.clone()
             w = colour_weights(index, rgb, options.colour_sigma) if options.colour_sigma > 0 else None
             num, den = neighbourhood_sums(index, num, den, w)
         ok = den > 1e-4
@@ -233,4 +241,5 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     stats["filled_fraction"] = float(filled.float().mean())
     return FeatureField(codes=codes, seen=seen, filled=filled, timesteps=steps, total_timesteps=seq.timesteps,
                         decoder_weight=fit.model.decoder.weight.detach().clone(),
-                        decoder_bias=fit.model.decoder.bias.detach().clone(), extractor=extractor.name, stats=stats)
+                        decoder_bias=fit.model.decoder.bias.detach().clone(), extractor=extractor.name, stats=stats,
+                        neighbours=first_neighbours)

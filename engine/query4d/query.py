@@ -34,6 +34,12 @@ class QuerySettings:
     # reach against one another on the same compressed codes (the field's null level) by `null_margin`.
     min_relevancy: float = 0.52
     null_margin: float = 0.02
+    # The cut misses parts of an object that score a little lower (a shaded side) or have no code (never seen):
+    # the masks grow from what the cut selected along the field's neighbour graph, to Gaussians whose mean
+    # normalised relevancy over the span reaches `grow_threshold` (`grow_rounds` hops), and to Gaussians with
+    # no code in the span whose coded neighbours are mostly selected (grow_masks). 0: no growth.
+    grow_threshold: float = 0.4
+    grow_rounds: int = 8
 
 
 @dataclass(init=False)
@@ -237,6 +243,32 @@ def event_span(top: torch.Tensor, peak_value: float, settings: QuerySettings
     return score, longest_run(active, int(np.argmax(score))) if peak_value > 0 else None
 
 
+def grow_masks(span_masks: torch.Tensor, inside: torch.Tensor, code: torch.Tensor, neighbours: torch.Tensor,
+               low: float, rounds: int, fill_rounds: int = 3) -> None:
+    """Grow (F, N) bool `span_masks` in place along `neighbours` ((N, k) indices): hysteresis from the Gaussians
+    selected in at least half the frames, through Gaussians whose mean `inside` (normalised relevancy) over the
+    frames where they have a code (`code`, (F, N) bool) reaches `low`; then Gaussians with no code in any
+    frame take the majority of their coded neighbours' answer (over `fill_rounds` hops, for interiors). A grown
+    Gaussian joins the frames where its relevancy reaches `low` or where it has no code. Per Gaussian, not per
+    frame: a few (N, k) gathers, whatever the span's length; nothing waits for the device."""
+    frames = span_masks.shape[0]
+    grown = span_masks.sum(0, dtype=torch.int32) * 2 >= frames
+    counted = code.sum(0, dtype=torch.int32)
+    level = (inside * code).sum(0) / counted.clamp_min(1)
+    reach = level >= low
+    for _ in range(rounds):
+        grown |= reach & grown[neighbours].any(1)
+    known = counted > 0
+    for _ in range(fill_rounds):
+        voters = known[neighbours]
+        votes = (grown[neighbours] & voters).sum(1, dtype=torch.int32)
+        voting = voters.sum(1, dtype=torch.int32)
+        take = ~known & (voting > 0)
+        grown |= take & (votes * 2 > voting)
+        known = known | take
+    span_masks |= grown[None] & ((inside >= low) | ~code)
+
+
 def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: torch.Tensor,
                      settings: QuerySettings = QuerySettings()) -> QueryResult:
     raw = raw_relevancy(field, positive, negatives)
@@ -267,6 +299,9 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     span_masks = masks[span[0]:span[1] + 1]
     torch.ge(inside, cut, out=span_masks)
     span_masks &= raw_span >= threshold
+    if field.neighbours is not None and settings.grow_threshold > 0:
+        code = per_frame(field.has_code, field.timesteps, field.total_timesteps)[span[0]:span[1] + 1]
+        grow_masks(span_masks, inside, code, field.neighbours, settings.grow_threshold, settings.grow_rounds)
     any_frame = span_masks.any(0)
     first = span_masks.byte().argmax(0) + span[0]        # argmax gives the first of equal maxima
     last = span[1] - span_masks.flip(0).byte().argmax(0)
