@@ -11,14 +11,7 @@ from blender_addon.engine_link.engine_client import EngineEvent
 from engine.cameras import project_points
 from engine.errors import AnimateGaussiansError
 from engine.ply import read_header, read_structured
-
-
-class _Ctx:
-    def progress(self, fraction: float, stage: str) -> None:
-        pass
-
-    def check_cancelled(self) -> None:
-        pass
+from tests.motion_fixtures import QuietContext
 
 
 class InProcessClient:
@@ -35,7 +28,7 @@ class InProcessClient:
         params, arrays = dict(params or {}), dict(arrays or {})
         self.requests.append((request_type, params, arrays))
         try:
-            result, result_arrays = self.handlers[request_type](_Ctx(), params, arrays)
+            result, result_arrays = self.handlers[request_type](QuietContext(), params, arrays)
             self._events.append(EngineEvent("progress", request_id, fraction=1.0, stage="done"))
             self._events.append(EngineEvent("result", request_id, params=result, arrays=result_arrays))
         except AnimateGaussiansError as error:

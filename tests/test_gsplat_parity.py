@@ -11,6 +11,7 @@ import torch
 
 from engine.cameras import intrinsics_from_fov, look_at
 from engine.render import render_gaussians
+from tests.motion_fixtures import QuietContext
 
 pytestmark = pytest.mark.gpu
 REAL_PLY_ENV = "ANIMATE_GAUSSIANS_REAL_PLY"   # the device machine has no ../shared: point at a carried copy
@@ -99,13 +100,6 @@ def test_render_job_on_cuda_matches_cpu(primitives_ply, tmp_path):
 
     from engine.render.job import handle_render
 
-    class Ctx:
-        def progress(self, fraction, stage):
-            pass
-
-        def check_cancelled(self):
-            pass
-
     W, H = 160, 120
     axis = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float32)
     motion = np.eye(4, dtype=np.float32)
@@ -118,7 +112,7 @@ def test_render_job_on_cuda_matches_cpu(primitives_ply, tmp_path):
         params = {"width": W, "height": H, "out_dir": str(tmp_path / device), "fps": 24, "frames": [1, 2],
                   "near": 0.01, "far": 100.0, "device": device, "background": [0.0, 0.0, 0.0],
                   "write_video": True, "objects": [{"name": "p", "ply_path": str(primitives_ply)}]}
-        result, _ = handle_render(Ctx(), params, arrays)
+        result, _ = handle_render(QuietContext(), params, arrays)
         assert result["backend"] == ("gsplat" if device == "cuda" else "cpu")
         assert Path(result["video"]).stat().st_size > 0
         images[device] = [np.asarray(Image.open(p), dtype=np.float32) / 255 for p in result["frames"]]

@@ -12,6 +12,7 @@ from engine.dynamic import make_moving_sequence, write_dynamic
 from engine.query4d.features import OracleFeatureExtractor, OpenClipFrameExtractor, ViClipExtractor
 from engine.query4d.field import FieldOptions, build_feature_field
 from engine.query4d.query import query_field
+from tests.motion_fixtures import QuietContext
 
 NAMES = {0: "ground", 1: "red sphere", 2: "green box", 3: "blue sphere"}
 OPTIONS = dict(views=6, width=48, height=48, scales=(0.25, 0.125, 0.0625), backend="cpu", ae_iterations=150,
@@ -69,26 +70,19 @@ def test_handler_caches_the_field_per_scene(tmp_path, monkeypatch, sequence, one
     small = make_moving_sequence(60, timesteps=12, move_start=4, move_end=8)
     path = write_dynamic(tmp_path / "params.npz", small)
 
-    class Ctx:
-        def progress(self, fraction, stage):
-            pass
-
-        def check_cancelled(self):
-            pass
-
     params = {"text": "the moving red sphere", "npz_path": str(path), "extractor": "oracle", "device": "cpu",
               "label_names": {str(k): v for k, v in NAMES.items()}, "return_masks": True,
               "options": dict(OPTIONS, views=3, width=32, height=32, time_stride=1, ae_iterations=50)}
     handler._fields.clear()
-    first, arrays = handler.handle_query4d(Ctx(), params, {})
+    first, arrays = handler.handle_query4d(QuietContext(), params, {})
     assert first["field"] == "built" and first["span"] is not None
     assert abs(first["span"][0] - 4) <= 1 and abs(first["span"][1] - 8) <= 1
     masks = np.unpackbits(arrays["masks_packed"], axis=1, count=small.count).astype(bool)
     assert masks.shape == (12, small.count) and first["count"] == int((arrays["mask_start"] >= 0).sum())
-    again, _ = handler.handle_query4d(Ctx(), dict(params, text="the green box"), {})
+    again, _ = handler.handle_query4d(QuietContext(), dict(params, text="the green box"), {})
     assert again["field"] == "memory"
     handler._fields.clear()
-    third, _ = handler.handle_query4d(Ctx(), params, {})
+    third, _ = handler.handle_query4d(QuietContext(), params, {})
     assert third["field"] == "disk" and third["span"] == first["span"]
 
 

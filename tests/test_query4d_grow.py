@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 import torch
-from test_query4d import NAMES, _ious, field, one_thread, sequence  # noqa: F401 - fixtures
+from tests.test_query4d import NAMES, _ious, field, one_thread, sequence  # noqa: F401 - fixtures
 
 from engine.query4d.features import OracleFeatureExtractor
 from engine.query4d.query import QuerySettings, grow_masks, query_field

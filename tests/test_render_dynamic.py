@@ -14,17 +14,10 @@ from engine.cameras import intrinsics_from_fov, look_at  # noqa: E402
 from engine.dynamic import make_moving_sequence, write_dynamic  # noqa: E402
 from engine.ply import gaussians_to_structured, write_ply  # noqa: E402
 from engine.render.job import RenderRequestError, handle_render  # noqa: E402
+from tests.motion_fixtures import QuietContext
 
 W, H = 64, 48
 AXIS_CONVERSION = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], np.float32)
-
-
-class Ctx:
-    def progress(self, fraction, stage):
-        pass
-
-    def check_cancelled(self):
-        pass
 
 
 def _request(out_dir, objects, frames, **arrays):
@@ -57,12 +50,12 @@ def dynamic_files(tmp_path_factory):
 def test_dynamic_object_renders_each_frames_timestep(tmp_path, dynamic_files):
     seq, npz, plys = dynamic_files
     obj = {"name": "dyn", "ply_path": str(plys[0]), "npz_path": str(npz)}
-    result, _ = handle_render(Ctx(), *_request(tmp_path / "dyn", [obj], [1, 2], timesteps_0=np.array([0, 7])))
+    result, _ = handle_render(QuietContext(), *_request(tmp_path / "dyn", [obj], [1, 2], timesteps_0=np.array([0, 7])))
     first, last = _images(result)
     assert (np.abs(first - last).sum(-1) > 20).sum() > 10          # the sphere rolled away
     for t, image in ((0, first), (7, last)):
         plain = [{"name": "f", "ply_path": str(plys[t])}]
-        direct, _ = handle_render(Ctx(), *_request(tmp_path / f"direct{t}", plain, [1]))
+        direct, _ = handle_render(QuietContext(), *_request(tmp_path / f"direct{t}", plain, [1]))
         np.testing.assert_allclose(image, _images(direct)[0], atol=1.0)
 
 
@@ -70,19 +63,19 @@ def test_dynamic_subset_and_bad_timesteps(tmp_path, dynamic_files):
     seq, npz, plys = dynamic_files
     rows = np.flatnonzero(seq.labels == 1)                 # a segment holding the rolling sphere
     obj = {"name": "seg", "ply_path": str(plys[0]), "npz_path": str(npz)}
-    result, _ = handle_render(Ctx(), *_request(tmp_path / "seg", [obj], [1], timesteps_0=np.array([7]),
+    result, _ = handle_render(QuietContext(), *_request(tmp_path / "seg", [obj], [1], timesteps_0=np.array([7]),
                                                indices_0=rows))
     g = seq.frame(7)
     only = type(g)(**{k: getattr(g, k)[rows] for k in ("means", "sh_dc", "sh_rest", "opacity_logit", "log_scales",
                                                         "quats_wxyz")})
     write_ply(tmp_path / "sphere7.ply", gaussians_to_structured(only))
     alone = [{"name": "s", "ply_path": str(tmp_path / "sphere7.ply")}]
-    direct, _ = handle_render(Ctx(), *_request(tmp_path / "direct", alone, [1]))
+    direct, _ = handle_render(QuietContext(), *_request(tmp_path / "direct", alone, [1]))
     seg_img = _images(result)[0]
     assert (seg_img.sum(-1) > 30).sum() > 20
     np.testing.assert_allclose(seg_img, _images(direct)[0], atol=1.0)   # the sphere alone, where it rolled to
     with pytest.raises(RenderRequestError, match="timesteps outside"):
-        handle_render(Ctx(), *_request(tmp_path / "bad", [obj], [1], timesteps_0=np.array([8])))
+        handle_render(QuietContext(), *_request(tmp_path / "bad", [obj], [1], timesteps_0=np.array([8])))
 
 
 @pytest.mark.blender
@@ -126,11 +119,11 @@ def test_query_tint_shows_only_on_the_answers_frames(tmp_path, dynamic_files):
     sphere = seq.labels == 1
     start[sphere], end[sphere] = 2, 2                       # the answer: the sphere, on scene frame 2 only
     steps = np.array([3, 3, 3])
-    plain, _ = handle_render(Ctx(), *_request(tmp_path / "plain", [obj], [1, 2, 3], timesteps_0=steps))
+    plain, _ = handle_render(QuietContext(), *_request(tmp_path / "plain", [obj], [1, 2, 3], timesteps_0=steps))
     params, arrays = _request(tmp_path / "tint", [obj], [1, 2, 3], timesteps_0=steps, highlight_start_0=start,
                               highlight_end_0=end)
     params.update(highlight_color=[0.0, 0.0, 1.0], highlight_strength=1.0)
-    tint, _ = handle_render(Ctx(), params, arrays)
+    tint, _ = handle_render(QuietContext(), params, arrays)
     (p1, p2, p3), (t1, t2, t3) = _images(plain), _images(tint)
     np.testing.assert_array_equal(t1, p1)
     np.testing.assert_array_equal(t3, p3)

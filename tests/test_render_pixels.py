@@ -14,16 +14,9 @@ from engine.render import job
 from engine.render.job import handle_render
 from engine.render.pixels import EMPTY_DEPTH, blender_pixels, linear_to_srgb, srgb_to_linear
 from engine.synthetic_scene import make_primitives_scene
+from tests.motion_fixtures import QuietContext
 
 W, H = 40, 30
-
-
-class Ctx:
-    def progress(self, fraction: float, stage: str) -> None:
-        pass
-
-    def check_cancelled(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +69,9 @@ def test_blender_pixels_premultiplies_flips_and_marks_empty_depth():
 @pytest.mark.parametrize("background", [(0.1, 0.2, 0.3), None])
 def test_pixels_equal_the_pngs_of_the_same_request(ply, tmp_path, background):
     params, arrays = _request(ply, tmp_path / "png", background)
-    result, _ = handle_render(Ctx(), params, arrays)
+    result, _ = handle_render(QuietContext(), params, arrays)
     params, arrays = _request(ply, None, background, return_pixels=True)
-    result_px, pixels = handle_render(Ctx(), params, arrays)
+    result_px, pixels = handle_render(QuietContext(), params, arrays)
     assert result_px["frames"] == [] and pixels["combined"].shape == (2, H, W, 4) and pixels["depth"].shape == (2, H, W)
     for i, path in enumerate(result["frames"]):
         expected = np.asarray(Image.open(path).convert("RGBA"), np.int32)
@@ -97,18 +90,18 @@ def test_pixels_equal_the_pngs_of_the_same_request(ply, tmp_path, background):
 def test_the_gaussians_stay_on_the_device_between_requests(ply):
     job._device_cache.clear()
     params, arrays = _request(ply, None, return_pixels=True, frames=1)
-    handle_render(Ctx(), params, arrays)
+    handle_render(QuietContext(), params, arrays)
     ((_, first),) = job._device_cache.values()
-    handle_render(Ctx(), params, arrays)
+    handle_render(QuietContext(), params, arrays)
     assert next(iter(job._device_cache.values()))[1] is first       # no reload, no upload
     arrays["indices_0"] = np.arange(0, first.count, 2)
-    _, pixels = handle_render(Ctx(), params, arrays)
+    _, pixels = handle_render(QuietContext(), params, arrays)
     ((_, second),) = job._device_cache.values()
-    handle_render(Ctx(), params, arrays)
+    handle_render(QuietContext(), params, arrays)
     assert next(iter(job._device_cache.values()))[1] is second
     arrays["indices_0"] = arrays["indices_0"].copy()
     arrays["indices_0"][0] = 1                                        # as many rows, one of them another
-    handle_render(Ctx(), params, arrays)
+    handle_render(QuietContext(), params, arrays)
     assert next(iter(job._device_cache.values()))[1] is not second
     assert second is not first and second.count == (first.count + 1) // 2
     assert pixels["combined"].shape == (1, H, W, 4)
@@ -116,23 +109,23 @@ def test_the_gaussians_stay_on_the_device_between_requests(ply):
 
 def test_only_the_passes_asked_for_are_sent(ply):
     params, arrays = _request(ply, None, return_pixels=True, frames=1, passes=["combined"])
-    _, pixels = handle_render(Ctx(), params, arrays)
+    _, pixels = handle_render(QuietContext(), params, arrays)
     assert set(pixels) == {"combined"}
     params["passes"] = ["combined", "normal"]
     with pytest.raises(job.RenderRequestError, match="passes"):
-        handle_render(Ctx(), params, arrays)
+        handle_render(QuietContext(), params, arrays)
 
 
 def test_pixels_written_into_shared_memory_equal_the_piped_ones(ply):
     from engine import shared_pixels
 
     params, arrays = _request(ply, None, return_pixels=True, frames=2)
-    _, piped = handle_render(Ctx(), params, arrays)
+    _, piped = handle_render(QuietContext(), params, arrays)
     buffer = shared_pixels.PixelBuffer()
     try:
         shapes = shared_pixels.pass_shapes(("combined", "depth"), 2, H, W)
         params["shared_memory"] = buffer.name_for(shared_pixels.nbytes(shapes))
-        result, sent = handle_render(Ctx(), params, arrays)
+        result, sent = handle_render(QuietContext(), params, arrays)
         assert result["shared_memory"] is True and sent == {}        # nothing through the pipe
         shared = buffer.views(shapes)
         np.testing.assert_array_equal(shared["combined"], piped["combined"])
@@ -141,7 +134,7 @@ def test_pixels_written_into_shared_memory_equal_the_piped_ones(ply):
         small = shared_pixels.PixelBuffer()
         params["shared_memory"] = small.name_for(16)
         with pytest.raises(job.RenderRequestError, match="shared pixel buffer"):
-            handle_render(Ctx(), params, arrays)
+            handle_render(QuietContext(), params, arrays)
         small.close()
     finally:
         buffer.close()

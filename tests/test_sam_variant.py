@@ -11,14 +11,7 @@ from engine.models.registry import ModelUnavailableError
 from engine.segment import handler, sam_masks
 from engine.segment.views import orbit_views
 from engine.synthetic_scene import make_primitives_scene
-
-
-class Ctx:
-    def progress(self, fraction, stage=""):
-        pass
-
-    def check_cancelled(self):
-        pass
+from tests.motion_fixtures import QuietContext
 
 
 @pytest.fixture
@@ -61,7 +54,7 @@ def test_an_auto_click_loads_the_checkpoint_that_is_here(only_vit_b, monkeypatch
               "width": 64, "height": 64, "granularity": 1.0, "device": "cpu",
               "views": {"source": "orbit", "count": 2, "width": 48, "height": 48}}
     try:
-        result, _ = handler.handle_segment(Ctx(), params, {"viewmat": view.viewmat, "K": view.K})
+        result, _ = handler.handle_segment(QuietContext(), params, {"viewmat": view.viewmat, "K": view.K})
     finally:
         handler._SAM_PREDICTORS.clear()
     assert result["method"] == "lift"

@@ -136,16 +136,14 @@ def render_all_frames(seq: DeviceSequence, views: list[View], with_aux: bool, ba
                 alpha[row] = a.half()
                 if aux is not None:
                     aux[row] = image[..., 3:].half()
-                if progress is not None:
-                    progress((row + 1) / T, f"rendering clips: frame {row + 1} of {T}")
-                continue
-            for v in range(V):
-                out = render_gaussians(means, quats, seq.scales, seq.opacities, colors, viewmats[v], Ks[v],
-                                       width, height, features=feats, backend=backend)
-                rgb[row, v] = out.rgb.clamp(0, 1).half()
-                alpha[row, v] = out.alpha.half()
-                if aux is not None:
-                    aux[row, v] = out.features.half()
+            else:
+                for v in range(V):
+                    out = render_gaussians(means, quats, seq.scales, seq.opacities, colors, viewmats[v], Ks[v],
+                                           width, height, features=feats, backend=backend)
+                    rgb[row, v] = out.rgb.clamp(0, 1).half()
+                    alpha[row, v] = out.alpha.half()
+                    if aux is not None:
+                        aux[row, v] = out.features.half()
             if progress is not None:
                 progress((row + 1) / T, f"rendering clips: frame {row + 1} of {T}")
     return RenderedFrames(rgb=rgb, alpha=alpha, aux=aux, rows=rows)
