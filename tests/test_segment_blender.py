@@ -255,14 +255,14 @@ def test_render_of_split_objects_equals_the_unsplit_object(scene_obj, tmp_path):
 
     from blender_addon.render import render_request
     from engine.render.job import handle_render
-    from segment_fakes import _Ctx
+    from tests.motion_fixtures import QuietContext
 
     scene = bpy.context.scene
     scene.frame_start = scene.frame_end = 1
 
     def render(name):
         params, arrays = render_request.build_render_request(scene, tmp_path / name, (40, 30), "cpu", False)
-        handle_render(_Ctx(), params, arrays)
+        handle_render(QuietContext(), params, arrays)
         return np.asarray(Image.open(tmp_path / name / "frame_0001.png").convert("RGB"), np.float32), arrays
 
     whole, arrays = render("whole")
