@@ -5,7 +5,6 @@ too: a crash, a hang and a memory hog must each be counted."""
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from fuzz import memory_meter_works, run_target  # noqa: E402
 from fuzz_targets import FUZZ_TARGETS, FuzzTarget  # noqa: E402
+
+from blender_addon.io import heap_reuse  # noqa: E402
 
 CI_INPUTS = 300
 
@@ -54,12 +55,10 @@ def test_the_harness_counts_crashes_hangs_and_memory(tmp_path):
         assert run_target(_target(hog), 2, workdir=tmp_path).memory_over == 2
 
 
-@pytest.mark.skipif(not memory_meter_works() or not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"),
-                    reason="peak RSS reset and glibc's malloc only")
+@pytest.mark.skipif(not memory_meter_works() or not heap_reuse.is_glibc(), reason="peak RSS reset and glibc's malloc only")
 def test_the_memory_meter_sees_a_hog_served_from_free_resident_heap(tmp_path):
     # What an earlier test can leave behind: a raised mmap threshold and 90 MB of freed, resident heap between
     # live blocks, from which malloc serves the hog's 61 MiB without a new page (seen once in a full CI run).
-    from blender_addon.io import heap_reuse
     heap_reuse.reuse_freed_buffers()
     libc = ctypes.CDLL(None)
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]

@@ -35,7 +35,7 @@ def _block_on_heap(mode: str) -> bool:
     return done.stdout.strip() == "True"
 
 
-@pytest.mark.skipif(not heap_reuse._is_glibc(), reason="glibc's allocator only")
+@pytest.mark.skipif(not heap_reuse.is_glibc(), reason="glibc's allocator only")
 def test_attribute_sized_blocks_come_from_the_heap_after_the_threshold_is_raised():
     assert not _block_on_heap("keep")
     assert _block_on_heap("raise")
@@ -48,6 +48,6 @@ def _no_such_name(name: str) -> str:
 def test_nothing_is_done_where_the_c_library_is_not_glibc(monkeypatch):
     monkeypatch.setattr(heap_reuse, "_raised", False)
     monkeypatch.setattr(heap_reuse.os, "confstr", _no_such_name)
-    assert heap_reuse._is_glibc() is False
+    assert heap_reuse.is_glibc() is False
     assert heap_reuse.reuse_freed_buffers() is False
     assert heap_reuse._raised is False

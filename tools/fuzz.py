@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import re
 import signal
 import sys
@@ -26,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fuzz_targets import FUZZ_TARGETS, FuzzTarget  # noqa: E402
+
+from blender_addon.io.heap_reuse import is_glibc  # noqa: E402
 
 MEMORY_ALLOWANCE_BYTES = 16 << 20   # the interpreter's and numpy's fixed overhead for any input, however small
 _STATUS = Path("/proc/self/status")
@@ -46,12 +47,9 @@ def _kib(field_name: str) -> int:
 
 
 def _glibc_trim():
-    try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return None
-        trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, ValueError, OSError):
+    if not is_glibc():
         return None
+    trim = ctypes.CDLL(None).malloc_trim
     trim.restype, trim.argtypes = ctypes.c_int, [ctypes.c_size_t]
     return trim
 

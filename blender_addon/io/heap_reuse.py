@@ -20,7 +20,9 @@ _GLIBC_THRESHOLD_MAX = 32 * 1024 * 1024
 _raised = False
 
 
-def _is_glibc() -> bool:
+def is_glibc() -> bool:
+    """Whether this process's C library is glibc (whose malloc this module and the fuzz harness's memory meter
+    know)."""
     try:
         return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
     except (AttributeError, ValueError, OSError):   # no confstr (Windows) or no such name (macOS, musl)
@@ -35,7 +37,7 @@ def reuse_freed_buffers() -> bool:
     glibc (macOS, Windows, musl), whose allocators decide this themselves. True when the threshold was raised.
     """
     global _raised
-    if _raised or not _is_glibc():
+    if _raised or not is_glibc():
         return False
     libc = ctypes.CDLL(None)
     malloc, free = libc.malloc, libc.free

@@ -48,8 +48,8 @@ _SH_ROWS_PER_CLAIM = 32768   # SH rows a decoding thread takes at a time
 
 class _Inflater:
     """gzip inflate on a worker thread (zlib and ISA-L release the GIL; inflate.py picks one) into one buffer,
-    handing out byte ranges as they arrive, so the decode of the first blocks and of the SH rows overlaps the inflate (alone, inflate is a third
-    of an .spz import). The buffer is sized from the gzip trailer (the length mod 2^32: only a guess for a
+    handing out byte ranges as they arrive, so the decode of the first blocks and of the SH rows overlaps the
+    inflate (the one step of an .spz import that cannot be split across cores). The buffer is sized from the gzip trailer (the length mod 2^32: only a guess for a
     damaged or > 4 GiB stream, so it grows when the stream says otherwise)."""
 
     _PIECE = 1 << 20

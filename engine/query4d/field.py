@@ -28,7 +28,8 @@ from .autoencoder import train_autoencoder
 from .clips import clip_frames, render_all_frames, sequence_views, to_device, view_tensors
 from .features import FeatureExtractor, clip_crop_features, crop_boxes, crop_membership
 
-FIELD_VERSION = 5   # 4: unseen and faintly seen Gaussians filled from well-seen neighbours (`filled`); 5: `neighbours`
+# 4: unseen and faintly seen Gaussians filled from well-seen neighbours (`filled`); 5: `neighbours` (query growth)
+FIELD_VERSION = 5
 
 
 @dataclass

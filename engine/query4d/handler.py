@@ -133,7 +133,8 @@ def handle_query4d(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     """params: text; npz_path (a Dynamic 3D Gaussians sequence) or objects [{name, ply_path}] with arrays
     object_matrices (F, O, 4, 4) and optional indices_<j>; extractor auto|viclip|clip|oracle (oracle needs
     a labelled sequence and label_names {label: name}, default the synthetic primitives' names); options
-    (FieldOptions fields); thresholds spatial_threshold, temporal_threshold, smoothing, grow_threshold (0: masks not grown); device; return_masks.
+    (FieldOptions fields); thresholds spatial_threshold, temporal_threshold, smoothing, grow_threshold (0: masks
+    not grown); device; return_masks.
     Result: span [first, last] (timesteps, inclusive) or null, counts (Gaussians in the mask per timestep),
     extractor, field (memory|disk|built), seconds; arrays mask_start, mask_end (N,) int32 (−1: never),
     peak (N,) float32, temporal_score (T,), and with return_masks masks_packed (T, ⌈N/8⌉) uint8 (np.packbits).
