@@ -63,3 +63,15 @@ def test_growth_does_not_lower_the_small_fields_iou(sequence, field):  # noqa: F
     outside = np.ones(grown.masks.shape[0], bool)
     outside[list(frames)] = False
     assert not grown.masks[torch.from_numpy(outside)].any()
+
+
+def test_per_frame_of_a_span_is_that_span_of_every_frame():
+    from engine.query4d.query import per_frame
+
+    steps = np.array([0, 3, 7, 9])
+    values = torch.rand(4, 5)
+    every = per_frame(values, steps, 10)
+    assert torch.equal(per_frame(values, steps, 10, (2, 8)), every[2:9])
+    assert torch.equal(every[steps], values)
+    flags = values > 0.5
+    assert torch.equal(per_frame(flags, steps, 10, (4, 6)), per_frame(flags, steps, 10)[4:7])

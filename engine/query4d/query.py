@@ -127,11 +127,13 @@ def raw_relevancy(field: FeatureField, positive: torch.Tensor, negatives: torch.
     return lerf_relevancy(field.codes, proj_c, offs, inverse, unseen, block=_block(field, budget))
 
 
-def per_frame(values: torch.Tensor, steps: np.ndarray, total: int) -> torch.Tensor:
-    """(S, N) at sampled timesteps → (T, N), linear in between."""
+def per_frame(values: torch.Tensor, steps: np.ndarray, total: int,
+              frames: tuple[int, int] | None = None) -> torch.Tensor:
+    """(S, N) at sampled timesteps → (T, N), linear in between; only frames [first, last] when given."""
+    first, last = (0, total - 1) if frames is None else frames
     if len(steps) == total:
-        return values
-    t = np.arange(total)
+        return values[first:last + 1]
+    t = np.arange(first, last + 1)
     hi = np.clip(np.searchsorted(steps, t), 1, len(steps) - 1)
     lo = hi - 1
     w = torch.as_tensor((t - steps[lo]) / np.maximum(steps[hi] - steps[lo], 1), dtype=torch.float32,
@@ -300,7 +302,7 @@ def query_embeddings(field: FeatureField, positive: torch.Tensor, negatives: tor
     torch.ge(inside, cut, out=span_masks)
     span_masks &= raw_span >= threshold
     if field.neighbours is not None and settings.grow_threshold > 0:
-        code = per_frame(field.has_code, field.timesteps, field.total_timesteps)[span[0]:span[1] + 1]
+        code = per_frame(field.has_code, field.timesteps, field.total_timesteps, span)
         grow_masks(span_masks, inside, code, field.neighbours, settings.grow_threshold, settings.grow_rounds)
     any_frame = span_masks.any(0)
     first = span_masks.byte().argmax(0) + span[0]        # argmax gives the first of equal maxima
