@@ -93,3 +93,87 @@ def test_depth_alignment_recovers_scale_and_shift_despite_a_moved_object(kind):
 def test_depth_alignment_without_static_pixels_fails_clearly():
     with pytest.raises(DepthAlignmentError):
         fit_scale_shift(np.ones((8, 8)), np.ones((8, 8)), mask=np.zeros((8, 8), bool))
+
+
+def _depth_video(kind: str, truths: list[tuple[float, float]], h: int = 64, w: int = 80, seed: int = 0):
+    """(relative (F, H, W) float32, reference, true metric per frame): frame f has its own scale and shift
+    (truths[f] as (s, t) of metric = s·relative + t, or of 1/metric for disparity) and the object moved."""
+    rng = np.random.default_rng(seed)
+    ref = np.linspace(2.0, 5.0, h)[:, None] * np.ones((h, w))
+    relative, metric = [], []
+    for f, (s, t) in enumerate(truths):
+        truth = ref.copy()
+        top, left = h * 5 // 16, w * 3 // 8 + 3 * f            # the object, a little further right each frame
+        truth[top:top + h * 5 // 16, left:left + w // 4] = 1.5
+        noisy = truth * (1 + 0.05 * rng.normal(size=truth.shape))
+        relative.append((noisy - t) / s if kind == "depth" else (1 / noisy - t) / s)
+        metric.append(truth)
+    return np.stack(relative).astype(np.float32), ref, np.stack(metric)
+
+
+@pytest.mark.parametrize("kind", ["depth", "disparity"])
+def test_depth_video_alignment_recovers_each_frames_scale_and_shift(kind):
+    truths = [(2.0, 1.0), (1.2, 0.4), (3.5, -0.5), (0.7, 0.5)] if kind == "depth" else \
+             [(1 / 3.0, -0.7 / 3.0), (0.5, -0.1), (0.2, 0.05), (1.5, -0.6)]
+    # 144x160 is more pixels than MAX_SAMPLES: the frames share a subsample of them.
+    relative, ref, truth = _depth_video(kind, truths, h=144, w=160)
+    metric, fits = align_depth_video(relative, ref, kind=kind)
+    assert metric.shape == relative.shape and metric.dtype == np.float32 and len(fits) == len(truths)
+    for f, ((s, t), a) in enumerate(zip(truths, fits)):
+        assert a.kind == kind
+        assert a.scale == pytest.approx(s, rel=0.01), f"frame {f}"
+        assert a.shift == pytest.approx(t, rel=0.03, abs=0.01), f"frame {f}"
+        assert 0.8 < a.inlier_fraction < 0.97, f"frame {f}: the moved object is rejected as outliers"
+        assert np.median(np.abs(metric[f] - truth[f]) / truth[f]) < 0.05
+
+
+@pytest.mark.parametrize("kind", ["depth", "disparity"])
+def test_depth_video_alignment_equals_fitting_each_frame_alone(kind):
+    # Frame f of the video is fitted as fit_scale_shift(..., seed=f): with all pixels sampled (fewer than
+    # MAX_SAMPLES) the same pixels and hypotheses, so the same fit up to rounding. With more pixels the video
+    # shares one subsample (drawn from seed 0) where a lone fit draws its own, so only frame 0 stays equal.
+    relative, ref, _ = _depth_video(kind, [(2.0, 1.0), (1.5, 0.2), (2.5, 0.8)] if kind == "depth" else
+                                    [(0.4, -0.2), (0.3, -0.1), (0.6, 0.1)])
+    relative[1, :10] = np.nan                     # frames differ in which pixels are valid
+    if kind == "depth":
+        relative[2, :, :7] = -1.0
+    mask = np.ones(ref.shape, bool)
+    mask[:, -5:] = False
+    _, fits = align_depth_video(relative, ref, mask, kind=kind)
+    for f, a in enumerate(fits):
+        alone = fit_scale_shift(relative[f], ref, mask, kind=kind, seed=f)
+        assert a.scale == pytest.approx(alone.scale, rel=1e-9) and a.shift == pytest.approx(alone.shift, rel=1e-9)
+        assert a.inlier_fraction == alone.inlier_fraction
+        assert a.residual == pytest.approx(alone.residual, rel=1e-9)
+
+
+def test_depth_video_alignment_names_the_frame_it_cannot_fit():
+    relative, ref, _ = _depth_video("depth", [(2.0, 1.0)] * 3)
+    relative[2] = np.nan
+    with pytest.raises(DepthAlignmentError, match="frame 2: only 0 static pixels"):
+        align_depth_video(relative, ref)
+    relative[2] = -1.0                             # no depth at all (a depth map's "unknown")
+    with pytest.raises(DepthAlignmentError, match="frame 2: only 0 static pixels"):
+        align_depth_video(relative, ref)
+    relative[2] = relative[0]
+    relative[1] = 0.5                             # flat: nothing to fit a line to
+    with pytest.raises(DepthAlignmentError, match="frame 1: the depth map does not vary"):
+        align_depth_video(relative, ref)
+    with pytest.raises(DepthAlignmentError, match="^the depth map does not vary"):   # one frame: no frame named
+        fit_scale_shift(relative[1], ref)
+
+
+def test_depth_video_alignment_with_one_fit_for_all_frames():
+    import torch
+
+    relative, ref, _ = _depth_video("depth", [(2.0, 1.0), (4.0, 0.0), (1.0, 3.0)])
+    relative[2] = np.nan                          # frame 0's fit does not need the others
+    # A tensor in (e.g. the depth model's output where it ran), numpy out.
+    metric, fits = align_depth_video(torch.from_numpy(relative), ref, per_frame=False, device="cpu")
+    assert isinstance(metric, np.ndarray) and metric.dtype == np.float32 and len(fits) == 3
+    alone = fit_scale_shift(relative[0], ref, seed=0)
+    assert all(a == alone for a in fits)
+    assert fits[0].scale == pytest.approx(2.0, rel=0.01)
+    for f in range(3):
+        np.testing.assert_array_equal(metric[f], alone.apply(relative[f]))
+    assert not metric[2].any()                    # NaN in: unknown (0) out

@@ -250,7 +250,8 @@ def _lift_video(g, indices, scene_indices, viewmat, K, width, height, generated,
                                                   viewmat, K, width, height, backend=backend).alpha.cpu().numpy()
             static = (seg_alpha < 0.05) & (ref_alpha > 0.5)
             metric, alignments = align_depth_video(depth_rel, ref_depth, static, kind,
-                                                   per_frame=bool(options.get("depth_per_frame", True)))
+                                                   per_frame=bool(options.get("depth_per_frame", True)),
+                                                   device=device)
             info["depth_alignment"] = [{"scale": a.scale, "shift": a.shift, "inliers": a.inlier_fraction}
                                        for a in alignments]
     targets = lifting.LiftTargets(
