@@ -25,7 +25,7 @@ def video_request(tmp_path_factory):
     def make(options, require=None):
         params = {"ply_path": str(path), "prompt": "", "generator": "video", "frames": FRAMES, "fps": 12,
                   "width": case.width, "height": case.height, "device": "cpu", "motion": "rigid",
-                  "options": {"lifting": {"iterations": 2}, **options}}
+                  "options": {"lifting": {"tracking_steps": 1, "refine_steps": 0}, **options}}
         if require:
             params["require"] = require
         arrays = {"indices": case.indices.astype(np.int64), "viewmat": case.viewmat, "K": case.K,

@@ -59,7 +59,7 @@ def _errors(case, truth, transforms):
 def test_rigid_lifting_with_true_depth(rigid_case):
     case, truth, video, depth, path = rigid_case
     ctx = Ctx()
-    result, arrays = handle_animate(ctx, *_request(case, path, video, depth, {"lifting": {"iterations": 20}}))
+    result, arrays = handle_animate(ctx, *_request(case, path, video, depth, {}))
     assert result["motion"] == "rigid" and result["frames"] == FRAMES
     T = arrays["transforms"]
     assert T.shape == (FRAMES, 4, 4) and T.dtype == np.float64
@@ -77,7 +77,7 @@ def test_rigid_lifting_with_relative_noisy_depth(rigid_case):
     noisy = depth * (1.0 + 0.05 * rng.normal(size=depth.shape))
     # What a monocular model gives: disparity up to an unknown scale and shift (and nothing where no scene).
     relative = np.where(depth > 0, 2.5 / np.maximum(noisy, 1e-3) + 0.8, 0.3).astype(np.float32)
-    options = {"depth_kind": "disparity", "lifting": {"iterations": 20}}
+    options = {"depth_kind": "disparity"}
     result, arrays = handle_animate(Ctx(), *_request(case, path, video, relative, options))
     for a in result["info"]["depth_alignment"]:
         assert a["scale"] == pytest.approx(1 / 2.5, rel=0.03)
@@ -134,7 +134,7 @@ def test_skinning_pieces():
 @pytest.mark.gpu
 def test_rigid_lifting_on_gsplat(rigid_case):
     case, truth, video, depth, path = rigid_case
-    params, arrays = _request(case, path, video, depth, {"lifting": {"iterations": 20}})
+    params, arrays = _request(case, path, video, depth, {})
     params["device"] = "cuda"
     result, out = handle_animate(Ctx(), params, arrays)
     trans, rot = _errors(case, truth, out["transforms"])

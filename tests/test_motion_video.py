@@ -177,3 +177,17 @@ def test_depth_video_alignment_with_one_fit_for_all_frames():
     for f in range(3):
         np.testing.assert_array_equal(metric[f], alone.apply(relative[f]))
     assert not metric[2].any()                    # NaN in: unknown (0) out
+
+
+@pytest.mark.gpu
+def test_depth_video_alignment_on_cuda_matches_the_cpu():
+    # The handler aligns where the depth model ran: on CUDA the sampling and hypotheses are the same draws,
+    # so the fits agree with the CPU's up to float rounding.
+    import torch
+
+    relative, ref, _ = _depth_video("disparity", [(0.4, -0.2), (0.3, -0.1), (0.6, 0.1)], h=144, w=160)
+    on_cpu, fits_cpu = align_depth_video(relative, ref, kind="disparity", device="cpu")
+    on_gpu, fits_gpu = align_depth_video(torch.from_numpy(relative).cuda(), ref, kind="disparity")
+    for a, b in zip(fits_cpu, fits_gpu):
+        assert b.scale == pytest.approx(a.scale, rel=1e-4) and b.shift == pytest.approx(a.shift, rel=1e-4, abs=1e-5)
+    np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-4, atol=1e-5)

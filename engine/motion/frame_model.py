@@ -39,11 +39,6 @@ def pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
     return out
 
 
-def pyramid_l1(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-    """(B,) mean absolute difference per image, averaged over the levels."""
-    return torch.stack([(x - y).abs().mean(dim=(1, 2, 3)) for x, y in zip(a, b)]).mean(0)
-
-
 def render_views(seg: SegmentGaussians, viewmats: torch.Tensor, K: torch.Tensor, width: int, height: int,
                  backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The segment from B cameras (B, 4, 4): rgb (B, H, W, 3) premultiplied, depth (B, H, W), alpha (B, H, W).
@@ -182,24 +177,85 @@ class FrameModel:
                 self.depth_bias = float((depth[0] - target)[on].median())
         return self.depth_bias
 
-    def data_loss(self, viewmats: torch.Tensor, frames: torch.Tensor, win: Window,
-                  target: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
-        """(B,) data loss of the segment seen from `viewmats` against `frames` (B,), and its terms."""
-        rgb, depth, alpha = self.composite(viewmats, win)
+    def residuals(self, viewmats: torch.Tensor, frames: torch.Tensor, win: Window,
+                  target: list[torch.Tensor] | None = None, colour_soft: float = 0.0) -> "Residuals":
+        """The data terms of S sets of B poses (viewmats (S, B, 4, 4)) against `frames` (B,), as residual
+        vectors: a pose and its perturbed copies in one render, so a Jacobian costs no backward pass.
+        `colour_soft` rounds the colour's L1 near zero (Charbonnier), which gives a Gauss-Newton step the
+        curvature that |r| lacks; the losses reported and compared elsewhere keep plain L1 (0)."""
+        S, B = viewmats.shape[:2]
+        rgb, depth, alpha = self.composite(viewmats.reshape(S * B, 4, 4), win)
         ours = pyramid((rgb * self.gain + self.bias).permute(0, 3, 1, 2), self.levels)
-        colour = pyramid_l1(ours, target if target is not None else self.target_pyramid(frames, win))
-        terms = {"colour": colour}
-        loss = colour
+        target = target if target is not None else self.target_pyramid(frames, win)
+        values, weights, spans, start = [], [], {}, 0
+
+        def add(name: str, r: torch.Tensor, w: torch.Tensor, soft: float) -> None:
+            nonlocal start
+            values.append(r)
+            weights.append(w)
+            spans[name] = (slice(start, start + r.shape[-1]), soft)
+            start += r.shape[-1]
+
+        # Colour: the mean absolute difference per level, averaged over the levels.
+        for level, (o, t) in enumerate(zip(ours, target)):
+            r = o.reshape(S, B, -1) - t.reshape(1, B, -1)
+            add(f"colour{level}", r, r.new_full((B, r.shape[-1]), 1.0 / (len(ours) * r.shape[-1])), colour_soft)
+        h, w = rgb.shape[1:3]
         ys, xs = slice(win.y0, win.y1), slice(win.x0, win.x1)
         if self.depth is not None:
+            # Charbonnier in object sizes over the pixels where both depths are known (at the first set's pose).
             target_depth = self.depth[frames, ys, xs]
-            valid = ((target_depth > 0) & (depth > 0)).float()
-            d = (depth - target_depth - self.depth_bias * alpha) / self.size
-            per = ((torch.sqrt(d * d + 1e-4) - 1e-2) * valid).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1.0)
-            terms["depth"] = per
-            loss = loss + self.depth_weight * per
+            depth, seg_alpha = depth.reshape(S, B, h, w), alpha.reshape(S, B, h, w)
+            d = (depth - target_depth - self.depth_bias * seg_alpha) / self.size
+            valid = ((target_depth > 0) & (depth[0] > 0)).float().reshape(B, -1)
+            add("depth", d.reshape(S, B, -1),
+                self.depth_weight * valid / valid.sum(1, keepdim=True).clamp_min(1.0), 1e-2)
         if self.masks is not None:
-            mask = (alpha - self.masks[frames, ys, xs]).abs().mean((1, 2))
-            terms["mask"] = mask
-            loss = loss + self.mask_weight * mask
+            r = (alpha.reshape(S, B, h, w) - self.masks[frames, ys, xs]).reshape(S, B, -1)
+            add("mask", r, r.new_full((B, r.shape[-1]), self.mask_weight / r.shape[-1]), 0.0)
+        return Residuals(torch.cat(values, -1), torch.cat(weights, -1), spans)
+
+    def data_loss(self, viewmats: torch.Tensor, frames: torch.Tensor, win: Window,
+                  target: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+        """(B,) data loss of the segment seen from `viewmats` (B, 4, 4) against `frames` (B,), and its terms."""
+        return self.residuals(viewmats[None], frames, win, target).losses()
+
+
+@dataclass
+class Residuals:
+    """Data terms as residuals: the loss of pose b in set s is Σ_m weights[b, m] · ρ(values[s, b, m]), with
+    ρ(r) = sqrt(r² + soft²) − soft over each term's span of columns (|r| where soft is 0)."""
+
+    values: torch.Tensor                        # (S, B, M)
+    weights: torch.Tensor                       # (B, M), from the first set's pose
+    spans: dict[str, tuple[slice, float]]       # term -> (columns, soft)
+
+    def losses(self, s: int = 0) -> tuple[torch.Tensor, dict]:
+        """(B,) losses of set `s` and their terms (colour, depth, mask)."""
+        terms: dict[str, torch.Tensor] = {}
+        for name, (cols, soft) in self.spans.items():
+            r = self.values[s, :, cols]
+            rho = (torch.sqrt(r * r + soft * soft) - soft) if soft else r.abs()
+            key = "colour" if name.startswith("colour") else name
+            part = (self.weights[:, cols] * rho).sum(1)
+            terms[key] = terms[key] + part if key in terms else part
+        loss = sum(terms.values())
         return loss, terms
+
+    def slope_and_curvature(self, floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M) each, at the first set: the loss's derivative in each residual, weight · ρ'(r), and the
+        curvature of iteratively reweighted least squares, weight · ρ'(r) / r: the quadratic through r that
+        touches ρ there and lies above it, so a step that lowers it lowers the loss too. ρ'' would be the
+        exact curvature, but it vanishes on outliers (a silhouette edge in depth) that still pull through
+        their slope, and the steps overshoot. For |r|, ρ'/r is 1/|r|, held below 1/floor."""
+        slope, curvature = torch.empty_like(self.weights), torch.empty_like(self.weights)
+        for cols, soft in self.spans.values():
+            r, w = self.values[0, :, cols], self.weights[:, cols]
+            if soft:
+                root = torch.sqrt(r * r + soft * soft)
+                slope[:, cols] = w * r / root
+                curvature[:, cols] = w / root
+            else:
+                slope[:, cols] = w * torch.sign(r)
+                curvature[:, cols] = w / r.abs().clamp_min(floor)
+        return slope, curvature

@@ -58,8 +58,8 @@ class Background:
 
 @dataclass
 class LiftOptions:
-    iterations: int = 20              # per frame (the first frame after the rest pose gets 2×)
-    lr: float = 0.02                  # Adam step, radians and object sizes
+    iterations: int = 20              # non-rigid: Adam steps per frame (the first after the rest pose: 2×)
+    lr: float = 0.02                  # non-rigid: Adam step, radians and object sizes
     colour_weight: float = 1.0
     depth_weight: float = 1.0         # on |Δdepth| in object sizes
     mask_weight: float = 1.0
@@ -77,9 +77,11 @@ class LiftOptions:
     turn_prior: float = 0.01          # on the change of rotation per frame (radians), for a textured object
     textureless_turn_prior: float = 1.0   # the same for an object of one flat colour (interpolated by texture)
     bias_prior: float = 0.05          # on frame 0's pose (the video's source against our render; radians, sizes)
-    tolerance: float = 2e-4           # tracking stops when 5 steps gain less than this
-    refine_iterations: int = 40       # joint refinement of all frames under the priors (0: off)
-    refine_lr: float = 0.25           # its Adam step, relative to `lr`
+    tracking_steps: int = 4           # Gauss-Newton renders per frame when tracking (frames 0 and 1: 2×)
+    tracking_tolerance: float = 0.1   # tracking a frame stops when a step moves it less (working pixels)
+    refine_steps: int = 8             # joint Gauss-Newton renders of all frames under the priors (0: off)
+    refine_tolerance: float = 0.01    # ... stopping when a step moves no frame more (working pixels)
+    colour_soft: float = 0.03         # the solvers' colour L1 is Charbonnier with this softness (0-1 colour)
 
 
 @dataclass

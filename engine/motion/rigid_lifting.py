@@ -1,5 +1,11 @@
 """Rigid lifting of a whole clip: per-frame tracking, then a joint refinement of all frames under priors.
 
+Both are Levenberg-Marquardt on the six pose parameters of each frame. The data terms are robust (L1 and
+Charbonnier), so each step solves their iteratively reweighted least squares with a Jacobian taken by
+finite differences: a pose and its six perturbed copies render in one batched call, forward only (no
+backward pass through the rasterizer, the cost of a gradient step). A step is kept only when it lowers
+the true loss. The priors are quadratic in the parameters, so their Hessian is exact.
+
 A rigid motion of the segment over a static scene is the segment seen from a moved camera (V · T_f), so a
 frame costs one render of the segment and no transformed copy of it, and all frames render in one batched
 call on gsplat. Two priors stand for what the video cannot say: smoothness (second differences of the pose
@@ -9,16 +15,14 @@ over time) and least motion in the directions a video barely observes: along the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..adam import AdamMoments, cosine_step
 from ..render.cpu_rasterizer import quat_to_rotmat
-from .frame_model import FrameModel
+from .frame_model import FrameModel, Window
 from .lifting import (Background, LiftOptions, LiftTargets, Progress, RigidFit, SegmentGaussians,
                       axis_angle_to_quat, params_to_matrix)
 from .proxy import segment_proxy
@@ -42,40 +46,110 @@ def pose_matrices(params: torch.Tensor, center: torch.Tensor, size: float) -> to
 
 def prior_terms(params: torch.Tensor, anchor: torch.Tensor, depth_axis: torch.Tensor, priors: Priors
                 ) -> torch.Tensor:
-    """The priors' cost of consecutive poses (F, 6) after the first (given); depth is measured from the pose
-    `anchor` (6,) that explains the first frame."""
-    step = params[1:] - params[:-1]
-    second = step[1:] - step[:-1]
-    cost = priors.smooth * (second * second).sum()
-    cost = cost + priors.ray * (((params[1:, 3:] - anchor[3:]) @ depth_axis) ** 2).sum()
-    return cost + priors.turn * (step[:, :3] * step[:, :3]).sum()
+    """The priors' cost of consecutive poses (..., F, 6) after the first (given); depth is measured from the
+    pose `anchor` (..., 6) that explains the first frame. Leading dimensions are a batch: (...,) costs."""
+    step = params[..., 1:, :] - params[..., :-1, :]
+    second = step[..., 1:, :] - step[..., :-1, :]
+    cost = priors.smooth * (second * second).sum((-2, -1))
+    cost = cost + priors.ray * (((params[..., 1:, 3:] - anchor[..., None, 3:]) @ depth_axis) ** 2).sum(-1)
+    return cost + priors.turn * (step[..., :3] * step[..., :3]).sum((-2, -1))
 
 
-def adam(params: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor], iterations: int, lr: float,
-         check_every: int = 0, tolerance: float = 0.0) -> torch.Tensor:
-    """Adam with a cosine-decaying step; returns the parameters of the lowest loss seen. The best is kept on
-    the device (no host sync per step); with `check_every`, the loop stops once that many steps improved
-    the best loss by less than `tolerance` (one host sync per check)."""
-    moments = AdamMoments(params)
-    best_loss = torch.full((), math.inf, device=params.device)
-    best = params.detach().clone()
-    last_check = math.inf
-    for i in range(iterations + 1):
-        x = params.detach().requires_grad_(True)
-        loss = loss_of(x)
-        better = loss.detach() < best_loss
-        best = torch.where(better, x.detach(), best)
-        best_loss = torch.where(better, loss.detach(), best_loss)
-        if i == iterations:
-            break
-        if check_every and i and i % check_every == 0:
-            value = float(best_loss)
-            if last_check - value < tolerance:
+@dataclass
+class Quadratic:
+    """q(p) = ½ pᵀ A p + bᵀ p + c over the flattened parameters (float64, on the host)."""
+
+    A: np.ndarray
+    b: np.ndarray
+    c: float
+
+    def value(self, p: np.ndarray) -> float:
+        return float(0.5 * p @ self.A @ p + self.b @ p + self.c)
+
+    def gradient(self, p: np.ndarray) -> np.ndarray:
+        return self.A @ p + self.b
+
+
+def quadratic_form(prior: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int],
+                   device: torch.device) -> Quadratic:
+    """A, b, c of a prior that is quadratic in parameters of `shape` (it takes a batch (..., *shape)): its
+    gradient at 0 is b and at each unit vector A's column plus b, all in one backward pass."""
+    n = shape[0] * shape[1]
+    points = torch.cat([torch.zeros(1, n, device=device), torch.eye(n, device=device)]).reshape(n + 1, *shape)
+    points.requires_grad_(True)
+    q = prior(points)
+    if not q.requires_grad:                   # every prior weighted 0
+        return Quadratic(np.zeros((n, n)), np.zeros(n), 0.0)
+    (grads,) = torch.autograd.grad(q.sum(), points)
+    g = grads.reshape(n + 1, n).double().cpu().numpy()
+    A = g[1:] - g[0]
+    return Quadratic(0.5 * (A + A.T), g[0], float(q[0].detach()))
+
+
+@dataclass
+class Solver:
+    """Levenberg-Marquardt over the poses of B frames (B, 6): `evaluations` renders at most, stopping once
+    no pose moves by more than `tolerance` working pixels in a kept step."""
+
+    model: FrameModel
+    viewmats: Callable[[torch.Tensor], torch.Tensor]
+    steps: torch.Tensor          # (6,) finite-difference steps (radians, sizes), about a quarter pixel
+    span: float                  # the segment's extent in working pixels
+    evaluations: int
+    tolerance: float
+    colour_soft: float = 0.0     # FrameModel.residuals: the colour's L1 rounded near zero for the solver
+
+    def evaluate(self, p: torch.Tensor, frames: torch.Tensor, win: Window, target: list[torch.Tensor]):
+        """Data loss (host float), the IRLS normal equations' H (B, 6, 6) and g (B, 6) at poses p (B, 6)."""
+        B = len(p)
+        offsets = torch.cat([torch.zeros(1, 6, device=p.device), torch.diag(self.steps)])
+        sets = (p[None] + offsets[:, None]).reshape(-1, 6)
+        res = self.model.residuals(self.viewmats(sets).reshape(7, B, 4, 4), frames, win, target, self.colour_soft)
+        loss, _ = res.losses()
+        J = (res.values[1:] - res.values[:1]) / self.steps[:, None, None]         # (6, B, M)
+        slope, curvature = res.slope_and_curvature()
+        H = torch.einsum("ibm,jbm->bij", J * curvature, J)
+        g = torch.einsum("ibm,bm->bi", J, slope)
+        return float(loss.sum()), H.double().cpu().numpy(), g.double().cpu().numpy().ravel()
+
+    def fit(self, start: torch.Tensor, frames: torch.Tensor, win: Window, target: list[torch.Tensor],
+            prior: Quadratic) -> torch.Tensor:
+        B = len(start)
+        p = start.detach().double().cpu().numpy().ravel()
+        to_device = lambda x: torch.tensor(x.reshape(B, 6), dtype=torch.float32, device=start.device)  # noqa: E731
+        data, H, g = self.evaluate(start.detach(), frames, win, target)
+        total = data + prior.value(p)
+        damping = 1e-3
+        moves = np.array([self.span / 2.0] * 3 + [self.span] * 3)     # working pixels per radian / size
+        for _ in range(self.evaluations - 1):
+            system = _block_diagonal(H) + prior.A
+            grad = g + prior.gradient(p)
+            scaled = np.diag(system).clip(1e-12) * damping + 1e-12 * max(np.trace(system) / len(p), 1.0)
+            try:
+                delta = -np.linalg.solve(system + np.diag(scaled), grad)
+            except np.linalg.LinAlgError:
                 break
-            last_check = value
-        (grad,) = torch.autograd.grad(loss, x)
-        params = x.detach() - moments.step(grad, cosine_step(lr, i, iterations))
-    return best
+            candidate = p + delta
+            data_c, H_c, g_c = self.evaluate(to_device(candidate), frames, win, target)
+            total_c = data_c + prior.value(candidate)
+            if total_c < total:
+                p, total, H, g = candidate, total_c, H_c, g_c
+                damping = max(damping * 0.3, 1e-7)
+                if float(np.max(np.abs(delta.reshape(B, 6)) * moves)) < self.tolerance:
+                    break
+            else:
+                damping *= 10.0
+                if damping > 1e4:
+                    break
+        return to_device(p)
+
+
+def _block_diagonal(blocks: np.ndarray) -> np.ndarray:
+    B = len(blocks)
+    out = np.zeros((6 * B, 6 * B))
+    for b in range(B):
+        out[6 * b:6 * b + 6, 6 * b:6 * b + 6] = blocks[b]
+    return out
 
 
 def texture(seg: SegmentGaussians) -> float:
@@ -101,13 +175,15 @@ def relative_motion(fitted: np.ndarray, first: np.ndarray, center: np.ndarray, s
     return transforms
 
 
-def working_scale(seg: SegmentGaussians, viewmat: np.ndarray, K: np.ndarray, target_pixels: float) -> int:
-    """The pixel step at which the segment spans about `target_pixels` (at least 1)."""
+def working_scale(seg: SegmentGaussians, viewmat: np.ndarray, K: np.ndarray, target_pixels: float
+                  ) -> tuple[int, float]:
+    """The pixel step at which the segment spans about `target_pixels` (at least 1), and the span there."""
     cam = seg.means.detach().cpu().numpy() @ viewmat[:3, :3].T + viewmat[:3, 3]
     z = np.maximum(cam[:, 2], 1e-6)
     u, v = cam[:, 0] / z * K[0, 0], cam[:, 1] / z * K[1, 1]
     extent = max(np.percentile(u, 99) - np.percentile(u, 1), np.percentile(v, 99) - np.percentile(v, 1))
-    return max(1, int(round(extent / target_pixels)))
+    scale = max(1, int(round(extent / target_pixels)))
+    return scale, float(max(extent / scale, 1.0))
 
 
 def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, viewmat: np.ndarray, K: np.ndarray,
@@ -123,7 +199,7 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
     center = seg.center().detach()
     center_np = center.cpu().numpy().astype(np.float64)
     proxy = segment_proxy(seg, opts.proxy_gaussians or (50000 if backend == "gsplat" else 500))
-    scale = working_scale(seg, viewmat, K, opts.working_pixels or (160.0 if backend == "gsplat" else 20.0))
+    scale, span = working_scale(seg, viewmat, K, opts.working_pixels or (160.0 if backend == "gsplat" else 20.0))
     model = FrameModel(proxy, bg, targets, K, scale, size, backend, depth_weight=opts.depth_weight,
                        mask_weight=opts.mask_weight)
     V = torch.tensor(viewmat, dtype=torch.float32, device=device)
@@ -136,14 +212,15 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
     # whole sequence in the joint refinement, where a steady motion costs nothing.
     tracking_priors = Priors(smooth=0.0, ray=priors.ray, turn=priors.turn)
     depth_axis = V[2, :3] * 1.0                              # camera depth of a translation, in sizes
-    rest_np = proxy.means.detach().cpu().numpy().astype(np.float64)
+    # The crop only needs the object's extent: a few thousand of its points give the same percentiles.
+    rest_np = proxy.means.detach()[::max(1, proxy.count // 2048)].cpu().numpy().astype(np.float64)
 
     def first_pose_prior(p: torch.Tensor) -> torch.Tensor:
         """Frame 0 shows the rest pose: what the fit finds there is the video's source against our render, a
         little. Without depth, a move along the view ray there would only resize the object (the footprint
         calibration's job) and scale every later translation by the changed distance, so it is pinned."""
-        pinned = 0.0 if has_depth else 100.0 * opts.ray_prior * (p[3:] @ depth_axis) ** 2
-        return opts.bias_prior * (p * p).sum() + pinned
+        pinned = 0.0 if has_depth else 100.0 * opts.ray_prior * (p[..., 3:] @ depth_axis) ** 2
+        return opts.bias_prior * (p * p).sum(-1) + pinned
 
     def viewmats(p: torch.Tensor) -> torch.Tensor:
         return V @ pose_matrices(p, center, size)
@@ -153,6 +230,12 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
     footprint = model.fit_footprint(V, rest_window)
     model.fit_colour_transfer(V, rest_window)
     depth_offset = model.fit_depth_offset(V, rest_window)
+    # Finite-difference steps of about a quarter working pixel: a point half a size from the centre moves
+    # as far under the rotation step as under the translation step.
+    t_step = 0.25 / span
+    fd_steps = torch.tensor([2 * t_step] * 3 + [t_step] * 3, device=device)
+    tracker = Solver(model, viewmats, fd_steps, span, opts.tracking_steps, opts.tracking_tolerance,
+                     opts.colour_soft)
     params = torch.zeros(F, 6, device=device)
     residuals: dict = {}
     frame = torch.zeros(1, dtype=torch.long, device=device)
@@ -170,32 +253,35 @@ def lift_rigid(seg: SegmentGaussians, bg: Background, targets: LiftTargets, view
         target = model.target_pyramid(frame, win)
         history, anchor = params[max(0, f - 2):f], params[0]
 
-        def loss_of(p: torch.Tensor) -> torch.Tensor:
-            data, _ = model.data_loss(viewmats(p[None]), frame, win, target)
+        def prior(p: torch.Tensor) -> torch.Tensor:        # p (..., 1, 6)
             if f == 0:
-                return data[0] + first_pose_prior(p)
-            return data[0] + prior_terms(torch.cat([history, p[None]]), anchor, depth_axis, tracking_priors)
+                return first_pose_prior(p[..., 0, :])
+            past = history.expand(*p.shape[:-2], *history.shape)
+            return prior_terms(torch.cat([past, p], -2), anchor, depth_axis, tracking_priors)
 
         with torch.no_grad():
-            start = guesses[int(torch.argmin(torch.stack([loss_of(g) for g in guesses])))]
-        iterations = opts.iterations * (2 if f <= 1 else 1)
-        params[f] = adam(start, loss_of, iterations, opts.lr, check_every=5, tolerance=opts.tolerance)
+            data, _ = model.data_loss(viewmats(guesses), frame.expand(len(guesses)), win,
+                                      [t.expand(len(guesses), -1, -1, -1) for t in target])
+            start = guesses[int(torch.argmin(data + prior(guesses[:, None])))]
+        tracker.evaluations = opts.tracking_steps * (2 if f <= 1 else 1)
+        params[f] = tracker.fit(start[None], frame, win, target, quadratic_form(prior, (1, 6), device))[0]
         if progress:
             progress(0.6 * f / max(1, F - 1), f"tracking frame {f + 1} of {F}")
 
-    if opts.refine_iterations and F > 2:
+    if opts.refine_steps and F > 2:
         poses = params_to_matrix(params.cpu().numpy().astype(np.float64), center_np, size)
         win = model.window(rest_np, viewmat @ poses, opts.margin)
         frames = torch.arange(F, device=device)
         target = model.target_pyramid(frames, win)
 
-        def joint_loss(p: torch.Tensor) -> torch.Tensor:
-            data, _ = model.data_loss(viewmats(p), frames, win, target)
-            return data.sum() + prior_terms(p, p[0], depth_axis, priors) + first_pose_prior(p[0])
+        def joint_prior(p: torch.Tensor) -> torch.Tensor:    # p (..., F, 6)
+            return prior_terms(p, p[..., 0, :], depth_axis, priors) + first_pose_prior(p[..., 0, :])
 
         if progress:
             progress(0.65, "refining all frames together")
-        params = adam(params, joint_loss, opts.refine_iterations, opts.lr * opts.refine_lr)
+        refiner = Solver(model, viewmats, fd_steps, span, opts.refine_steps, opts.refine_tolerance,
+                         opts.colour_soft)
+        params = refiner.fit(params, frames, win, target, quadratic_form(joint_prior, (F, 6), device))
 
     with torch.no_grad():
         frames = torch.arange(F, device=device)

@@ -4,6 +4,7 @@ active camera's view at the start frame; it is resampled to the requested frames
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Callable
 
@@ -52,9 +53,8 @@ class VideoGenerator:
     name = "video"
 
     def available(self) -> tuple[bool, str]:
-        try:
-            import cv2  # noqa: F401
-        except ImportError:
+        # Looked up, not imported: importing cv2 costs a third of a second, and frames handed in need none.
+        if importlib.util.find_spec("cv2") is None:
             return False, "install opencv-python-headless in the engine environment"
         return True, ""
 
