@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +237,32 @@ def test_png_and_mp4_writers(tmp_path):
     assert abs(float(frames[3].mean()) - 180) < 4
     with Mp4Writer(tmp_path / "w.mp4", 7, 5) as writer, pytest.raises(ValueError, match="frame is 4×4"):
         writer.write(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_the_job_gives_x264_half_the_cores_beside_pngs_and_all_for_the_video_alone(shiny_ply, tmp_path,
+                                                                                   monkeypatch):
+    # With PNGs written too, x264 at its default (all cores) starves the threads that feed the GPU.
+    if video_backend() != "imageio-ffmpeg":
+        pytest.skip("the thread count is an ffmpeg option")
+    import imageio_ffmpeg
+
+    seen = []
+    real = imageio_ffmpeg.write_frames
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["output_params"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", spy)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    V = _camera((0.0, -4.5, 2.0))
+    for extra in ({}, {"frame_format": "none"}):
+        params, arrays = _request(tmp_path / str(len(seen)), [shiny_ply], [V, V],
+                                  np.repeat(AXIS_CONVERSION[None, None], 2, 0), write_video=True, **extra)
+        result, _ = handle_render(Ctx(), params, arrays)
+        assert len(_video_frames(result["video"])) == 2
+    assert seen[0][seen[0].index("-threads") + 1] == "3" and "-threads" not in seen[1]
+    assert all(p[p.index("-preset") + 1] == "superfast" for p in seen)
 
 
 def test_yuv420p_frames_decode_like_ffmpegs_own_conversion(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from engine.cameras import intrinsics_from_fov, look_at
-from engine.render import job
+from engine.render import job, render_gaussians
 from engine.render.job import handle_render
 from engine.render.pixels import EMPTY_DEPTH, blender_pixels, linear_to_srgb, srgb_to_linear
 from engine.synthetic_scene import make_primitives_scene
@@ -138,3 +138,23 @@ def test_pixels_written_into_shared_memory_equal_the_piped_ones(ply):
         small.close()
     finally:
         buffer.close()
+
+
+def test_a_scaled_object_keeps_its_true_depth(ply):
+    # The scaled object's scale goes into the camera (engine/render/posing.py); Blender's Z pass must still
+    # read camera depth in scene units: the same pixels as drawing the scaled Gaussians themselves.
+    params, arrays = _request(ply, None, return_pixels=True)
+    scaled = np.stack([np.diag([k, k, k, 1.0]) for k in (1.4, 0.75)])[:, None].astype(np.float32)
+    _, pixels = handle_render(QuietContext(), params, {**arrays, "object_matrices": scaled})
+    g = job.load_objects(QuietContext(), params["objects"], torch.device("cpu"))
+    for i in range(2):
+        means, quats, scales, sh = job.posed_gaussians(g, scaled[i].astype(np.float64))
+        out = render_gaussians(means, quats, scales, g.opacities, sh, arrays["viewmats"][i], arrays["Ks"][i], W, H,
+                               near=0.05, far=100.0, background=torch.tensor([0.1, 0.2, 0.3]),
+                               sh_degree=g.sh_degree)
+        combined, depth = blender_pixels(out.rgb, out.alpha, out.depth, transparent=False)
+        drawn = depth.numpy() < EMPTY_DEPTH
+        assert drawn.mean() > 0.2
+        np.testing.assert_allclose(pixels["depth"][i][drawn], depth.numpy()[drawn], rtol=1e-3)
+        np.testing.assert_allclose(pixels["combined"][i], combined.numpy(), atol=2e-3)
+    assert np.median(pixels["depth"][0][drawn]) != pytest.approx(np.median(pixels["depth"][1][drawn]), rel=0.05)

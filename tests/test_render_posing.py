@@ -10,7 +10,7 @@ import torch
 from engine.cameras import intrinsics_from_fov, look_at
 from engine.render import render_gaussians
 from engine.render.job import load_objects, posed_gaussians
-from engine.render.posing import ScenePoser, is_rigid
+from engine.render.posing import ScenePoser, is_rigid, uniform_scale
 from engine.synthetic_scene import make_primitives_scene
 
 W, H = 48, 36
@@ -35,18 +35,18 @@ def plys(tmp_path_factory):
     return big.write(folder / "big.ply"), small.write(folder / "small.ply")
 
 
-def _render(means, quats, scales, sh, g, viewmat):
+def _render(means, quats, scales, sh, g, viewmat, depth_scale: float = 1.0):
     K = intrinsics_from_fov(W, H, 50.0)
-    out = render_gaussians(means, quats, scales, g.opacities, sh, viewmat, K, W, H, near=0.05, far=100.0,
-                           sh_degree=g.sh_degree, backend="cpu")
-    return torch.cat([out.rgb, out.alpha[..., None], out.depth[..., None] / 10], dim=-1)
+    out = render_gaussians(means, quats, scales, g.opacities, sh, viewmat, K, W, H, near=0.05 / depth_scale,
+                           far=100.0 / depth_scale, sh_degree=g.sh_degree, backend="cpu")
+    return torch.cat([out.rgb, out.alpha[..., None], out.depth[..., None] * depth_scale / 10], dim=-1)
 
 
 def _check_against_transforming_everything(g, matrices, viewmats) -> ScenePoser:
     poser = ScenePoser(g, matrices, viewmats)
     for i in range(len(viewmats)):
         means, quats, scales, sh, view = poser.pose(i)
-        got = _render(means, quats, scales, sh, g, view)
+        got = _render(means, quats, scales, sh, g, view, poser.depth_scale(i))
         want = _render(*posed_gaussians(g, matrices[i]), g, torch.from_numpy(viewmats[i]).float())
         assert want[..., :3].std() > 0.05
         assert torch.allclose(got, want, atol=2e-3), (i, (got - want).abs().max())
@@ -78,12 +78,57 @@ def test_only_objects_that_moved_relative_to_the_largest_are_transformed(plys):
     assert poser.transforms == 3
 
 
-def test_a_scaled_largest_object_is_transformed_like_the_rest(plys):
-    g = load_objects(object(), [{"name": "big", "ply_path": str(plys[0])}], torch.device("cpu"))
-    matrices = np.stack([[_motion(a, scale=1.3) @ AXIS] for a in (0.0, 25.0)])
+def test_frames_posed_out_of_order_and_back_to_rest(plys):
+    # A render of chosen frames (a re-render, a viewport scrub) poses them in any order: each frame's rows
+    # must be its own, including a return to where the file puts the object.
+    objects = [{"name": "small", "ply_path": str(plys[1])}, {"name": "big", "ply_path": str(plys[0])}]
+    g = load_objects(object(), objects, torch.device("cpu"))
+    moved = _motion(40.0, (0.6, 0.2, 0.1)) @ AXIS
+    matrices = np.stack([[AXIS, AXIS], [moved, AXIS], [moved, AXIS], [AXIS, AXIS]])
+    viewmats = np.stack([look_at((0.3, -4.0, 1.5), (0.0, 0.0, 0.3), up=(0, 0, 1))] * 4).astype(np.float32)
+    poser = ScenePoser(g, matrices, viewmats)
+    expected_transforms = []
+    for i in (0, 2, 1, 3, 0, 1):
+        means, quats, scales, sh, view = poser.pose(i)
+        got = _render(means, quats, scales, sh, g, view)
+        want = _render(*posed_gaussians(g, matrices[i]), g, torch.from_numpy(viewmats[i]).float())
+        assert torch.allclose(got, want, atol=2e-3), (i, (got - want).abs().max())
+        expected_transforms.append(poser.transforms)
+    # 0: as loaded; 2: moved; 1: the same matrix as 2 (one run of frames), nothing to do; 3: back to rest;
+    # 0: rest again, but a different run than 3's, so transformed; 1: moved.
+    assert expected_transforms == [0, 1, 1, 2, 3, 4]
+
+
+def test_a_uniformly_scaled_largest_object_goes_into_the_camera_with_its_depth(plys):
+    # Scaled 1.3 then 0.8 while turning, with a smaller object moving beside it: the big one is never
+    # transformed, the depth pass still reads true camera depth (_render compares it too).
+    objects = [{"name": "small", "ply_path": str(plys[1])}, {"name": "big", "ply_path": str(plys[0])}]
+    g = load_objects(object(), objects, torch.device("cpu"))
+    small = _motion(0.0, (0.6, 0.0, 0.0)) @ AXIS
+    matrices = np.stack([[small, _motion(a, scale=k) @ AXIS] for a, k in ((0.0, 1.3), (25.0, 0.8))])
     viewmats = np.stack([look_at((0.3, -5.0, 1.5), (0.0, 0.0, 0.3), up=(0, 0, 1))] * 2).astype(np.float32)
     poser = _check_against_transforming_everything(g, matrices, viewmats)
-    assert poser.reference == -1 and poser.transforms == 2
+    assert poser.reference == 1 and [poser.depth_scale(i) for i in range(2)] == pytest.approx([1.3, 0.8])
+    assert poser.transforms == 2                  # the small one, relative to the scaled big one, both frames
+
+
+def test_an_unevenly_scaled_largest_object_is_transformed_like_the_rest(plys):
+    g = load_objects(object(), [{"name": "big", "ply_path": str(plys[0])}], torch.device("cpu"))
+    stretch = np.diag([1.3, 1.0, 1.0, 1.0])
+    matrices = np.stack([[_motion(a) @ stretch @ AXIS] for a in (0.0, 25.0)])
+    viewmats = np.stack([look_at((0.3, -5.0, 1.5), (0.0, 0.0, 0.3), up=(0, 0, 1))] * 2).astype(np.float32)
+    poser = ScenePoser(g, matrices, viewmats)
+    assert poser.reference == -1 and poser.depth_scale(1) == 1.0
+    poser.pose(0), poser.pose(1)
+    assert poser.transforms == 2
+
+
+def test_uniform_scale():
+    np.testing.assert_allclose(uniform_scale(np.stack([_motion(33.0, (1.0, 2.0, 3.0), scale=1.7), AXIS])),
+                               [1.7, 1.0])
+    assert np.isnan(uniform_scale(np.diag([1.0, 1.0, -1.0, 1.0])))          # a mirror
+    assert np.isnan(uniform_scale(np.diag([2.0, 1.0, 1.0, 1.0])))           # uneven
+    assert np.isnan(uniform_scale(np.zeros((4, 4))))
 
 
 def test_is_rigid():

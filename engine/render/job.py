@@ -331,13 +331,16 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     video_path = out_dir / VIDEO_NAME
     partial_video = out_dir / (VIDEO_NAME + ".partial.mp4")
     video = None
+    cores = os.cpu_count() or 1
     if write_video:   # ffmpeg takes yuv420p made on the GPU; otherwise RGB, converted by the encoder
         yuv = device.type == "cuda" and video_backend() == "imageio-ffmpeg"
-        video = Mp4Writer(partial_video, width, height, fps, input_format="yuv420p" if yuv else "rgb24")
+        # Beside PNGs, x264 gets half the cores: with all of them (its default) it starves the threads that
+        # launch the frames and write the PNGs, and the job waits on both.
+        video = Mp4Writer(partial_video, width, height, fps, input_format="yuv420p" if yuv else "rgb24",
+                          threads=max(2, cores // 2) if frame_format == "png" else None)
     # Pillow on host frames: one worker per core. A GPU-encoded PNG leaves its worker only the Huffman code and
     # the file: 8 keep up with the GPU, and more only take the GIL from the thread that launches the frames
     # (1.78-1.85 s against 1.90-1.97 s with 16 for the 240-frame benchmark job on the H200's 16 cores).
-    cores = os.cpu_count() or 1
     gpu_png = device.type == "cuda" and png_encoder != "pillow"
     sink = FrameSink(video, workers=min(GPU_PNG_WORKERS, cores) if gpu_png else cores, png_encoder=png_encoder)
     written: list[str] = []
@@ -386,16 +389,18 @@ def rendered_frames(ctx, g: DeviceGaussians, objects: list[dict], arrays: dict, 
     dynamic = dynamic_sources(objects, arrays, g, F)                   # objects playing a 4D sequence
     highlight = query_highlight(params, arrays, g, objects)            # a 4D query's answer, tinted
 
-    def render(i: int, means, quats, scales, sh, viewmat):
-        return render_gaussians(means, quats, scales, g.opacities, sh, viewmat, Ks[i], width, height, near=near,
-                                far=far, background=background, sh_degree=g.sh_degree, backend=backend)
+    def render(i: int, means, quats, scales, sh, viewmat, depth_scale: float = 1.0):
+        out = render_gaussians(means, quats, scales, g.opacities, sh, viewmat, Ks[i], width, height,
+                               near=near / depth_scale, far=far / depth_scale, background=background,
+                               sh_degree=g.sh_degree, backend=backend)
+        return out if depth_scale == 1.0 else dataclasses.replace(out, depth=out.depth * depth_scale)
 
     if skin is None and not dynamic and highlight is None:
         # Rigid objects: only the ones that moved relative to the largest are transformed (posing.py).
         poser = ScenePoser(g, object_matrices, viewmats)
         for i, frame in enumerate(frames):
             ctx.check_cancelled()
-            yield i, frame, render(i, *poser.pose(i))
+            yield i, frame, render(i, *poser.pose(i), depth_scale=poser.depth_scale(i))
         return
     viewmats_d = torch.from_numpy(viewmats).to(g.means.device)
     for i, frame in enumerate(frames):   # rigs, sequences and tints change Gaussians on every frame

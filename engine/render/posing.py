@@ -1,7 +1,8 @@
 """Posing a render request's Gaussians frame by frame without touching the ones that did not move.
 
-Gaussians are rendered in the frame of one reference object, the largest, as long as its matrix is rigid:
-its motion goes into the camera (viewmat @ matrix), so its Gaussians are never transformed at all. Every
+Gaussians are rendered in the frame of one reference object, the largest, as long as its matrix is a
+rotation, a translation and one uniform scale: its motion goes into the camera (viewmat @ matrix, its scale
+divided out, with near, far and the depth scaled to match), so its Gaussians are never transformed at all. Every
 other object is drawn with its matrix relative to the reference, and its rows are transformed (SH rotated
 along, cuda_ext.transform_gaussians) into a posed copy only on frames where that relative matrix changes.
 Every frame's matrices are inverted and packed once per request on the host, so a frame costs no host
@@ -53,6 +54,15 @@ def is_rigid(matrices: np.ndarray, atol: float = 1e-5) -> np.ndarray:
     return orthonormal & (np.linalg.det(a) > 0)
 
 
+def uniform_scale(matrices: np.ndarray, atol: float = 1e-5) -> np.ndarray:
+    """(...,) s of affine (..., 4, 4) matrices whose linear part is s times a rotation (s > 0, no mirror, the
+    same scale on every axis), NaN for any other."""
+    a = np.asarray(matrices, np.float64)[..., :3, :3]
+    det = np.linalg.det(a)
+    s = np.cbrt(np.where(det > 0, det, 1.0))
+    return np.where((det > 0) & is_rigid(a / s[..., None, None], atol), s, np.nan)
+
+
 class ScenePoser:
     """(means, quats, scales, sh, viewmat) per frame index for render_gaussians, from Gaussians in their file
     frames, (F, O, 4, 4) object matrices and (F, 4, 4) viewmats."""
@@ -65,15 +75,23 @@ class ScenePoser:
         self.g = g
         rows = np.concatenate([[0], np.cumsum(g.object_counts(count))]).astype(int)
         self._rows = [(int(rows[j]), int(rows[j + 1])) for j in range(count)]
-        # The reference: the object with the most Gaussians, if it stays rigid (else the world frame).
+        # The reference: the object with the most Gaussians, if it stays a rotation, a translation and one
+        # uniform scale (else the world frame). Its scale s goes into the camera as well: the scene around
+        # the camera scaled by 1/s projects to the same image, footprints included, at 1/s the depth, which
+        # `depth_scale` gives back.
         self.reference = int(np.argmax(rows[1:] - rows[:-1])) if count else 0
-        reference = mats[:, self.reference] if count and is_rigid(mats[:, self.reference]).all() else None
-        if reference is None:
+        scale = uniform_scale(mats[:, self.reference]) if count else np.full(frames, np.nan)
+        if np.isfinite(scale).all():
+            reference = mats[:, self.reference]
+        else:
             self.reference = -1
             reference = np.broadcast_to(np.eye(4), (frames, 4, 4))
+            scale = np.ones(frames)
+        self._depth_scale = scale
         device = g.means.device
-        self._views = torch.from_numpy(
-            (np.asarray(viewmats, np.float64) @ reference).astype(np.float32)).to(device)
+        views = np.asarray(viewmats, np.float64) @ reference
+        views[:, :3] /= scale[:, None, None]
+        self._views = torch.from_numpy(views.astype(np.float32)).to(device)
         self._relative = np.linalg.inv(reference)[:, None] @ mats                        # (F, O, 4, 4)
         self._moving = [j for j in range(count) if j != self.reference]
         self._params = None
@@ -83,22 +101,33 @@ class ScenePoser:
         # The Gaussians as loaded (the reference's rows never change), and a posed copy made on first need.
         with torch.no_grad():
             self._rest = (g.means, g.quats, torch.exp(g.log_scales), torch.cat([g.sh_dc, g.sh_rest], dim=1))
+        # Per moving object and frame, which run of equal matrices the frame is in, and whether its matrix is
+        # the identity: a frame's pose compares two ints instead of two matrices (host time is frame time).
+        rel = self._relative[:, self._moving]                                           # (F, M, 4, 4)
+        changed = np.zeros(rel.shape[:2], bool)
+        changed[1:] = (np.abs(rel[1:] - rel[:-1]) > UNCHANGED_ATOL).any(axis=(-2, -1))
+        self._version = np.cumsum(changed, axis=0)                                    # (F, M)
+        self._identity = (np.abs(rel - np.eye(4)) <= UNCHANGED_ATOL).all(axis=(-2, -1))  # (F, M)
         self._posed: list[torch.Tensor] | None = None
-        self._applied: dict[int, np.ndarray] = {}      # object -> relative matrix its posed rows hold
+        self._applied: dict[int, int] = {}             # object -> the run of matrices its posed rows hold
         self._zeros: dict[int, torch.Tensor] = {}
         self.transforms = 0                             # objects' rows transformed so far (tests, benchmarks)
 
+    def depth_scale(self, frame: int) -> float:
+        """What frame index `frame`'s view is scaled by: render it with near and far divided by this and
+        multiply the depth it gives by it (1.0 unless the reference object is scaled)."""
+        return float(self._depth_scale[frame])
+
     def pose(self, frame: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The Gaussians and the viewmat to render frame index `frame` with."""
+        """The Gaussians and the viewmat to render frame index `frame` with (see `depth_scale`)."""
         for k, j in enumerate(self._moving):
-            rel = self._relative[frame, j]
-            held = self._applied.get(j)
-            if held is None and np.allclose(rel, np.eye(4), rtol=0.0, atol=UNCHANGED_ATOL):
+            held, version = self._applied.get(j), int(self._version[frame, k])
+            if held is None and self._identity[frame, k]:
                 continue                                  # still where its file puts it
-            if held is not None and np.allclose(rel, held, rtol=0.0, atol=UNCHANGED_ATOL):
+            if held == version:
                 continue
             self._transform_rows(j, self._params[frame, k:k + 1])
-            self._applied[j] = rel
+            self._applied[j] = version
         return (*(self._posed if self._posed is not None else self._rest), self._views[frame])
 
     @torch.no_grad()
