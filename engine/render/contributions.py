@@ -112,7 +112,7 @@ def lift_views(g: SplatTensors, viewmats, Ks, width: int, height: int, values: t
             num += n_v
             den += d_v
         return num, den
-    from gsplat import rasterization
+    from .gsplat_backend import render_gsplat_views
 
     image = torch.cat([values, values.new_ones(values.shape[:2] + (1,))], dim=-1)
     image = image.reshape(views, height, width, -1)
@@ -121,9 +121,8 @@ def lift_views(g: SplatTensors, viewmats, Ks, width: int, height: int, values: t
     with torch.enable_grad():
         for start in range(0, views, VIEWS_PER_BATCH):
             sl = slice(start, min(start + VIEWS_PER_BATCH, views))
-            render, _, _ = rasterization(g.means.detach(), g.quats.detach(), g.scales.detach(),
-                                         g.opacities.detach(), probe, viewmats[sl], Ks[sl], width, height,
-                                         near_plane=0.01, far_plane=1e10, render_mode="RGB")
+            render, _ = render_gsplat_views(g.means.detach(), g.quats.detach(), g.scales.detach(),
+                                            g.opacities.detach(), probe, viewmats[sl], Ks[sl], width, height)
             (grad,) = torch.autograd.grad((render * image[sl]).sum(), probe)
             sums += grad
     return sums[:, :-1], sums[:, -1]
