@@ -1,5 +1,6 @@
-"""The panel's Advanced boxes reach the engine's requests: the video model, steps, seed, offload, depth model and
-Require Depth of Animate; the SAM model and Require SAM of Segment; the Train Features operator is registered."""
+"""The panel's Advanced boxes reach the engine's requests: the video model, steps, seed, offload, depth model,
+Require Depth, Lift Effort and Smoothness of Animate; the SAM model and Require SAM of Segment; the Train Features
+operator is registered."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ def test_animate_advanced_settings_reach_the_options(clean_scene):
     assert options.require == ["no_depth"]
     settings.generator = "PRESET"        # model options only for the model generator
     assert "model" not in options_from_settings(settings, "cpu", clean_scene).options
+    # The lifting's effort and smoothness go in only when changed, under the names the engine reads.
+    adv.lift_effort, adv.lift_smoothness = "THOROUGH", 0.0
+    assert options_from_settings(settings, "cpu", clean_scene).options["lifting"] == {"effort": "thorough",
+                                                                                       "smoothness": 0.0}
+    adv.lift_effort = "DEFAULT"
+    assert options_from_settings(settings, "cpu", clean_scene).options["lifting"] == {"smoothness": 0.0}
 
 
 def test_segment_advanced_settings_and_train_operator(clean_scene):

@@ -20,7 +20,8 @@ from test_batch_animate import camera_blend, small_ply  # noqa: F401 (fixtures)
 pytestmark = pytest.mark.blender
 
 NEW_OPTIONS = ("--model", "--steps", "--seed", "--offload", "--depth-model", "--require-depth", "--motion",
-               "--handles", "--sam-model", "--train-features", "--render-frames", "--no-video")
+               "--handles", "--lift-effort", "--smoothness", "--sam-model", "--train-features", "--render-frames",
+               "--no-video")
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +66,8 @@ def test_model_names_resolve_and_unknown_ones_list_the_profiles():
     (["--ply", "x.ply", "--no-video"], "--no-video only applies to --render"),
     (["--ply", "x.ply", "--render-frames", "none"], "--render-frames only applies to --render"),
     (["--render", "out", "--render-frames", "none", "--no-video"], "leaves --render nothing to write"),
+    (["--animate", "x", "--smoothness", "-1"], "--smoothness: lifting smoothness must be within 0-100"),
+    (["--ply", "x.ply", "--lift-effort", "fast"], "--lift-effort only applies to --animate"),
 ])
 def test_bad_option_combinations_are_one_line(capsys, argv, message):
     status, err = _run(capsys, *argv)
@@ -79,7 +82,7 @@ def test_motion_options_reach_the_animate_request(camera_blend, small_ply, monke
         status, err = _run(capsys, "--blend", camera_blend, "--ply", small_ply, "--animate", "it bends",
                            "--motion", "nonrigid", "--handles", 5, "--seed", 7, "--depth-model",
                            "depth-anything-v2-base", "--require-depth", "--require-sam", "--frames", 4,
-                           "--report", report)
+                           "--lift-effort", "thorough", "--smoothness", 2.5, "--report", report)
     finally:
         client.stop()
     assert status == 0, err
@@ -88,6 +91,8 @@ def test_motion_options_reach_the_animate_request(camera_blend, small_ply, monke
     assert sent["motion"] == "nonrigid" and sent["handles"] == 5
     assert sent["options"]["seed"] == 7 and sent["options"]["depth_model"] == "depth-anything-v2-base"
     assert sorted(sent["require"]) == ["no_depth", "region_growing"]
+    assert sent["options"]["lifting"] == {"effort": "thorough", "smoothness": 2.5}
+    assert animation["lifting"] == {"effort": "thorough", "smoothness": 2.5}
     assert animation["motion"] == "nonrigid" and animation["armature"]
 
 

@@ -12,6 +12,8 @@ from engine import fallbacks
 from engine.errors import AnimateGaussiansError, InputFileError
 from engine.formats.detect import export_format
 from engine.formats.sequence import is_sequence_spec, is_sequence_target
+from engine.motion.lift_settings import (LIFT_EFFORTS, SMOOTHNESS_MAX, LiftingError, check_lift_settings,
+                                         lifting_options)
 
 PROG = "batch.py"
 MOTIONS = ("auto", "rigid", "nonrigid")
@@ -42,6 +44,8 @@ MODIFIERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "depth_model": ("--depth-model", ("animate",)),
     "motion": ("--motion", ("animate",)),
     "handles": ("--handles", ("animate",)),
+    "lift_effort": ("--lift-effort", ("animate",)),
+    "smoothness": ("--smoothness", ("animate",)),
     "resolution": ("--resolution", ("render",)),
     "render_frames": ("--render-frames", ("render",)),
     "no_video": ("--no-video", ("render",)),
@@ -109,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motion", choices=MOTIONS, help="rigid (object keys), nonrigid (an armature) or auto "
                                                      "(default: auto)")
     p.add_argument("--handles", type=int, metavar="N", help="bones of the non-rigid rig (default 8)")
+    p.add_argument("--lift-effort", choices=tuple(LIFT_EFFORTS),
+                   help="solver steps for lifting the video's motion to 3D: fast, default or thorough "
+                        "(several times the time, for hard videos)")
+    p.add_argument("--smoothness", type=float, metavar="F",
+                   help="how strongly the lifted motion is held to a steady path: 1 the default, 0 follows every "
+                        f"frame of the video, up to {SMOOTHNESS_MAX:g} for a shaky video")
     p.add_argument("--query", metavar="TEXT",
                    help="4D text query on the --dynamic object, else on the animated scene: when and which "
                         "Gaussians (extractor: env ANIMATE_GAUSSIANS_QUERY4D_EXTRACTOR, default auto)")
@@ -151,6 +161,11 @@ def check_arguments(args: argparse.Namespace, step_names: set[str]) -> None:
             raise BatchError(f"{option} only applies to --generator diffusers")
     if args.steps is not None and args.steps < 1:
         raise BatchError(f"--steps must be at least 1, got {args.steps}")
+    if args.smoothness is not None:
+        try:
+            check_lift_settings("default", args.smoothness)
+        except LiftingError as exc:
+            raise BatchError(f"--smoothness: {exc}") from None
     if args.handles is not None and not 2 <= args.handles <= 64:
         raise BatchError(f"--handles must be between 2 and 64, got {args.handles}")
     if args.motion == "rigid" and args.handles is not None:
@@ -190,6 +205,9 @@ def generator_options(args: argparse.Namespace) -> dict:
         value = getattr(args, attr)
         if value is not None:
             options[attr] = value
+    lifting = lifting_options(args.lift_effort or "default", 1.0 if args.smoothness is None else args.smoothness)
+    if lifting:
+        options["lifting"] = lifting
     if args.generator == "diffusers" and "model" not in options:
         from engine.motion.model_profiles import DEFAULT_24GB_MODEL
         options["model"] = DEFAULT_24GB_MODEL

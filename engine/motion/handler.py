@@ -118,6 +118,7 @@ def handle_animate(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     fps = float(params.get("fps") or 24.0)
     width, height = int(params.get("width") or 0), int(params.get("height") or 0)
     options = dict(params.get("options") or {})
+    lifting.LiftOptions.from_request(options.get("lifting"))   # a mistyped option fails before any work
     viewmat_world = _array(arrays, "viewmat", (4, 4)).astype(np.float64)
     K = _array(arrays, "K", (3, 3)).astype(np.float64)
     file_to_world = _array(arrays, "file_to_world", (4, 4)).astype(np.float64)
@@ -259,9 +260,7 @@ def _lift_video(g, indices, scene_indices, viewmat, K, width, height, generated,
         depth=None if metric is None else torch.from_numpy(np.ascontiguousarray(metric)).to(device),
         masks=None if options.get("masks") is None else torch.as_tensor(np.asarray(options["masks"]),
                                                                         dtype=torch.float32, device=device))
-    tuning = {k: v for k, v in (options.get("lifting") or {}).items()
-              if k in lifting.LiftOptions.__dataclass_fields__ and k != "backend"}
-    lift_options = lifting.LiftOptions(backend=backend, **tuning)
+    lift_options = lifting.LiftOptions.from_request(options.get("lifting"), backend)
     rigid = lift_rigid(seg, bg, targets, viewmat, K, lift_options,
                        _sub(progress, 0.45, 0.75 if motion != "rigid" else 0.99), check_cancelled)
     info["calibration"] = rigid.calibration

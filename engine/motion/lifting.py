@@ -17,6 +17,7 @@ from cuda_ext.reference import _quat_multiply as quat_multiply  # the one torch 
 from ..adam import AdamMoments, cosine_step
 from ..render.cpu_rasterizer import quat_to_rotmat
 from ..render.rasterizer import render_gaussians
+from .lift_settings import LIFT_EFFORTS, LiftingError, check_lift_settings
 
 Progress = Callable[[float, str], None]
 
@@ -77,11 +78,32 @@ class LiftOptions:
     turn_prior: float = 0.01          # on the change of rotation per frame (radians), for a textured object
     textureless_turn_prior: float = 1.0   # the same for an object of one flat colour (interpolated by texture)
     bias_prior: float = 0.05          # on frame 0's pose (the video's source against our render; radians, sizes)
-    tracking_steps: int = 4           # Gauss-Newton renders per frame when tracking (frames 0 and 1: 2×)
+    tracking_steps: int = 4           # Levenberg-Marquardt evaluations per frame when tracking (frames 0, 1: 2×)
     tracking_tolerance: float = 0.1   # tracking a frame stops when a step moves it less (working pixels)
-    refine_steps: int = 8             # joint Gauss-Newton renders of all frames under the priors (0: off)
+    refine_steps: int = 8             # joint evaluations of all frames under the priors (0: off)
     refine_tolerance: float = 0.01    # ... stopping when a step moves no frame more (working pixels)
     colour_soft: float = 0.03         # the solvers' colour L1 is Charbonnier with this softness (0-1 colour)
+
+    @classmethod
+    def from_request(cls, lifting: dict | None, backend: str = "auto") -> "LiftOptions":
+        """The options of an animate request's `options.lifting`: any field above by name, and the two the
+        panel and the batch offer an artist: `effort` (one of LIFT_EFFORTS: how many solver steps the fit may
+        take) and `smoothness` (a factor on the smoothness priors, rigid and non-rigid; 0 follows every frame
+        of the video, higher holds a shaky video to a steadier path). A field named too wins over effort."""
+        lifting = dict(lifting or {})
+        effort, smoothness = str(lifting.pop("effort", "default")), lifting.pop("smoothness", 1.0)
+        if not isinstance(smoothness, (int, float)) or isinstance(smoothness, bool):
+            raise LiftingError(f"lifting smoothness must be a number, got {smoothness!r}")
+        check_lift_settings(effort, float(smoothness))
+        fields = cls.__dataclass_fields__
+        unknown = sorted(set(lifting) - set(fields) | ({"backend"} & set(lifting)))
+        if unknown:
+            raise LiftingError(f"unknown lifting options {unknown}; known: effort, smoothness, "
+                               f"{', '.join(k for k in fields if k != 'backend')}")
+        values = {**LIFT_EFFORTS[effort],
+                  "smooth_prior": cls.smooth_prior * smoothness, "smooth_weight": cls.smooth_weight * smoothness}
+        values.update(lifting)
+        return cls(backend=backend, **values)
 
 
 @dataclass
