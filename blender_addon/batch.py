@@ -124,7 +124,8 @@ def step_import_dynamic(ctx: BatchContext) -> None:
 
 def step_query(ctx: BatchContext) -> None:
     """4D query on the dynamic object (--dynamic, else the scene's first one), else on the scene's animated
-    Gaussian objects; the answer is highlighted and marked on the timeline, and reported under "queries"."""
+    Gaussian objects, with the --query-* thresholds; the answer is highlighted and marked on the timeline, and
+    reported under "queries" (with the thresholds the engine used)."""
     import bpy
     from blender_addon.io import dynamic_import
     from blender_addon.query4d import query4d_answer, query4d_request
@@ -134,7 +135,7 @@ def step_query(ctx: BatchContext) -> None:
     if obj is None:
         obj = next((o for o in scene.objects if dynamic_import.is_dynamic(o)), None)
     answer = query4d_request.query_blocking(scene, obj, ctx.args.query, device=ctx.args.device or "auto",
-                                            report=say)
+                                            report=say, thresholds=batch_args.query_thresholds(ctx.args))
     query4d_answer.apply_answer(scene, answer)
     if answer.span_frames is None:
         say(f"query: {answer.no_match_message()}")

@@ -85,6 +85,46 @@ def test_handler_caches_the_field_per_scene(tmp_path, monkeypatch, sequence, one
     third, _ = handler.handle_query4d(QuietContext(), params, {})
     assert third["field"] == "disk" and third["span"] == first["span"]
 
+    # The request's thresholds become the query's settings (the result says which were used) and change the
+    # answer, on the cached field.
+    assert first["thresholds"] == {"spatial_threshold": None, "temporal_threshold": 0.5, "smoothing": 1.0,
+                                   "min_relevancy": 0.52, "grow_threshold": 0.4}
+
+    def ask(**thresholds):
+        result, out = handler.handle_query4d(QuietContext(), dict(params, **thresholds), {})
+        assert result["field"] == "memory"
+        assert result["thresholds"] == dict(first["thresholds"], **thresholds)
+        return result, np.unpackbits(out["masks_packed"], axis=1, count=small.count).astype(bool)
+
+    strict, strict_masks = ask(spatial_threshold=0.9)    # above the automatic cut: fewer Gaussians
+    assert strict["span"] == first["span"] and 0 < strict["count"] < first["count"]
+    assert (small.labels[strict_masks.any(0)] == 1).all()
+    plain, plain_masks = ask(grow_threshold=0.0)         # no growth: a strict part of the grown masks
+    assert plain["span"] == first["span"] and plain_masks.sum() < masks.sum() and not (plain_masks & ~masks).any()
+    peak_only, _ = ask(temporal_threshold=1.0, smoothing=0.0)   # the span shrinks to the score's peak
+    a, b = first["span"]
+    assert peak_only["span"][0] == peak_only["span"][1] and a <= peak_only["span"][0] <= b
+    nothing, _ = ask(min_relevancy=0.99)                 # higher than the sphere's best: no match
+    assert nothing["span"] is None and nothing["count"] == 0 and not nothing["matched"]
+
+
+@pytest.mark.parametrize("bad, message", [({"spatial_threshold": 1.5}, "spatial_threshold must be between 0 and 1"),
+                                          ({"smoothing": -1}, "smoothing must be between 0 and 100"),
+                                          ({"min_relevancy": 0.4}, "min_relevancy must be between 0.5 and 1"),
+                                          ({"grow_threshold": float("nan")}, "grow_threshold must be between"),
+                                          ({"temporal_threshold": "half"}, "temporal_threshold must be a number")])
+def test_handler_refuses_thresholds_out_of_range_before_any_work(bad, message, monkeypatch):
+    from engine.query4d import handler
+    from engine.query4d.thresholds import QueryThresholdError
+
+    # Refused before the scene is read or a field built: the npz does not exist and no extractor may load.
+    monkeypatch.setattr(handler, "_extractor", lambda *a: pytest.fail("the query went on"))
+    params = {"text": "the red sphere", "npz_path": "/nonexistent/params.npz", "extractor": "oracle",
+              "device": "cpu", **bad}
+    with pytest.raises(QueryThresholdError, match=message) as info:
+        handler.handle_query4d(QuietContext(), params, {})
+    assert "the default is" in info.value.user_message()
+
 
 def _tiny_sequence():
     return make_moving_sequence(40, timesteps=6, move_start=2, move_end=4)

@@ -14,6 +14,7 @@ from engine.formats.detect import export_format
 from engine.formats.sequence import is_sequence_spec, is_sequence_target
 from engine.motion.lift_settings import (LIFT_EFFORTS, SMOOTHNESS_MAX, LiftingError, check_lift_settings,
                                          lifting_options)
+from engine.query4d.thresholds import THRESHOLDS
 
 PROG = "batch.py"
 MOTIONS = ("auto", "rigid", "nonrigid")
@@ -25,6 +26,8 @@ class BatchError(AnimateGaussiansError):
 
     hint = "run with --help for the options"
 
+
+_QUERY = "query_"   # the 4D query's thresholds are options --query-<threshold>, attributes query_<threshold>
 
 # Options that only qualify a step: given without that step, they would do nothing, so they are refused.
 MODIFIERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -50,6 +53,7 @@ MODIFIERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "render_frames": ("--render-frames", ("render",)),
     "no_video": ("--no-video", ("render",)),
     "device": ("--device", ("import_dynamic", "capture_images", "select", "animate", "query", "render")),
+    **{_QUERY + name: (t.option, ("query",)) for name, t in THRESHOLDS.items()},
 }
 # Options that only mean something for the model generators.
 _DIFFUSERS_ONLY = (("model", "--model"), ("steps", "--steps"), ("offload", "--offload"))
@@ -67,6 +71,16 @@ def _dest(option: str) -> str:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, our error type, instead of usage + exit 2
         raise BatchError(message)
+
+
+def _number_or_auto(text: str) -> float | str:
+    """--query-spatial-threshold's value: a number, or "auto" (the engine's own cut, as leaving it out)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", metavar="TEXT",
                    help="4D text query on the --dynamic object, else on the animated scene: when and which "
                         "Gaussians (extractor: env ANIMATE_GAUSSIANS_QUERY4D_EXTRACTOR, default auto)")
+    for t in THRESHOLDS.values():
+        auto = t.name == "spatial_threshold"
+        p.add_argument(t.option, type=_number_or_auto if auto else float, metavar="X|auto" if auto else "X",
+                       help=f"for --query: {t.description} ({t.low:g} to {t.high:g}; default {t.default_text})")
     p.add_argument("--render", metavar="DIR", help="render splat frames from the active camera to DIR")
     p.add_argument("--resolution", nargs=2, type=int, metavar=("W", "H"), help="render resolution")
     p.add_argument("--render-frames", choices=("png", "none"),
@@ -166,6 +184,10 @@ def check_arguments(args: argparse.Namespace, step_names: set[str]) -> None:
             check_lift_settings("default", args.smoothness)
         except LiftingError as exc:
             raise BatchError(f"--smoothness: {exc}") from None
+    for name, t in THRESHOLDS.items():
+        value = getattr(args, _QUERY + name)
+        if value is not None and value != "auto":
+            t.check(value, t.option)   # QueryThresholdError: the range, what the threshold does, its default
     if args.handles is not None and not 2 <= args.handles <= 64:
         raise BatchError(f"--handles must be between 2 and 64, got {args.handles}")
     if args.motion == "rigid" and args.handles is not None:
@@ -212,3 +234,9 @@ def generator_options(args: argparse.Namespace) -> dict:
         from engine.motion.model_profiles import DEFAULT_24GB_MODEL
         options["model"] = DEFAULT_24GB_MODEL
     return options
+
+
+def query_thresholds(args: argparse.Namespace) -> dict[str, float | str]:
+    """The query request's thresholds from the command line (only those given; "auto" for the spatial one is
+    the engine's default, left for build_query_request to leave out)."""
+    return {name: getattr(args, _QUERY + name) for name in THRESHOLDS if getattr(args, _QUERY + name) is not None}

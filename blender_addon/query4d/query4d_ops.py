@@ -7,6 +7,7 @@ from __future__ import annotations
 import bpy
 
 from engine.errors import AnimateGaussiansError
+from engine.query4d.thresholds import MIN_SPATIAL_THRESHOLD, THRESHOLDS, request_thresholds
 
 from .. import notices
 from ..engine_link import engine_client
@@ -14,6 +15,7 @@ from ..engine_link.modal_engine import EngineRequestModal
 from ..io import dynamic_import, gaussian_object
 from ..io.sequence_ops import GAUSSIANS_OT_import_dynamic
 from ..render.render_request import gaussian_objects
+from ..ui.advanced_settings import collapsible_box
 from .query4d_answer import apply_answer, clear_answer, query_mask, split_answer
 from .query4d_request import QueryTarget, answer_from_result, build_query_request
 
@@ -25,6 +27,15 @@ def _undo_push(message: str) -> None:
         pass
 
 
+def _threshold_property(name: str):
+    """A query threshold as a scene property: the engine's default and range (engine/query4d/thresholds.py).
+    Soft limits only: a value typed or scripted outside the range is kept as given and refused by Ask with a
+    message, where a hard limit would clamp it silently into another query than the one asked."""
+    t = THRESHOLDS[name]
+    return bpy.props.FloatProperty(name=t.label, default=t.default, soft_min=t.low, soft_max=t.high, precision=3,
+                                   step=1, description=t.description[0].upper() + t.description[1:])
+
+
 class GaussiansQuery4DSettings(bpy.types.PropertyGroup):
     text: bpy.props.StringProperty(name="Text", description="What happens, e.g. \"the ball rolling\"")
     segment_name: bpy.props.StringProperty(name="Name", default="",
@@ -32,6 +43,30 @@ class GaussiansQuery4DSettings(bpy.types.PropertyGroup):
     last_text: bpy.props.StringProperty(options={"SKIP_SAVE"})
     last_span: bpy.props.StringProperty(options={"SKIP_SAVE"})
     last_count: bpy.props.IntProperty(options={"SKIP_SAVE"})
+    # The Advanced box: the query's thresholds, at the engine's defaults. The spatial cut is automatic unless
+    # Auto is turned off (an explicit switch rather than a magic 0, which is itself a valid cut: everything
+    # that beats the negatives); its value, greyed out while Auto is on, starts at the automatic cut's floor.
+    show_advanced: bpy.props.BoolProperty(name="Advanced", default=False)
+    spatial_auto: bpy.props.BoolProperty(
+        name="Auto Spatial Threshold", default=True,
+        description=f"Choose the spatial cut per query (Otsu's, never below {MIN_SPATIAL_THRESHOLD:g}); "
+                    "turn off to set Spatial Threshold yourself")
+    spatial_threshold: _threshold_property("spatial_threshold")
+    temporal_threshold: _threshold_property("temporal_threshold")
+    smoothing: _threshold_property("smoothing")
+    min_relevancy: _threshold_property("min_relevancy")
+    grow_threshold: _threshold_property("grow_threshold")
+
+
+def query_thresholds(settings: GaussiansQuery4DSettings) -> dict[str, float]:
+    """The request's thresholds from the panel (the spatial one left out while Auto is on), checked: a value
+    out of range is a QueryThresholdError naming the panel's label."""
+    # Rounded to 6 decimals: Blender stores float32, and 0.52 read back is 0.51999998; the engine must get the
+    # value the artist sees (a default left alone is then exactly the engine's default).
+    values = {name: round(getattr(settings, name), 6) for name in THRESHOLDS}
+    if settings.spatial_auto:
+        del values["spatial_threshold"]
+    return request_thresholds(values, {name: t.label for name, t in THRESHOLDS.items()})
 
 
 def _query_poll(cls, context) -> bool:
@@ -62,9 +97,10 @@ class GAUSSIANS_OT_query4d(EngineRequestModal, bpy.types.Operator):
         return _query_poll(cls, context)
 
     def _request(self, context):
-        params, arrays, self._target = build_query_request(context.scene, context.active_object,
-                                                           context.scene.gaussians_query4d.text,
-                                                           engine_client.preferred_device())
+        settings = context.scene.gaussians_query4d
+        params, arrays, self._target = build_query_request(context.scene, context.active_object, settings.text,
+                                                           engine_client.preferred_device(),
+                                                           query_thresholds(settings))
         return "query4d", params, arrays
 
     def _on_result(self, context, params: dict, arrays: dict) -> set[str]:
@@ -134,6 +170,21 @@ def draw_panel(layout, context) -> None:
     row.prop(settings, "segment_name")
     row.operator(GAUSSIANS_OT_query4d_segment.bl_idname, text="Make Segment")
     layout.operator(GAUSSIANS_OT_query4d_clear.bl_idname, text="Clear", icon="X")
+    draw_thresholds(layout, settings)
+
+
+def draw_thresholds(layout, settings: GaussiansQuery4DSettings) -> None:
+    """The collapsible "Advanced" box of the thresholds; a value out of range shows red (Ask refuses it)."""
+    box = collapsible_box(layout, settings, "show_advanced")
+    if box is None:
+        return
+    box.use_property_split = True
+    box.prop(settings, "spatial_auto")
+    for name, t in THRESHOLDS.items():
+        row = box.row()
+        row.active = not (name == "spatial_threshold" and settings.spatial_auto)
+        row.alert = not t.low <= getattr(settings, name) <= t.high
+        row.prop(settings, name)
 
 
 classes = (GaussiansQuery4DSettings, GAUSSIANS_OT_query4d, GAUSSIANS_OT_query4d_segment, GAUSSIANS_OT_query4d_clear)

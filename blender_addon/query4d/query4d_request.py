@@ -3,19 +3,22 @@ or sequence and per-frame matrices, and the answer mapped back to scene frames a
 
 The feature extractor is the engine's best ("auto") unless the environment variable
 ANIMATE_GAUSSIANS_QUERY4D_EXTRACTOR names one (viclip, clip, or oracle for labelled synthetic sequences);
-FIELD_OPTIONS are sent as the request's field options (empty: the engine's defaults; scripts may set them).
+FIELD_OPTIONS are sent as the request's field options (empty: the engine's defaults; scripts may set them). The
+query's thresholds (the panel's Advanced box, the batch's --query-* options) are sent only where set, each checked
+against engine/query4d/thresholds.py first; an automatic spatial threshold is not sent.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import bpy
 import numpy as np
 
 from engine.errors import AnimateGaussiansError, EngineError
+from engine.query4d.thresholds import request_thresholds
 
 from ..engine_link import engine_client
 from ..io import dynamic_import, gaussian_object
@@ -71,7 +74,7 @@ class QueryAnswer:
                 "gaussians": dict(zip(self.target.objects, self.matched())),
                 "counts": r.get("counts", []), "extractor": r.get("extractor"), "field": r.get("field"),
                 "matched": self.span_frames is not None, "best_relevancy": r.get("best_relevancy"),
-                "relevancy_threshold": r.get("relevancy_threshold"),
+                "relevancy_threshold": r.get("relevancy_threshold"), "thresholds": r.get("thresholds"),
                 "seconds": r.get("seconds")}
 
 
@@ -90,14 +93,20 @@ def query_objects(scene: bpy.types.Scene, obj: bpy.types.Object | None) -> list[
 
 
 def build_query_request(scene: bpy.types.Scene, obj: bpy.types.Object | None, text: str,
-                        device: str = "auto") -> tuple[dict, dict[str, np.ndarray], QueryTarget]:
+                        device: str = "auto", thresholds: Mapping[str, object] | None = None
+                        ) -> tuple[dict, dict[str, np.ndarray], QueryTarget]:
     """The "query4d" request (params, arrays) and what its answer maps back to. A dynamic object sends its
-    params.npz; other objects send their .ply files and, per scene frame, their file → world matrices."""
+    params.npz; other objects send their .ply files and, per scene frame, their file → world matrices.
+    `thresholds`: the query's thresholds by request param (absent or None: the engine's default; a
+    spatial_threshold of None or "auto": the automatic cut), checked here (QueryThresholdError) so a bad value
+    fails before the scene is stepped through or the engine is asked."""
     text = text.strip()
     if not text:
         raise Query4DError("the 4D query has no text", hint="type what to look for, e.g. 'the ball rolling'")
+    cuts = request_thresholds(thresholds or {})
     objects = query_objects(scene, obj)
-    params: dict = {"text": text, "extractor": extractor_name(), "device": device, "options": dict(FIELD_OPTIONS)}
+    params: dict = {"text": text, "extractor": extractor_name(), "device": device, "options": dict(FIELD_OPTIONS),
+                    **cuts}
     arrays: dict[str, np.ndarray] = {}
     if dynamic_import.is_dynamic(objects[0]):
         dyn = objects[0]
@@ -168,9 +177,11 @@ def answer_from_result(target: QueryTarget, result: dict, arrays: dict) -> Query
 
 
 def query_blocking(scene: bpy.types.Scene, obj: bpy.types.Object | None, text: str, device: str | None = None,
-                   report: Callable[[str], None] | None = None, client=None) -> QueryAnswer:
-    """Ask and wait (batch, scripts). Nothing in the scene changes; apply_answer shows the answer."""
+                   report: Callable[[str], None] | None = None, client=None,
+                   thresholds: Mapping[str, object] | None = None) -> QueryAnswer:
+    """Ask and wait (batch, scripts). Nothing in the scene changes; apply_answer shows the answer.
+    `thresholds` as build_query_request's (absent: the engine's defaults, not the panel's settings)."""
     device = device or engine_client.preferred_device()
-    params, arrays, target = build_query_request(scene, obj, text, device)
+    params, arrays, target = build_query_request(scene, obj, text, device, thresholds)
     result, result_arrays = engine_client.request_blocking("query4d", params, arrays, report, client, label="query")
     return answer_from_result(target, result, result_arrays)

@@ -20,6 +20,7 @@ from ..scene_cache import content_hash, path_for
 from .features import load_extractor
 from .field import FeatureField, FieldOptions, build_feature_field
 from .query import QuerySettings, query_field
+from .thresholds import THRESHOLDS, request_thresholds
 
 MAX_FIELDS_IN_MEMORY = 2
 _fields: OrderedDict[tuple[str, str], FeatureField] = OrderedDict()
@@ -133,17 +134,20 @@ def handle_query4d(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     """params: text; npz_path (a Dynamic 3D Gaussians sequence) or objects [{name, ply_path}] with arrays
     object_matrices (F, O, 4, 4) and optional indices_<j>; extractor auto|viclip|clip|oracle (oracle needs
     a labelled sequence and label_names {label: name}, default the synthetic primitives' names); options
-    (FieldOptions fields); thresholds spatial_threshold, temporal_threshold, smoothing, grow_threshold (0: masks
-    not grown); device; return_masks.
+    (FieldOptions fields); thresholds spatial_threshold (absent or null: automatic), temporal_threshold,
+    smoothing, min_relevancy, grow_threshold (0: masks not grown), each checked against thresholds.THRESHOLDS;
+    device; return_masks.
     Result: span [first, last] (timesteps, inclusive) or null, counts (Gaussians in the mask per timestep),
-    extractor, field (memory|disk|built), seconds; arrays mask_start, mask_end (N,) int32 (−1: never),
-    peak (N,) float32, temporal_score (T,), and with return_masks masks_packed (T, ⌈N/8⌉) uint8 (np.packbits).
+    extractor, field (memory|disk|built), thresholds (the values used, null: the automatic cut), seconds;
+    arrays mask_start, mask_end (N,) int32 (−1: never), peak (N,) float32, temporal_score (T,), and with
+    return_masks masks_packed (T, ⌈N/8⌉) uint8 (np.packbits).
     """
     text = str(params.get("text", "")).strip()
     if not text:
         raise Query4DRequestError("the query has no text", hint="type what to look for, e.g. 'a ball flying in the air'")
     device = _device(params.get("device", "auto"))
     options = _options(params)
+    thresholds = request_thresholds(params)   # checked before the field is loaded or built
     name = params.get("extractor", "auto")
     label_names = {int(k): v for k, v in (params.get("label_names") or {}).items()}
     if name == "oracle" and not label_names:
@@ -165,8 +169,7 @@ def handle_query4d(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     field, where = get_field(key, lambda: build_feature_field(load_seq(), extractor, options, device,
                                                               ctx.progress), device)
     ctx.check_cancelled()
-    settings = QuerySettings(**{k: float(params[k]) for k in ("spatial_threshold", "temporal_threshold", "smoothing",
-                                                               "min_relevancy", "grow_threshold") if k in params})
+    settings = QuerySettings(**thresholds)
     clock = time.perf_counter()
     result = query_field(field, extractor, text, settings)
     query_s = time.perf_counter() - clock
@@ -180,4 +183,5 @@ def handle_query4d(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
             "timesteps": field.total_timesteps, "extractor": extractor.name, "field": where,
             "matched": result.matched, "best_relevancy": result.best_relevancy,
             "relevancy_threshold": result.threshold,
+            "thresholds": {k: getattr(settings, k) for k in THRESHOLDS},   # those used, defaults included
             "field_stats": field.stats, "query_s": query_s, "seconds": time.perf_counter() - start}, out

@@ -19,26 +19,31 @@ from engine.render.frame_sink import to_host
 
 from .features import CANONICAL_NEGATIVES, FeatureExtractor
 from .field import FeatureField
+from .thresholds import MIN_SPATIAL_THRESHOLD, THRESHOLDS
 
 
 @dataclass
 class QuerySettings:
+    """How a query cuts its answer. The fields a user may set (the request's thresholds, the panel, the batch's
+    --query-* options) take their defaults and ranges from thresholds.THRESHOLDS."""
+
     spatial_threshold: float | None = None   # mask cut on normalised relevancy; None: Otsu's over the span
-    min_spatial_threshold: float = 0.5       # the automatic cut is never below this
-    temporal_threshold: float = 0.5   # of the peak temporal score: the span's cut
-    smoothing: float = 1.0            # Gaussian sigma (frames) of the temporal score
+    min_spatial_threshold: float = MIN_SPATIAL_THRESHOLD   # the automatic cut is never below this
+    # The span's cut, as a fraction of the temporal score's rise; then the score's Gaussian sigma (frames).
+    temporal_threshold: float = THRESHOLDS["temporal_threshold"].default
+    smoothing: float = THRESHOLDS["smoothing"].default
     min_event_contrast: float = 0.25  # below this rise of the temporal score the match is steady, not an event
     top_fraction: float = 0.001       # temporal score = mean of the top fraction of Gaussians (at least 16)
     # "No match" is a result: the query's best score (raw LERF relevancy, top Gaussians, best frame) must beat
     # both this floor (the text is closer than every negative by cos 0.008) and what the canonical negatives
     # reach against one another on the same compressed codes (the field's null level) by `null_margin`.
-    min_relevancy: float = 0.52
+    min_relevancy: float = THRESHOLDS["min_relevancy"].default
     null_margin: float = 0.02
     # The cut misses parts of an object that score a little lower (a shaded side) or have no code (never seen):
     # the masks grow from what the cut selected along the field's neighbour graph, to Gaussians whose mean
     # normalised relevancy over the span reaches `grow_threshold` (`grow_rounds` hops), and to Gaussians with
     # no code in the span whose coded neighbours are mostly selected (grow_masks). 0: no growth.
-    grow_threshold: float = 0.4
+    grow_threshold: float = THRESHOLDS["grow_threshold"].default
     grow_rounds: int = 8
 
 
