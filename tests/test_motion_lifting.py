@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.motion.frames import render_motion_video
+from engine.motion.frames import render_motion_video, render_with_segment_pose
 from engine.motion.handler import handle_animate
 from engine.motion.lifting import deformed_points, farthest_point_sampling, kabsch, skinning_weights
-from tests.motion_fixtures import (box_case, box_motion, hinge_positions, hinged_box_case,
-                                   rotation_error_deg)
+from tests.motion_fixtures import (box_case, box_motion, hinge_positions, hinged_box_case,  # noqa: F401
+                                   no_depth_model, rotation_error_deg)
 
 FRAMES = 5
 
@@ -84,6 +84,26 @@ def test_rigid_lifting_with_relative_noisy_depth(rigid_case):
     trans, rot = _errors(case, truth, arrays["transforms"])
     assert trans <= 0.03, f"median translation error {trans:.4f} of the object's size"
     assert rot <= 3.0, f"median rotation error {rot:.3f} degrees"
+
+
+def test_rigid_lifting_with_silhouettes_and_no_depth(rigid_case, no_depth_model):
+    # The `masks` option (the segment's silhouette per frame, e.g. from a video segmenter) adds the mask term
+    # to the solver's residuals: with colour and silhouettes alone the motion comes back.
+    import dataclasses
+
+    case, truth, video, depth, path = rigid_case
+    g = case.gaussians
+    alone = type(g)(**{f.name: getattr(g, f.name)[case.indices] for f in dataclasses.fields(g)})
+    everything = np.arange(alone.count)
+    masks = np.stack([render_with_segment_pose(alone, everything, case.viewmat, case.K, case.width, case.height,
+                                               transform=T, backend="cpu")[2] for T in truth])
+    assert masks.max() > 0.9 and masks.mean() > 0.05
+    params, arrays = _request(case, path, video, depth, {"masks": masks.tolist()})
+    del arrays["depth"]
+    result, out = handle_animate(Ctx(), params, arrays)
+    assert max(result["fit"]["mask"]) > 0.0            # the silhouettes were compared
+    trans, rot = _errors(case, truth, out["transforms"])
+    assert trans <= 0.03 and rot <= 3.0, (trans, rot)
 
 
 def test_articulated_lid_lifting(tmp_path):
