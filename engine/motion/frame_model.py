@@ -181,8 +181,9 @@ class FrameModel:
                   target: list[torch.Tensor] | None = None, colour_soft: float = 0.0) -> "Residuals":
         """The data terms of S sets of B poses (viewmats (S, B, 4, 4)) against `frames` (B,), as residual
         vectors: a pose and its perturbed copies in one render, so a Jacobian costs no backward pass.
-        `colour_soft` rounds the colour's L1 near zero (Charbonnier), which gives a Gauss-Newton step the
-        curvature that |r| lacks; the losses reported and compared elsewhere keep plain L1 (0)."""
+        `colour_soft` rounds the colour's L1 near zero (Charbonnier), which caps the reweighted least squares'
+        weight of a residual that is already small (|r|'s 1/|r| has no cap, and a few pixels that match
+        exactly would otherwise outweigh the rest); the losses reported and compared elsewhere keep plain L1."""
         S, B = viewmats.shape[:2]
         rgb, depth, alpha = self.composite(viewmats.reshape(S * B, 4, 4), win)
         ours = pyramid((rgb * self.gain + self.bias).permute(0, 3, 1, 2), self.levels)
