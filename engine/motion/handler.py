@@ -118,7 +118,7 @@ def handle_animate(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     fps = float(params.get("fps") or 24.0)
     width, height = int(params.get("width") or 0), int(params.get("height") or 0)
     options = dict(params.get("options") or {})
-    lifting.LiftOptions.from_request(options.get("lifting"))   # a mistyped option fails before any work
+    lift_options = lifting.LiftOptions.from_request(options.get("lifting"))   # a mistyped one fails before any work
     viewmat_world = _array(arrays, "viewmat", (4, 4)).astype(np.float64)
     K = _array(arrays, "K", (3, 3)).astype(np.float64)
     file_to_world = _array(arrays, "file_to_world", (4, 4)).astype(np.float64)
@@ -148,6 +148,7 @@ def handle_animate(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     up /= np.linalg.norm(up)
     device = _resolve_device(str(params.get("device") or "auto"))
     backend = "gsplat" if device.type == "cuda" and _gsplat() else "cpu"
+    lift_options.backend = backend
 
     generator = make_generator(generator_name)
     ok, why = generator.available()
@@ -183,8 +184,8 @@ def handle_animate(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.
     if generated.video is None:
         raise GeneratorError(f"the {generator_name!r} generator returned neither a video nor a motion")
     return _lift_video(g, indices, scene_indices, viewmat, K, width, height, generated, depth_in, motion,
-                       int(params.get("handles") or 8), options, device, backend, info, progress, check_cancelled,
-                       generator_name, fps)
+                       int(params.get("handles") or 8), options, lift_options, device, backend, info, progress,
+                       check_cancelled, generator_name, fps)
 
 
 def _gsplat() -> bool:
@@ -226,7 +227,7 @@ def _video_depth(video: np.ndarray, depth_in: np.ndarray | None, options: dict, 
 
 
 def _lift_video(g, indices, scene_indices, viewmat, K, width, height, generated, depth_in, motion, handles,
-                options, device, backend, info, progress, check_cancelled, generator_name, fps):
+                options, lift_options, device, backend, info, progress, check_cancelled, generator_name, fps):
     from .generators.video import fit_to_camera
 
     video = np.asarray(generated.video)[..., :3].astype(np.uint8, copy=False)
@@ -260,7 +261,6 @@ def _lift_video(g, indices, scene_indices, viewmat, K, width, height, generated,
         depth=None if metric is None else torch.from_numpy(np.ascontiguousarray(metric)).to(device),
         masks=None if options.get("masks") is None else torch.as_tensor(np.asarray(options["masks"]),
                                                                         dtype=torch.float32, device=device))
-    lift_options = lifting.LiftOptions.from_request(options.get("lifting"), backend)
     rigid = lift_rigid(seg, bg, targets, viewmat, K, lift_options,
                        _sub(progress, 0.45, 0.75 if motion != "rigid" else 0.99), check_cancelled)
     info["calibration"] = rigid.calibration
