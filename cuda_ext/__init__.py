@@ -9,17 +9,20 @@ import warnings
 import numpy as np
 import torch
 
-from .build import load_extension
-from .reference import (contributions_reference, lerf_relevancy_reference, pack_object_parameters,
-                        transform_gaussians_reference)
+from .build import is_built, load_extension, loaded
+from .reference import (composite_pixel_reference, contributions_reference, grid_knn_reference,
+                        lerf_relevancy_reference, pack_object_parameters, transform_gaussians_reference)
 
 __all__ = ["available", "transform_gaussians", "transform_gaussians_packed", "pack_object_parameters",
            "transform_gaussians_reference", "accumulate_contributions", "contributions_reference",
-           "lerf_relevancy", "lerf_relevancy_reference"]
+           "lerf_relevancy", "lerf_relevancy_reference", "grid_knn", "grid_knn_reference", "composite_pixel",
+           "composite_pixel_reference", "ready"]
 
 # The kernel's limits (cuda_ext/csrc/lerf_relevancy.h); past them the reference runs, with a warning.
 MAX_CODE_WIDTH = 64
 MAX_TEXTS = 32
+MAX_GRID_K = 64             # cuda_ext/csrc/grid_knn.h
+MAX_PIXEL_CHANNELS = 256    # cuda_ext/csrc/composite_pixel.h
 
 # Set to 1 to always run the torch reference (e.g. to rule the kernel out while debugging).
 DISABLE_ENV = "ANIMATE_GAUSSIANS_DISABLE_CUDA_EXT"
@@ -44,6 +47,15 @@ def _extension():
 def available() -> bool:
     """True when the CUDA kernels can run here (a GPU and a successful build)."""
     return _extension() is not None
+
+
+def ready() -> bool:
+    """True when the kernels can run here without compiling first (loaded, or built before for this GPU and
+    torch): for a call that must stay interactive (a click), which otherwise takes another path than wait a
+    minute for the first build."""
+    if os.environ.get(DISABLE_ENV) == "1" or not torch.cuda.is_available():
+        return False
+    return (loaded() or is_built()) and available()
 
 
 def transform_gaussians(means: torch.Tensor, quats: torch.Tensor, log_scales: torch.Tensor, sh_rest: torch.Tensor,
@@ -161,3 +173,39 @@ def lerf_relevancy(codes: torch.Tensor, proj: torch.Tensor, offs: torch.Tensor, 
         out[s:s + block] = lerf_relevancy_reference(codes[s:s + block], proj, offs, inverse[s:s + block],
                                                     unseen[s:s + block])
     return out
+
+
+def grid_knn(points: torch.Tensor, order: torch.Tensor, cells: torch.Tensor, starts: torch.Tensor,
+             counts: torch.Tensor, offsets: torch.Tensor, query_points: torch.Tensor, query_keys: torch.Tensor,
+             query_ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's k nearest among the points of the 27 grid cells around it: see
+    cuda_ext.reference.grid_knn_reference for the arguments. The kernel on CUDA (float64 points, k up to
+    MAX_GRID_K: one thread per query), else the reference."""
+    if points.is_cuda and points.dtype == torch.float64 and 1 <= k <= MAX_GRID_K:
+        ext = _extension()
+        if ext is not None:
+            idx, d2 = ext.grid_knn(points.contiguous(), order.contiguous(), cells.contiguous(), starts.contiguous(),
+                                   counts.contiguous(), offsets.contiguous(), query_points.contiguous(),
+                                   query_keys.contiguous(), query_ids.contiguous(), int(k))
+            return idx, d2
+    return grid_knn_reference(points, order, cells, starts, counts, offsets, query_points, query_keys, query_ids, k)
+
+
+def composite_pixel(means2d: torch.Tensor, conics: torch.Tensor, opacities: torch.Tensor, channels: torch.Tensor,
+                    gaussian_ids: torch.Tensor, tile_offsets: torch.Tensor, flatten_ids: torch.Tensor, tile: int,
+                    px: float, py: float) -> torch.Tensor:
+    """(C + 1,) one pixel's channels and alpha as gsplat's rasterizer composites them: see
+    cuda_ext.reference.composite_pixel_reference for the arguments. The kernel (float32 CUDA tensors, up to
+    MAX_PIXEL_CHANNELS channels) gives gsplat's bits; the reference the same to rounding."""
+    tensors = (means2d, conics, opacities, channels)
+    if means2d.is_cuda and all(t.dtype == torch.float32 for t in tensors) and channels.shape[1] <= MAX_PIXEL_CHANNELS:
+        ext = _extension()
+        if ext is not None:
+            if means2d.data_ptr() % 8:   # read as float2
+                means2d = means2d.clone()
+            return ext.composite_pixel(means2d.contiguous(), conics.contiguous(), opacities.contiguous(),
+                                       channels.contiguous(), gaussian_ids.long().contiguous(),
+                                       tile_offsets.reshape(-1).to(torch.int32).contiguous(),
+                                       flatten_ids.to(torch.int32).contiguous(), int(tile), float(px), float(py))
+    return composite_pixel_reference(means2d, conics, opacities, channels, gaussian_ids, tile_offsets, flatten_ids,
+                                     tile, px, py)

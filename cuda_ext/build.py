@@ -12,7 +12,8 @@ from types import ModuleType
 
 EXTENSION_NAME = "animate_gaussians_cuda"
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = ("bindings.cpp", "transform_gaussians.cu", "accumulate_contributions.cu", "lerf_relevancy.cu")
+SOURCES = ("bindings.cpp", "transform_gaussians.cu", "accumulate_contributions.cu", "lerf_relevancy.cu",
+           "grid_knn.cu", "composite_pixel.cu")
 # No --use_fast_math: the kernels are fused multiply-adds only, so it would buy nothing and would flush
 # denormal SH coefficients to zero.
 CXX_FLAGS = ("-O3",)
@@ -92,6 +93,11 @@ def load_extension(verbose: bool = False) -> ModuleType:
             _error = exc
             raise
         return _module
+
+
+def loaded() -> bool:
+    """True when this process has the extension loaded already."""
+    return _module is not None
 
 
 def is_built() -> bool:

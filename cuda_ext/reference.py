@@ -120,3 +120,83 @@ def lerf_relevancy_reference(codes: torch.Tensor, proj: torch.Tensor, offs: torc
     cos = (codes.to(proj.dtype) @ proj).float().add_(offs).mul_(inverse[..., None])
     rel = torch.sigmoid((cos[..., 0] - cos[..., 1:].amax(-1)).mul_(10.0))
     return rel.masked_fill_(unseen, 0.5).half()
+
+
+# Elements (query × candidate) per chunk of grid_knn_reference: bounds its (chunk, width) intermediates.
+GRID_SEARCH_ELEMENTS = 1 << 23
+
+
+def grid_knn_reference(points: torch.Tensor, order: torch.Tensor, cells: torch.Tensor, starts: torch.Tensor,
+                       counts: torch.Tensor, offsets: torch.Tensor, query_points: torch.Tensor,
+                       query_keys: torch.Tensor, query_ids: torch.Tensor, k: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices (Q, k), squared distances (Q, k)) of each query's k nearest among the points of the 27 grid
+    cells around its own (nearest first; index −1 and distance inf where fewer than k are there), never itself.
+
+    points (N, 3) sorted by cell key, order (N,) each sorted point's index in the caller's numbering, cells (C,)
+    the occupied keys increasing with their first sorted point `starts` and point `counts`, offsets (27,) the
+    key offsets of a 3 × 3 × 3 block, query_points (Q, 3), query_keys (Q,), query_ids (Q,) the queries' own
+    indices. The kernel (cuda_ext.grid_knn) is the same search, one thread per query; distances agree to the
+    bit (the same three squares summed in the same order), ties may come in another order."""
+    device = points.device
+    near = query_keys[:, None] + offsets                                               # (Q, 27)
+    slot = torch.searchsorted(cells, near).clamp_max(len(cells) - 1)
+    count = torch.where(cells[slot] == near, counts[slot], 0)
+    first = starts[slot]
+    # A query's candidates are its 27 cells' points one after another: lane j of a query lies in the cell
+    # whose running count first exceeds j (rows padded only to the chunk's largest total, not 27 × its
+    # fullest cell).
+    ends = torch.cumsum(count, 1)
+    total, begins = ends[:, -1], ends - count
+    out_idx = torch.empty((len(query_points), k), dtype=torch.long, device=device)
+    out_d2 = torch.empty((len(query_points), k), dtype=points.dtype, device=device)
+    start = 0
+    while start < len(query_points):
+        stop = min(len(query_points), start + max(1, GRID_SEARCH_ELEMENTS // max(int(total[start]), k)))
+        width = max(int(total[start:stop].max()), k)
+        stop = min(stop, start + max(1, GRID_SEARCH_ELEMENTS // width))
+        rows = slice(start, stop)
+        lane = torch.arange(width, device=device).expand(stop - start, width).contiguous()
+        cell_of = torch.searchsorted(ends[rows].contiguous(), lane, right=True).clamp_max(26)
+        member = (first[rows].gather(1, cell_of) + lane - begins[rows].gather(1, cell_of)).clamp(0, len(points) - 1)
+        diff = points[member] - query_points[rows, None]
+        dist2 = diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1] + diff[..., 2] * diff[..., 2]
+        candidate = order[member]
+        dist2 = torch.where((lane < total[rows, None]) & (candidate != query_ids[rows, None]), dist2, float("inf"))
+        best, at = torch.topk(dist2, k, dim=1, largest=False, sorted=True)
+        out_idx[rows] = torch.where(torch.isinf(best), -1, torch.gather(candidate, 1, at))
+        out_d2[rows] = best
+        start = stop
+    return out_idx, out_d2
+
+
+def composite_pixel_reference(means2d: torch.Tensor, conics: torch.Tensor, opacities: torch.Tensor,
+                              channels: torch.Tensor, gaussian_ids: torch.Tensor, tile_offsets: torch.Tensor,
+                              flatten_ids: torch.Tensor, tile: int, px: float, py: float) -> torch.Tensor:
+    """(C + 1,): one pixel (centre px, py) composited front to back from its tile's Gaussians as gsplat's
+    rasterize_to_pixels does it (alpha = min(0.999, o·exp(−σ)), skipped below 1/255 or for σ < 0, stopping
+    before the Gaussian that would take the transmittance to 1e-4 or less), its channels then its alpha.
+
+    means2d (M, 2), conics (M, 3) gsplat's packed projection; opacities (N,) and channels (N, C) indexed by
+    gaussian_ids (M,); tile_offsets (tiles,) and flatten_ids (into M) from gsplat's isect_tiles and
+    isect_offset_encode of one image. The kernel (cuda_ext.composite_pixel) keeps gsplat's order of every
+    product and sum; this reference sums the channels in another, so the two agree to rounding."""
+    offsets = tile_offsets.reshape(-1)
+    lo = int(offsets[tile])
+    hi = int(offsets[tile + 1]) if tile + 1 < offsets.numel() else len(flatten_ids)
+    flat = flatten_ids[lo:hi].long()
+    rows = gaussian_ids[flat].long()
+    d = means2d[flat].float() - torch.tensor([px, py], dtype=torch.float32, device=means2d.device)
+    c = conics[flat].float()
+    sigma = 0.5 * (c[:, 0] * d[:, 0] * d[:, 0] + c[:, 2] * d[:, 1] * d[:, 1]) + c[:, 1] * d[:, 0] * d[:, 1]
+    alpha = torch.clamp_max(opacities[rows].float() * torch.exp(-sigma), 0.999)
+    used = (sigma >= 0) & (alpha >= 1.0 / 255.0)
+    alpha = torch.where(used, alpha, torch.zeros_like(alpha))
+    after = torch.cumprod(1.0 - alpha, 0)                      # transmittance after each Gaussian
+    stops = torch.nonzero(used & (after <= 1e-4)).squeeze(1)
+    end = int(stops[0]) if len(stops) else len(flat)           # the pixel is done before this one
+    before = torch.cat([after.new_ones(1), after[:-1]])
+    vis = torch.where(torch.arange(len(flat), device=alpha.device) < end, alpha * before, torch.zeros_like(alpha))
+    out = (vis[:, None] * channels[rows].float()).sum(0)
+    transmittance = before[end] if end < len(flat) else (after[-1] if len(flat) else after.new_ones(()))
+    return torch.cat([out, (1.0 - transmittance).reshape(1)])

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "accumulate_contributions.h"
+#include "composite_pixel.h"
+#include "grid_knn.h"
 #include "lerf_relevancy.h"
 #include "transform_gaussians.h"
 
@@ -166,6 +168,104 @@ torch::Tensor lerf_relevancy(const torch::Tensor& codes, const torch::Tensor& pr
   return out;
 }
 
+std::vector<torch::Tensor> grid_knn(const torch::Tensor& points, const torch::Tensor& order, const torch::Tensor& cells,
+                                    const torch::Tensor& starts, const torch::Tensor& counts,
+                                    const torch::Tensor& offsets, const torch::Tensor& query_points,
+                                    const torch::Tensor& query_keys, const torch::Tensor& query_ids, int64_t k) {
+  for (const auto* t : {&points, &query_points}) {
+    TORCH_CHECK(t->is_cuda() && t->scalar_type() == torch::kFloat64 && t->is_contiguous(),
+                "points and query_points must be contiguous float64 CUDA tensors");
+  }
+  for (const auto* t : {&order, &cells, &starts, &counts, &offsets, &query_keys, &query_ids}) {
+    TORCH_CHECK(t->is_cuda() && t->scalar_type() == torch::kInt64 && t->is_contiguous(),
+                "order, cells, starts, counts, offsets, query_keys and query_ids must be contiguous int64 CUDA "
+                "tensors");
+    TORCH_CHECK(t->device() == points.device(), "all tensors must be on the same device");
+  }
+  TORCH_CHECK(query_points.device() == points.device(), "all tensors must be on the same device");
+  TORCH_CHECK(points.dim() == 2 && points.size(1) == 3, "points must be (N, 3)");
+  const int64_t n = points.size(0), num_cells = cells.size(0), q = query_points.size(0);
+  TORCH_CHECK(order.dim() == 1 && order.size(0) == n, "order must be (N,)");
+  TORCH_CHECK(starts.size(0) == num_cells && counts.size(0) == num_cells, "starts and counts must be (C,)");
+  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == 27, "offsets must be (27,)");
+  TORCH_CHECK(query_points.dim() == 2 && query_points.size(1) == 3, "query_points must be (Q, 3)");
+  TORCH_CHECK(query_keys.size(0) == q && query_ids.size(0) == q, "query_keys and query_ids must be (Q,)");
+  TORCH_CHECK(k >= 1 && k <= kMaxGridK, "k must be 1 to ", kMaxGridK, ", got ", k);
+
+  const c10::cuda::CUDAGuard guard(points.device());
+  auto out_idx = torch::empty({q, k}, order.options());
+  auto out_d2 = torch::empty({q, k}, points.options());
+  GridKnnArgs args{};
+  args.points = points.data_ptr<double>();
+  args.order = order.data_ptr<int64_t>();
+  args.cells = cells.data_ptr<int64_t>();
+  args.starts = starts.data_ptr<int64_t>();
+  args.counts = counts.data_ptr<int64_t>();
+  args.offsets = offsets.data_ptr<int64_t>();
+  args.query_points = query_points.data_ptr<double>();
+  args.query_keys = query_keys.data_ptr<int64_t>();
+  args.query_ids = query_ids.data_ptr<int64_t>();
+  args.num_cells = num_cells;
+  args.q = q;
+  args.k = static_cast<int>(k);
+  args.out_idx = out_idx.data_ptr<int64_t>();
+  args.out_d2 = out_d2.data_ptr<double>();
+  const cudaError_t err = launch_grid_knn(args, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "grid_knn kernel failed: ", cudaGetErrorString(err));
+  return {out_idx, out_d2};
+}
+
+torch::Tensor composite_pixel(const torch::Tensor& means2d, const torch::Tensor& conics,
+                              const torch::Tensor& opacities, const torch::Tensor& channels,
+                              const torch::Tensor& gaussian_ids, const torch::Tensor& tile_offsets,
+                              const torch::Tensor& flatten_ids, int64_t tile, double px, double py) {
+  check_float_cuda(means2d, "means2d");
+  check_float_cuda(conics, "conics");
+  check_float_cuda(opacities, "opacities");
+  check_float_cuda(channels, "channels");
+  TORCH_CHECK(gaussian_ids.is_cuda() && gaussian_ids.scalar_type() == torch::kInt64 && gaussian_ids.is_contiguous(),
+              "gaussian_ids must be a contiguous int64 CUDA tensor");
+  for (const auto* t : {&tile_offsets, &flatten_ids}) {
+    TORCH_CHECK(t->is_cuda() && t->scalar_type() == torch::kInt32 && t->is_contiguous(),
+                "tile_offsets and flatten_ids must be contiguous int32 CUDA tensors");
+  }
+  for (const auto* t : {&conics, &opacities, &channels, &gaussian_ids, &tile_offsets, &flatten_ids}) {
+    TORCH_CHECK(t->device() == means2d.device(), "all tensors must be on the same device");
+  }
+  TORCH_CHECK(means2d.dim() == 2 && means2d.size(1) == 2, "means2d must be (M, 2)");
+  const int64_t m = means2d.size(0);
+  TORCH_CHECK(conics.dim() == 2 && conics.size(0) == m && conics.size(1) == 3, "conics must be (M, 3)");
+  TORCH_CHECK(gaussian_ids.dim() == 1 && gaussian_ids.size(0) == m, "gaussian_ids must be (M,)");
+  TORCH_CHECK(channels.dim() == 2 && channels.size(0) == opacities.size(0), "channels must be (N, C)");
+  const int64_t c = channels.size(1);
+  TORCH_CHECK(c >= 1 && c <= kMaxPixelChannels, "channels must have 1 to ", kMaxPixelChannels, " columns");
+  const int64_t tiles = tile_offsets.numel();
+  TORCH_CHECK(tile >= 0 && tile < tiles, "tile ", tile, " is outside the ", tiles, " tiles");
+  TORCH_CHECK(reinterpret_cast<std::uintptr_t>(means2d.data_ptr()) % 8 == 0,
+              "means2d must be 8-byte aligned (it is read as float2)");
+
+  const c10::cuda::CUDAGuard guard(means2d.device());
+  auto out = torch::empty({c + 1}, means2d.options());
+  CompositePixelArgs args{};
+  args.means2d = means2d.data_ptr<float>();
+  args.conics = conics.data_ptr<float>();
+  args.opacities = opacities.data_ptr<float>();
+  args.channels = channels.data_ptr<float>();
+  args.gaussian_ids = gaussian_ids.data_ptr<int64_t>();
+  args.tile_offsets = tile_offsets.data_ptr<int32_t>();
+  args.flatten_ids = flatten_ids.data_ptr<int32_t>();
+  args.n_isects = flatten_ids.size(0);
+  args.tiles = static_cast<int>(tiles);
+  args.tile = static_cast<int>(tile);
+  args.px = static_cast<float>(px);
+  args.py = static_cast<float>(py);
+  args.c = static_cast<int>(c);
+  args.out = out.data_ptr<float>();
+  const cudaError_t err = launch_composite_pixel(args, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "composite_pixel kernel failed: ", cudaGetErrorString(err));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -178,7 +278,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lerf_relevancy", &lerf_relevancy,
         "LERF relevancy of every code against a positive text and its negatives (codes (S, N, d) float16, "
         "proj (texts, d) float16, offs (texts,), inverse (S, N), unseen (S, N) bool) -> (S, N) float16");
+  m.def("grid_knn", &grid_knn,
+        "k nearest of each query among the points of its 27 grid cells (points sorted by cell, order, cells, "
+        "starts, counts, offsets, query_points, query_keys, query_ids, k) -> [indices (Q, k), squared distances]");
+  m.def("composite_pixel", &composite_pixel,
+        "One pixel composited from its tile as gsplat's rasterizer does (means2d, conics, opacities, channels, "
+        "gaussian_ids, tile_offsets, flatten_ids, tile, px, py) -> (C + 1,) channels then alpha");
   m.attr("params_per_object") = kParamsPerObject;
+  m.attr("max_grid_k") = kMaxGridK;
+  m.attr("max_pixel_channels") = kMaxPixelChannels;
   m.attr("max_code_width") = kMaxCodeWidth;
   m.attr("max_texts") = kMaxTexts;
 }
