@@ -66,6 +66,12 @@ def test_damaged_bytes_decode_or_raise_our_error(tmp_path_factory, kind, data):
     _decode(tmp_path_factory, damaged, suffix)
 
 
+def _zip_version(raw: bytes, version: int) -> bytes:
+    """The zip with its first central directory entry's "version needed to extract" set to `version`."""
+    at = raw.index(b"PK\x01\x02") + 6
+    return raw[:at] + struct.pack("<H", version) + raw[at + 2:]
+
+
 @pytest.mark.parametrize("kind, damage, message", [
     ("spz", lambda raw: raw[:4] + struct.pack("<I", 9) + raw[8:], "version 9"),
     ("spz", lambda raw: raw[:8] + struct.pack("<I", 21) + raw[12:], "truncated or damaged"),
@@ -74,6 +80,8 @@ def test_damaged_bytes_decode_or_raise_our_error(tmp_path_factory, kind, data):
     ("compressed_ply", lambda raw: raw.replace(b"element vertex 20", b"element vertex 300"), "chunks for 300"),
     ("compressed_ply", lambda raw: raw[:-10], "truncated"),
     ("splat", lambda raw: raw[:-1], "32-byte splats"),
+    # A central directory entry asking for zip version 6.4 (found by the fuzz test: zipfile's NotImplementedError)
+    ("sog", lambda raw: _zip_version(raw, 64), "not a readable .sog zip"),
 ])
 def test_each_damage_has_one_clear_error(tmp_path, kind, damage, message):
     valid, suffix = VALID[kind]

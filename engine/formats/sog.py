@@ -50,7 +50,7 @@ def _entries(path: Path) -> Callable[[str], bytes]:
         try:
             archive = zipfile.ZipFile(path)
             names = set(archive.namelist())
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:   # a zip version or method we lack
             raise fail(path, f"is not a readable .sog zip ({exc})") from None
 
         def from_zip(name: str) -> bytes:
@@ -58,7 +58,7 @@ def _entries(path: Path) -> Callable[[str], bytes]:
                 raise fail(path, f"has no {name!r} inside")
             try:
                 return archive.read(name)
-            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
                 raise fail(path, f"member {name!r} is damaged ({exc})") from None
         return from_zip
 
