@@ -40,10 +40,12 @@ class AutoencoderFit:
 
 def train_autoencoder(features: torch.Tensor, code_dim: int = 16, iterations: int = 400, lr: float = 3e-3,
                       batch: int = 4096, seed: int = 0) -> AutoencoderFit:
-    """Fit on (M, D) unit features (on their device). code_dim is capped at D."""
-    torch.manual_seed(seed)
+    """Fit on (M, D) unit features (on their device). code_dim is capped at D. Deterministic for a seed, and
+    the caller's random state is left as it was (the model's initialisation draws from a forked CPU one)."""
     x = F.normalize(features.float(), dim=-1)
-    model = FeatureAutoencoder(x.shape[1], min(code_dim, x.shape[1])).to(x.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        model = FeatureAutoencoder(x.shape[1], min(code_dim, x.shape[1])).to(x.device)
     opt = Adam(model.parameters(), lr=lr)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.enable_grad():

@@ -191,7 +191,8 @@ def build_feature_field(seq: DynamicGaussians, extractor: FeatureExtractor, opti
     clock = time.perf_counter()
     report(0.6, "training the feature autoencoder")
     flat = crop_feats.reshape(-1, crop_feats.shape[-1]).float()
-    sample = flat[torch.randperm(len(flat), device=flat.device)[:100_000]]
+    # A fixed sample: the same field for the same clips, whatever random state the process is in.
+    sample = flat[torch.randperm(len(flat), generator=torch.Generator().manual_seed(0))[:100_000].to(flat.device)]
     fit = train_autoencoder(sample, options.code_dim, options.ae_iterations)
     with torch.no_grad():
         crop_codes = torch.cat([fit.model.encode(flat[i:i + 65536]) for i in range(0, len(flat), 65536)])
