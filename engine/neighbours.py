@@ -210,8 +210,8 @@ class MovingNeighbours:
     the current positions; a full search (seconds at 300k Gaussians) runs only when most Gaussians move.
 
     With the positions on a GPU that runs our kernels, every update is instead a whole grid_knn search there
-    (its cell kept from the first): at 300k Gaussians a few milliseconds, against 125 ms for the tree update
-    on 16 cores, and the same graph, ties aside."""
+    (its cell kept from the first): 24 ms an update at 300k Gaussians on the H200, grid set-up included,
+    against 125 ms for the tree update on its 16 cores, and the same graph, ties aside."""
 
     # A Gaussian counts as moved once it is this fraction of the neighbour distance from its first position.
     MOVED = 1e-3
