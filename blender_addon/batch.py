@@ -201,8 +201,7 @@ def step_animate(ctx: BatchContext) -> None:
     summary = animate_blocking(scene, obj, options, report=say)
     ctx.animations.append({"name": summary.object_name, "armature": summary.armature_name,
                            "motion": summary.motion, "frames": summary.frames, "keyframes": summary.keyframes,
-                           "lifting": {"effort": args.lift_effort or "default",
-                                       "smoothness": 1.0 if args.smoothness is None else args.smoothness},
+                           "lifting": dict(zip(("effort", "smoothness"), batch_args.lift_settings(args))),
                            "info": summary.info})
     for made in (summary.object_name, summary.armature_name):
         if made and made not in ctx.objects:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from engine.gaussian_transform import quat_from_matrix, sh_rotation_matrices, uniform_parts
+from engine.neighbours import SEARCH_ELEMENTS
 
 # One object's parameter row; cuda_ext/csrc/transform_gaussians.cu reads the same offsets.
 LINEAR, TRANSLATION, QUAT, LOG_SCALE, D1, D2, D3 = 0, 9, 12, 16, 17, 26, 51
@@ -122,8 +123,6 @@ def lerf_relevancy_reference(codes: torch.Tensor, proj: torch.Tensor, offs: torc
     return rel.masked_fill_(unseen, 0.5).half()
 
 
-# Elements (query × candidate) per chunk of grid_knn_reference: bounds its (chunk, width) intermediates.
-GRID_SEARCH_ELEMENTS = 1 << 23
 
 
 def grid_knn_reference(points: torch.Tensor, order: torch.Tensor, cells: torch.Tensor, starts: torch.Tensor,
@@ -152,9 +151,9 @@ def grid_knn_reference(points: torch.Tensor, order: torch.Tensor, cells: torch.T
     out_d2 = torch.empty((len(query_points), k), dtype=points.dtype, device=device)
     start = 0
     while start < len(query_points):
-        stop = min(len(query_points), start + max(1, GRID_SEARCH_ELEMENTS // max(int(total[start]), k)))
+        stop = min(len(query_points), start + max(1, SEARCH_ELEMENTS // max(int(total[start]), k)))
         width = max(int(total[start:stop].max()), k)
-        stop = min(stop, start + max(1, GRID_SEARCH_ELEMENTS // width))
+        stop = min(stop, start + max(1, SEARCH_ELEMENTS // width))
         rows = slice(start, stop)
         lane = torch.arange(width, device=device).expand(stop - start, width).contiguous()
         cell_of = torch.searchsorted(ends[rows].contiguous(), lane, right=True).clamp_max(26)

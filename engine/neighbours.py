@@ -61,13 +61,6 @@ def knn_graph(means: np.ndarray, k: int = DEFAULT_K, device: str = "auto") -> tu
     return idx.astype(np.int32), dist.astype(np.float32)
 
 
-def _gpu_kernels() -> bool:
-    """True when grid_knn runs on our CUDA kernel here (else its torch reference, slower than the k-d tree)."""
-    import cuda_ext
-
-    return cuda_ext.available()
-
-
 def _on_gpu(n: int, device: str) -> bool:
     if device == "cpu":
         return False
@@ -230,7 +223,10 @@ class MovingNeighbours:
         """(N, k) int64 neighbour indices on the device of `means`."""
         import torch
 
-        if means.is_cuda and len(means) > self.k and _gpu_kernels():
+        import cuda_ext
+
+        # Only on our kernel: grid_knn's torch reference is slower than the k-d tree update.
+        if means.is_cuda and len(means) > self.k and cuda_ext.available():
             return self._at_on_gpu(means.detach().double())
         m = means.detach().float().cpu().numpy().astype(np.float64)
         if self.built_at is not None and np.abs(m - self.built_at).max() <= self.reach:

@@ -227,13 +227,19 @@ def generator_options(args: argparse.Namespace) -> dict:
         value = getattr(args, attr)
         if value is not None:
             options[attr] = value
-    lifting = lifting_options(args.lift_effort or "default", 1.0 if args.smoothness is None else args.smoothness)
+    lifting = lifting_options(*lift_settings(args))
     if lifting:
         options["lifting"] = lifting
     if args.generator == "diffusers" and "model" not in options:
         from engine.motion.model_profiles import DEFAULT_24GB_MODEL
         options["model"] = DEFAULT_24GB_MODEL
     return options
+
+
+def lift_settings(args: argparse.Namespace) -> tuple[str, float]:
+    """(effort, smoothness) for the animate request and the report: --lift-effort and --smoothness, or their
+    defaults."""
+    return args.lift_effort or "default", 1.0 if args.smoothness is None else float(args.smoothness)
 
 
 def query_thresholds(args: argparse.Namespace) -> dict[str, float | str]:

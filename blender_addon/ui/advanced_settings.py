@@ -92,7 +92,6 @@ def animate_options(adv: GaussiansAdvancedSettings, generator: str) -> tuple[dic
     return options, (["no_depth"] if adv.require_depth else [])
 
 
-
 def segment_options(adv: GaussiansAdvancedSettings) -> dict:
     """Extra params of the segment request (the SAM checkpoint, refused fallbacks)."""
     options: dict = {}
