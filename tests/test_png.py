@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.render.png import MAX_RUN, canonical_codes, encode_png, huffman_lengths, paeth_rows, write_png
+from engine.render.png import (MAX_RUN, PendingPng, canonical_codes, encode_png, huffman_lengths, paeth_rows,
+                               write_png)
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -124,3 +125,20 @@ def test_gpu_encoding_gives_the_cpu_bytes(tmp_path):
     frame = torch.randint(0, 256, (1080, 1920, 3), dtype=torch.uint8, device="cuda")
     path = write_png(tmp_path / "frame.png", frame)
     assert np.array_equal(np.asarray(Image.open(path)), frame.cpu().numpy())
+
+
+@pytest.mark.gpu
+def test_captured_graph_gives_the_same_bytes_with_frames_in_flight():
+    """The render job's PNGs start as a CUDA graph per shape (CapturedHalf): several frames started before
+    any is finished (as the job keeps them in flight) keep their own symbols, and every byte equals the
+    kernels launched one by one; a second shape gets its own graph."""
+    from engine.render import png
+
+    frames = [torch.randint(0, 256, (90, 160, 3), dtype=torch.uint8, device="cuda") for _ in range(4)]
+    frames[1][:, :80] = 7                                     # runs, so the symbols differ from frame to frame
+    frames.append(torch.randint(0, 4, (33, 47, 4), dtype=torch.uint8, device="cuda"))   # another shape
+    pending = [PendingPng(f, captured=True) for f in frames]
+    assert (tuple(frames[0].shape), frames[0].device) in png._captured and png._capture_failed is None
+    for f, p in zip(frames, pending):
+        got, want = p.finish(), encode_png(f)
+        assert got.adler32 == want.adler32 and torch.equal(got.deflate, want.deflate)

@@ -60,11 +60,15 @@ class FrameSink:
     """Writes frames on worker threads (PNG files in parallel, the video in order). `png_encoder`: "auto"
     encodes a frame on the device it is on (GPU or Pillow), "pillow" always on the CPU."""
 
-    def __init__(self, video: Mp4Writer | None, workers: int, png_encoder: str = "auto") -> None:
+    def __init__(self, video: Mp4Writer | None, workers: int, png_encoder: str = "auto",
+                 capture_png: bool = False) -> None:
+        """`capture_png`: GPU frames' PNGs start as a CUDA graph captured for their shape (png.CapturedHalf):
+        worth it for many frames of one size (a job), not for one."""
         if png_encoder not in PNG_ENCODERS:
             raise ValueError(f"png_encoder must be one of {PNG_ENCODERS}, got {png_encoder!r}")
         self.video = video
         self.png_encoder = png_encoder
+        self.capture_png = capture_png
         self._png_pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="png")
         self._video_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mp4") if video else None
         self._pending: collections.deque[Future] = collections.deque()
@@ -89,7 +93,7 @@ class FrameSink:
         if image is not None and image.is_cuda and self.png_encoder != "pillow":
             stream = self._png_stream(image)
             with torch.cuda.stream(stream):
-                pending = PendingPng(image)
+                pending = PendingPng(image, captured=self.capture_png)
             self._pending.append(self._png_pool.submit(_write_device_png, path, pending, stream))
         elif image is not None:
             host, ready = to_host(image)

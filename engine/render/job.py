@@ -30,6 +30,7 @@ FRAME_PATTERN = "frame_{:04d}.png"
 PIXEL_PASSES = ("combined", "depth")   # what a return_pixels request may ask for, in blender_pixels' order
 FRAME_FORMATS = ("png", "none")        # what a request's frame_format may be
 GPU_PNG_WORKERS = 8                    # PNG writers for GPU-encoded frames (see handle_render)
+CAPTURE_PNG_FRAMES = 8                 # from this many frames a job's PNGs start as a captured CUDA graph
 
 
 class RenderRequestError(AnimateGaussiansError):
@@ -342,7 +343,8 @@ def handle_render(ctx, params: dict, arrays: dict) -> tuple[dict, dict[str, np.n
     # the file: 8 keep up with the GPU, and more only take the GIL from the thread that launches the frames
     # (1.78-1.85 s against 1.90-1.97 s with 16 for the 240-frame benchmark job on the H200's 16 cores).
     gpu_png = device.type == "cuda" and png_encoder != "pillow"
-    sink = FrameSink(video, workers=min(GPU_PNG_WORKERS, cores) if gpu_png else cores, png_encoder=png_encoder)
+    sink = FrameSink(video, workers=min(GPU_PNG_WORKERS, cores) if gpu_png else cores, png_encoder=png_encoder,
+                     capture_png=gpu_png and F >= CAPTURE_PNG_FRAMES)
     written: list[str] = []
     finished = False
     try:

@@ -259,6 +259,72 @@ def _pack_bits(values: torch.Tensor, bits: torch.Tensor, total_bits: int) -> tor
     return out[:words].view(torch.uint8).view(words, 8)[:, :4].reshape(-1)[:(total_bits + 7) // 8]
 
 
+def _device_half(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(symbol, run, stats) of an (H, W, C) uint8 image on its device: the filtered rows as deflate symbols
+    (_symbols) and stats (288,) int64, the 286 symbol counts then Adler-32's two sums. No host round trip."""
+    data = paeth_rows(image).reshape(-1)
+    symbol, run = _symbols(data)
+    # Spread over copies (torch.bincount would wait for the device to find the largest symbol).
+    bins = LITERAL_LENGTH_CODES + 1
+    copy = torch.arange(data.numel(), dtype=torch.int32, device=data.device) & (HISTOGRAM_COPIES - 1)
+    counts = torch.zeros(HISTOGRAM_COPIES * bins, dtype=torch.int32, device=data.device)
+    counts.index_add_(0, symbol + copy * bins, torch.ones_like(symbol))
+    counts = counts.view(HISTOGRAM_COPIES, bins).sum(0, dtype=torch.int64)
+    return symbol, run, torch.cat([counts[:LITERAL_LENGTH_CODES], _adler32(data)])
+
+
+class CapturedHalf:
+    """_device_half for one image shape as a CUDA graph: its ~70 small kernels become one launch, which the
+    thread that also launches the next frame's render makes per frame instead of 70. Replayed on the current
+    stream; the outputs are copied out of the graph's buffers, so frames in flight keep theirs."""
+
+    def __init__(self, shape: tuple[int, int, int], device: torch.device) -> None:
+        self.image = torch.zeros(shape, dtype=torch.uint8, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):        # the first runs make cub's and torch's lazy state before capture
+            for _ in range(2):
+                _device_half(self.image)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        # thread_local: the engine's other threads (PNG writers, the warm-up) may use CUDA meanwhile.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.outputs = _device_half(self.image)
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.image.copy_(image)
+        self.graph.replay()
+        return tuple(t.clone() for t in self.outputs)
+
+
+_captured: dict[tuple, CapturedHalf] = {}
+CAPTURED_SHAPES = 2            # graphs kept (each holds its intermediates: ~0.2 GB at 1080p)
+_capture_failed: str | None = None
+
+
+def captured_half(image: torch.Tensor) -> CapturedHalf | None:
+    """The captured device half for the image's shape (captured now if new), or None where capture failed
+    (then the kernels are launched one by one, with a warning once: the same bytes, more host work)."""
+    global _capture_failed
+    if _capture_failed is not None:
+        return None
+    key = (tuple(image.shape), image.device)
+    half = _captured.get(key)
+    if half is None:
+        try:
+            half = CapturedHalf(tuple(image.shape), image.device)
+        except Exception as exc:  # noqa: BLE001 - the eager kernels give the same bytes
+            _capture_failed = f"{type(exc).__name__}: {exc}"
+            import warnings
+            warnings.warn(f"PNG encoder: capturing its CUDA graph failed ({_capture_failed}); encoding with "
+                          "separate kernels", RuntimeWarning, stacklevel=3)
+            return None
+        while len(_captured) >= CAPTURED_SHAPES:
+            _captured.pop(next(iter(_captured)))
+        _captured[key] = half
+    return half
+
+
 class PendingPng:
     """A frame whose PNG is half made: filtered and split into deflate symbols on its device, the symbol
     histogram on its way to the host. `finish()` builds the Huffman code and packs the bits.
@@ -266,22 +332,17 @@ class PendingPng:
     Starting frame i + 1 before finishing frame i lets the host build frame i's code while the GPU renders.
     """
 
-    def __init__(self, image: torch.Tensor) -> None:
+    def __init__(self, image: torch.Tensor, captured: bool = False) -> None:
+        """`captured`: on a GPU, run the device half as a CUDA graph captured for the image's shape (kept for
+        the next frame of that shape: the render job's frames); else launch its kernels one by one."""
         if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[2] not in (3, 4):
             raise ValueError(f"expected an (H, W, 3|4) uint8 image, got {tuple(image.shape)} {image.dtype}")
         self.height, self.width, self.channels = (int(s) for s in image.shape)
         self.device = image.device
         if not (0 < self.width < 2 ** 31 and 0 < self.height < 2 ** 31):
             raise ValueError(f"a PNG cannot be {self.width}×{self.height}")
-        data = paeth_rows(image.contiguous()).reshape(-1)
-        self._symbol, self._run = _symbols(data)
-        # Spread over copies (torch.bincount would wait for the device to find the largest symbol).
-        bins = LITERAL_LENGTH_CODES + 1
-        copy = torch.arange(data.numel(), dtype=torch.int32, device=data.device) & (HISTOGRAM_COPIES - 1)
-        counts = torch.zeros(HISTOGRAM_COPIES * bins, dtype=torch.int32, device=data.device)
-        counts.index_add_(0, self._symbol + copy * bins, torch.ones_like(self._symbol))
-        counts = counts.view(HISTOGRAM_COPIES, bins).sum(0, dtype=torch.int64)
-        stats = torch.cat([counts[:LITERAL_LENGTH_CODES], _adler32(data)])
+        replay = captured_half(image) if captured and image.is_cuda else None
+        self._symbol, self._run, stats = replay(image) if replay is not None else _device_half(image.contiguous())
         self._ready = None
         if stats.is_cuda:   # copied as soon as the GPU gets there; finish() waits for this copy only
             self._stats = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
