@@ -137,8 +137,34 @@ def test_captured_graph_gives_the_same_bytes_with_frames_in_flight():
     frames = [torch.randint(0, 256, (90, 160, 3), dtype=torch.uint8, device="cuda") for _ in range(4)]
     frames[1][:, :80] = 7                                     # runs, so the symbols differ from frame to frame
     frames.append(torch.randint(0, 4, (33, 47, 4), dtype=torch.uint8, device="cuda"))   # another shape
-    pending = [PendingPng(f, captured=True) for f in frames]
+    pending = [PendingPng(f, captured=png.captured_half(f)) for f in frames]
     assert (tuple(frames[0].shape), frames[0].device) in png._captured and png._capture_failed is None
     for f, p in zip(frames, pending):
         got, want = p.finish(), encode_png(f)
         assert got.adler32 == want.adler32 and torch.equal(got.deflate, want.deflate)
+
+
+@pytest.mark.gpu
+def test_a_failed_capture_is_said_once_and_the_pngs_stay_exact(tmp_path, monkeypatch):
+    """Where the CUDA graph cannot be captured, a job's frames are encoded with the kernels one by one (same
+    files) and the request's warnings say so once (the panel and the batch report show them)."""
+    from engine import fallbacks
+    from engine.render import png
+    from engine.render.frame_sink import FrameSink
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("capture refused for the test")
+
+    monkeypatch.setattr(png, "CapturedHalf", refuse)
+    monkeypatch.setattr(png, "_captured", {})
+    monkeypatch.setattr(png, "_capture_failed", None)
+    frames = [torch.randint(0, 256, (40, 64, 3), dtype=torch.uint8, device="cuda") for _ in range(3)]
+    with fallbacks.collecting() as warnings:
+        sink = FrameSink(None, workers=2, capture_png=True)
+        for i, frame in enumerate(frames):
+            sink.submit(tmp_path / f"{i}.png", frame, None)
+        sink.finish()
+    assert [w["code"] for w in warnings] == ["png_eager"]
+    assert "capture refused for the test" in warnings[0]["message"]
+    for i, frame in enumerate(frames):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"{i}.png")), frame.cpu().numpy())

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .png import PendingPng, write_png
+from .. import fallbacks
+from .png import CapturedHalf, PendingPng, captured_half, write_png
 from .video import Mp4Writer
 
 
@@ -93,7 +94,7 @@ class FrameSink:
         if image is not None and image.is_cuda and self.png_encoder != "pillow":
             stream = self._png_stream(image)
             with torch.cuda.stream(stream):
-                pending = PendingPng(image, captured=self.capture_png)
+                pending = PendingPng(image, captured=self._captured(image))
             self._pending.append(self._png_pool.submit(_write_device_png, path, pending, stream))
         elif image is not None:
             host, ready = to_host(image)
@@ -101,6 +102,17 @@ class FrameSink:
         if video_frame is not None:
             host, ready = to_host(video_frame)
             self._pending.append(self._video_pool.submit(self._write_video, host, ready))
+
+    def _captured(self, image: torch.Tensor) -> CapturedHalf | None:
+        if not self.capture_png:
+            return None
+        half = captured_half(image)
+        if isinstance(half, str):
+            self.capture_png = False   # say it once a job; the frames go on with the kernels one by one
+            fallbacks.warn("png_eager", f"PNG encoder: capturing its CUDA graph failed ({half}); the frames' "
+                                        "PNGs are the same, their kernels launched one by one (slower)")
+            return None
+        return half
 
     def _write_video(self, frame: torch.Tensor, ready: torch.cuda.Event | None) -> None:
         if ready is not None:

@@ -302,12 +302,13 @@ CAPTURED_SHAPES = 2            # graphs kept (each holds its intermediates: ~0.2
 _capture_failed: str | None = None
 
 
-def captured_half(image: torch.Tensor) -> CapturedHalf | None:
-    """The captured device half for the image's shape (captured now if new), or None where capture failed
-    (then the kernels are launched one by one, with a warning once: the same bytes, more host work)."""
+def captured_half(image: torch.Tensor) -> CapturedHalf | str:
+    """The captured device half for the image's shape (captured now if new), or why capturing failed (then the
+    caller launches the kernels one by one and says so: the same bytes, more host work). A failure is not
+    retried in this process."""
     global _capture_failed
     if _capture_failed is not None:
-        return None
+        return _capture_failed
     key = (tuple(image.shape), image.device)
     half = _captured.get(key)
     if half is None:
@@ -315,10 +316,7 @@ def captured_half(image: torch.Tensor) -> CapturedHalf | None:
             half = CapturedHalf(tuple(image.shape), image.device)
         except Exception as exc:  # noqa: BLE001 - the eager kernels give the same bytes
             _capture_failed = f"{type(exc).__name__}: {exc}"
-            import warnings
-            warnings.warn(f"PNG encoder: capturing its CUDA graph failed ({_capture_failed}); encoding with "
-                          "separate kernels", RuntimeWarning, stacklevel=3)
-            return None
+            return _capture_failed
         while len(_captured) >= CAPTURED_SHAPES:
             _captured.pop(next(iter(_captured)))
         _captured[key] = half
@@ -332,17 +330,16 @@ class PendingPng:
     Starting frame i + 1 before finishing frame i lets the host build frame i's code while the GPU renders.
     """
 
-    def __init__(self, image: torch.Tensor, captured: bool = False) -> None:
-        """`captured`: on a GPU, run the device half as a CUDA graph captured for the image's shape (kept for
-        the next frame of that shape: the render job's frames); else launch its kernels one by one."""
+    def __init__(self, image: torch.Tensor, captured: CapturedHalf | None = None) -> None:
+        """`captured`: the device half captured for the image's shape (`captured_half`), replayed instead of
+        launching its kernels one by one."""
         if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[2] not in (3, 4):
             raise ValueError(f"expected an (H, W, 3|4) uint8 image, got {tuple(image.shape)} {image.dtype}")
         self.height, self.width, self.channels = (int(s) for s in image.shape)
         self.device = image.device
         if not (0 < self.width < 2 ** 31 and 0 < self.height < 2 ** 31):
             raise ValueError(f"a PNG cannot be {self.width}×{self.height}")
-        replay = captured_half(image) if captured and image.is_cuda else None
-        self._symbol, self._run, stats = replay(image) if replay is not None else _device_half(image.contiguous())
+        self._symbol, self._run, stats = captured(image) if captured is not None else _device_half(image.contiguous())
         self._ready = None
         if stats.is_cuda:   # copied as soon as the GPU gets there; finish() waits for this copy only
             self._stats = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
