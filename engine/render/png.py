@@ -302,6 +302,14 @@ CAPTURED_SHAPES = 2            # graphs kept (each holds its intermediates: ~0.2
 _capture_failed: str | None = None
 
 
+def release_graphs() -> None:
+    """Drop the captured graphs and give their memory back to the device (before a big model loads); the next
+    job captures again."""
+    if _captured:
+        _captured.clear()
+        torch.cuda.empty_cache()
+
+
 def captured_half(image: torch.Tensor) -> CapturedHalf | str:
     """The captured device half for the image's shape (captured now if new), or why capturing failed (then the
     caller launches the kernels one by one and says so: the same bytes, more host work). A failure is not

@@ -95,8 +95,11 @@ def load_pipeline(profile: dict, device: str, progress: Progress | None = None, 
 
     path = fetch(profile["id"], progress=progress)
     # One video model in memory at a time (they are tens of GB): free the previous one before loading this one,
-    # so switching models (or first-frame ↔ first+last-frame) never holds two on the GPU.
+    # so switching models (or first-frame ↔ first+last-frame) never holds two on the GPU; nor the render job's PNG
+    # graphs (about 0.2 GB each).
     release_pipelines()
+    from engine.render.png import release_graphs
+    release_graphs()
     cls = getattr(diffusers, profile["pipeline"])
     dtype = getattr(torch, profile.get("dtype", "float32")) if device != "cpu" else torch.float32
     pipe = cls.from_pretrained(str(path), torch_dtype=dtype)
