@@ -4,10 +4,11 @@ tests hold it to. The extension is built on first use (cuda_ext.build); without 
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import torch
+
+from engine import fallbacks
 
 from .build import is_built, load_extension, loaded
 from .reference import (composite_pixel_reference, contributions_reference, grid_knn_reference,
@@ -26,21 +27,20 @@ MAX_PIXEL_CHANNELS = 256    # cuda_ext/csrc/composite_pixel.h
 
 # Set to 1 to always run the torch reference (e.g. to rule the kernel out while debugging).
 DISABLE_ENV = "ANIMATE_GAUSSIANS_DISABLE_CUDA_EXT"
-_warned = False
 
 
 def _extension():
-    """The built extension, or None (with one warning per process) when it cannot be built here."""
-    global _warned
+    """The built extension, or None when it cannot be built here: then a `cuda_ext_reference` fallback warning
+    (in every request that meets it: the panel and the batch report show it)."""
     if os.environ.get(DISABLE_ENV) == "1" or not torch.cuda.is_available():
         return None
     try:
         return load_extension()
     except Exception as exc:  # noqa: BLE001 - the reference computes the same thing, only slower
-        if not _warned:
-            warnings.warn(f"cuda_ext: building the CUDA extension failed ({type(exc).__name__}: {exc}); "
-                          "using the slower torch reference", RuntimeWarning, stacklevel=3)
-            _warned = True
+        fallbacks.warn("cuda_ext_reference",
+                       f"our CUDA kernels could not be built ({type(exc).__name__}: {exc}); their torch reference "
+                       "runs instead (the same results, slower). They need the CUDA toolkit's nvcc for torch's "
+                       f"CUDA {torch.version.cuda} and a C++ compiler; the build is retried when the engine restarts")
         return None
 
 
@@ -144,9 +144,9 @@ def _relevancy_kernel(codes: torch.Tensor, proj: torch.Tensor):
         return None
     d, texts = proj.shape
     if d % 2 or d > MAX_CODE_WIDTH or not 2 <= texts <= MAX_TEXTS:
-        warnings.warn(f"cuda_ext: lerf_relevancy's kernel takes even code widths up to {MAX_CODE_WIDTH} and "
-                      f"2 to {MAX_TEXTS} texts, not {d} and {texts}; using the slower torch reference",
-                      RuntimeWarning, stacklevel=3)
+        fallbacks.warn("cuda_ext_reference",
+                       f"the 4D query's relevancy kernel takes even code widths up to {MAX_CODE_WIDTH} and 2 to "
+                       f"{MAX_TEXTS} texts, not {d} and {texts}: its torch reference runs instead (slower)")
         return None
     return ext
 

@@ -35,26 +35,35 @@ class _Collector:
         self.required = set(required)
         self.warnings: list[dict[str, str]] = []
 
-    def add(self, code: str, message: str) -> None:
+    def add(self, code: str, message: str) -> bool:
+        """Record it; False when this request had it already."""
         if any(w["code"] == code and w["message"] == message for w in self.warnings):
-            return
+            return False
         self.warnings.append({"code": code, "message": message})
+        return True
 
 
 _current: contextvars.ContextVar[_Collector | None] = contextvars.ContextVar("animate_gaussians_fallbacks",
                                                                            default=None)
+_said_outside: set[tuple[str, str]] = set()   # warnings printed outside any request
 
 
 def warn(code: str, message: str) -> None:
-    """Say that the engine fell back to a lesser method; raises if the current request requires `code` away."""
+    """Say that the engine fell back to a lesser method; raises if the current request requires `code` away.
+    Safe to call on every use of the lesser method (every frame, say): the engine's log gets it once a request
+    (once a process outside requests), the result once."""
     collector = _current.get()
     if collector is not None and code in collector.required:
         option = CODES.get(code)
         raise FallbackRefusedError(f"{message} (refused: the request requires {code!r}"
                                    + (f", {option})" if option else ")"))
-    print(f"engine: warning: {message}", file=sys.stderr, flush=True)
     if collector is not None:
-        collector.add(code, message)
+        new = collector.add(code, message)
+    else:
+        new = (code, message) not in _said_outside
+        _said_outside.add((code, message))
+    if new:
+        print(f"engine: warning: {message}", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -145,9 +145,11 @@ def test_public_api_runs_the_kernel_on_unaligned_and_large_inputs(monkeypatch):
     assert shifted.data_ptr() % 4 != 0
     assert torch.equal(cuda_ext.lerf_relevancy(shifted, proj, offs, inverse, unseen), want)
     monkeypatch.undo()
-    with pytest.warns(RuntimeWarning, match="code widths"):
+    from engine import fallbacks
+    with fallbacks.collecting() as said:
         wide = random_inputs(2, 100, 66, 3, seed=2, device="cuda", dtype=torch.float16)
         assert torch.equal(cuda_ext.lerf_relevancy(*wide), lerf_relevancy_reference(*wide))
+    assert [w["code"] for w in said] == ["cuda_ext_reference"] and "code widths" in said[0]["message"]
 
 
 @pytest.mark.gpu

@@ -56,3 +56,35 @@ def test_collecting_outside_and_inside_a_request():
         {"code": "x", "message": "y"}, {"code": "no_depth", "message": "a"}]
     assert fallbacks.warnings_of({"warnings": ["plain", {"code": "c", "message": "m"}]}) == [
         {"code": "warning", "message": "plain"}, {"code": "c", "message": "m"}]
+
+
+def test_a_warning_said_every_frame_is_logged_once_a_request(capsys):
+    """Lesser methods warn on every use (every frame); the engine's log gets each once a request, and once a
+    process outside requests."""
+    for _ in range(2):
+        with fallbacks.collecting() as found:
+            for _ in range(5):
+                fallbacks.warn("png_eager", "per frame, inside")
+        assert found == [{"code": "png_eager", "message": "per frame, inside"}]
+    for _ in range(3):
+        fallbacks.warn("png_eager", "per frame, outside")
+    log = capsys.readouterr().err
+    assert log.count("per frame, inside") == 2 and log.count("per frame, outside") == 1
+
+
+def test_kernels_that_cannot_be_built_are_a_fallback_warning_in_each_request(monkeypatch):
+    """Without nvcc our CUDA kernels cannot be built: every request that meets it carries a cuda_ext_reference
+    warning that says what to install (the torch reference runs)."""
+    import cuda_ext
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("nvcc not found")
+
+    monkeypatch.setattr(cuda_ext.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda_ext, "load_extension", no_compiler)
+    monkeypatch.delenv(cuda_ext.DISABLE_ENV, raising=False)
+    for _ in range(2):
+        with fallbacks.collecting() as found:
+            assert not cuda_ext.available() and not cuda_ext.available()
+        assert [w["code"] for w in found] == ["cuda_ext_reference"]
+        assert "nvcc not found" in found[0]["message"] and "CUDA toolkit" in found[0]["message"]
