@@ -6,9 +6,12 @@ The first use compiles for the present GPU (about a minute); later processes loa
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from types import ModuleType
+
+from engine import request_progress
 
 EXTENSION_NAME = "animate_gaussians_cuda"
 CSRC = Path(__file__).resolve().parent / "csrc"
@@ -18,6 +21,8 @@ SOURCES = ("bindings.cpp", "transform_gaussians.cu", "accumulate_contributions.c
 # denormal SH coefficients to zero.
 CXX_FLAGS = ("-O3",)
 CUDA_FLAGS = ("-O3", "-lineinfo")
+
+FIRST_BUILD_STAGE = "compiling our CUDA kernels for this GPU (once; about a minute)"
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -79,6 +84,9 @@ def load_extension(verbose: bool = False) -> ModuleType:
                 raise RuntimeError("CUDA is not available")
             kwargs = compile_arguments(torch.cuda.get_device_capability(), torch.__version__, torch.version.cuda)
             arch = kwargs.pop("arch_list")
+            if not _library_in(kwargs["build_directory"]):
+                print(f"engine: {FIRST_BUILD_STAGE} in {kwargs['build_directory']}", file=sys.stderr, flush=True)
+                request_progress.say(FIRST_BUILD_STAGE)
             Path(kwargs["build_directory"]).mkdir(parents=True, exist_ok=True)
             previous = os.environ.get("TORCH_CUDA_ARCH_LIST")
             os.environ["TORCH_CUDA_ARCH_LIST"] = arch  # torch reads the target arch from here
@@ -108,4 +116,8 @@ def is_built() -> bool:
     if not torch.cuda.is_available():
         return False
     kwargs = compile_arguments(torch.cuda.get_device_capability(), torch.__version__, torch.version.cuda)
-    return (Path(kwargs["build_directory"]) / f"{EXTENSION_NAME}.so").is_file()
+    return _library_in(kwargs["build_directory"])
+
+
+def _library_in(build_directory: str) -> bool:
+    return (Path(build_directory) / f"{EXTENSION_NAME}.so").is_file()

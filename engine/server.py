@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Mapping
 
 import engine
-from engine import backend_probe, fallbacks, protocol, warmup
+from engine import backend_probe, fallbacks, protocol, request_progress, warmup
 from engine.errors import AnimateGaussiansError, CancelledError
 from engine.handlers import HANDLERS, Handler, resolve
 
@@ -35,6 +35,7 @@ class RequestContext:
         self._cancelled = cancelled
         self._last_sent = 0.0
         self._last_stage = None
+        self._last_fraction = 0.0
 
     @property
     def cancelled(self) -> bool:
@@ -51,8 +52,13 @@ class RequestContext:
         now = time.monotonic()
         if stage == self._last_stage and fraction < 1.0 and now - self._last_sent < _PROGRESS_INTERVAL_S:
             return
-        self._last_sent, self._last_stage = now, stage
+        self._last_sent, self._last_stage, self._last_fraction = now, stage, fraction
         self._send(protocol.progress(self.request_id, fraction, stage))
+
+    def note(self, stage: str) -> None:
+        """Show `stage` at the current fraction, for something slow below the handler (request_progress.say)."""
+        self._last_sent, self._last_stage = time.monotonic(), stage
+        self._send(protocol.progress(self.request_id, self._last_fraction, stage))
 
 
 def torch_version_without_import() -> tuple[str | None, str | None]:
@@ -143,7 +149,7 @@ class EngineServer:
         try:
             ctx.check_cancelled()
             handler = resolve(request_type, self._registry)
-            with fallbacks.collecting(msg["params"]) as warnings:
+            with fallbacks.collecting(msg["params"]) as warnings, request_progress.serving(ctx):
                 out = handler(ctx, msg["params"], msg.arrays)
             params, arrays = out if out is not None else ({}, {})
             params = fallbacks.attach(dict(params), warnings)
