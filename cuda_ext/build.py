@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 from engine import request_progress
 
@@ -27,6 +29,7 @@ FIRST_BUILD_STAGE = "compiling our CUDA kernels for this GPU (once; about a minu
 _lock = threading.Lock()
 _module: ModuleType | None = None
 _error: Exception | None = None
+_building = False      # a first build is compiling (under _lock)
 
 
 def build_root() -> Path:
@@ -70,8 +73,12 @@ def compile_arguments(capability: tuple[int, int] | None, torch_version: str, cu
 
 def load_extension(verbose: bool = False) -> ModuleType:
     """Build (first time) and import the extension; raises the build's error, remembered for later calls."""
-    global _module, _error
-    with _lock:
+    global _module, _error, _building
+    if not _lock.acquire(blocking=False):
+        if _building:      # another thread (the engine's warm-up) is compiling: this request waits for it
+            request_progress.say(FIRST_BUILD_STAGE)
+        _lock.acquire()
+    try:
         if _module is not None:
             return _module
         if _error is not None:
@@ -84,14 +91,15 @@ def load_extension(verbose: bool = False) -> ModuleType:
                 raise RuntimeError("CUDA is not available")
             kwargs = compile_arguments(torch.cuda.get_device_capability(), torch.__version__, torch.version.cuda)
             arch = kwargs.pop("arch_list")
-            if not _library_in(kwargs["build_directory"]):
+            _building = not _library_in(kwargs["build_directory"])
+            if _building:
                 print(f"engine: {FIRST_BUILD_STAGE} in {kwargs['build_directory']}", file=sys.stderr, flush=True)
                 request_progress.say(FIRST_BUILD_STAGE)
-            Path(kwargs["build_directory"]).mkdir(parents=True, exist_ok=True)
             previous = os.environ.get("TORCH_CUDA_ARCH_LIST")
             os.environ["TORCH_CUDA_ARCH_LIST"] = arch  # torch reads the target arch from here
             try:
-                _module = load(verbose=verbose, **kwargs)
+                with _build_folder_lock(Path(kwargs["build_directory"])):
+                    _module = load(verbose=verbose, **kwargs)
             finally:
                 if previous is None:
                     os.environ.pop("TORCH_CUDA_ARCH_LIST", None)
@@ -101,6 +109,37 @@ def load_extension(verbose: bool = False) -> ModuleType:
             _error = exc
             raise
         return _module
+    finally:
+        _building = False
+        _lock.release()
+
+
+@contextmanager
+def _build_folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an OS lock on the build folder while torch builds or loads there.
+
+    torch guards a build with a `lock` file that it deletes when done; a process that dies mid-build (Blender
+    closed during the first minute) leaves the file behind, and every later build waits on it forever. The OS
+    frees our flock when its holder dies, so once we hold it any `lock` file there is such a leftover, and goes.
+    Where there is no fcntl (Windows), torch's file alone guards the build.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / "animate_gaussians.flock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            leftover = folder / "lock"
+            if leftover.exists():
+                print(f"engine: removing {leftover}, left by a build that did not finish", file=sys.stderr,
+                      flush=True)
+                leftover.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def loaded() -> bool:

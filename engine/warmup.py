@@ -1,6 +1,6 @@
 """The engine's start-up warm-up: once the engine has been idle for IDLE_S after hello (or after its last
 request), a background thread imports torch, starts CUDA, loads gsplat, the render job and our CUDA kernels
-(if built), and draws one tiny frame, so a request that comes later finds all of that done. A request that
+(their first build on a thread of its own), and draws one tiny frame, so a request that comes later finds all of that done. A request that
 comes during it waits on the same imports; one already waiting at hello runs first (importing what it needs
 itself), since an import holds Python's lock while it loads torch's libraries.
 
@@ -70,12 +70,26 @@ def _first_frame() -> None:
 
 
 def _load_kernels() -> None:
+    """Load our CUDA kernels; their first build for this GPU and torch (about a minute) starts on a thread of its
+    own, so the warm-up (and a preload waiting for it) is done without it. A request that needs the kernels
+    meanwhile waits for that build, its progress saying so; a SAGA click takes the path that needs none."""
     import torch
 
+    import cuda_ext
     from cuda_ext.build import is_built, load_extension
 
-    if torch.cuda.is_available() and is_built():    # never start a first-time build from here
+    if not torch.cuda.is_available() or os.environ.get(cuda_ext.DISABLE_ENV) == "1":
+        return
+    if is_built():
         load_extension()
+        return
+
+    def first_build() -> None:
+        start = time.perf_counter()
+        if cuda_ext.available():      # a failure is remembered and warned about in the requests that meet it
+            _seconds["kernels first build"] = round(time.perf_counter() - start, 4)
+
+    threading.Thread(target=first_build, name="engine-kernels-build", daemon=True).start()
 
 
 def warm_up() -> None:
