@@ -121,15 +121,16 @@ def _build_folder_lock(folder: Path) -> Iterator[None]:
     torch guards a build with a `lock` file that it deletes when done; a process that dies mid-build (Blender
     closed during the first minute) leaves the file behind, and every later build waits on it forever. The OS
     frees our flock when its holder dies, so once we hold it any `lock` file there is such a leftover, and goes.
-    Where there is no fcntl (Windows), torch's file alone guards the build.
+    Where there is no fcntl (Windows) or the folder is read-only, torch's file alone guards the build.
     """
     folder.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
-    except ImportError:
+        handle = open(folder / "animate_gaussians.flock", "a")
+    except (ImportError, OSError):     # no fcntl, or a folder we may read but not write: as torch alone does
         yield
         return
-    with open(folder / "animate_gaussians.flock", "a") as handle:
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             leftover = folder / "lock"
