@@ -1,8 +1,8 @@
-"""The engine's start-up warm-up: once the engine has been idle for IDLE_S after hello (or after its last
-request), a background thread imports torch, starts CUDA, loads gsplat, the render job and our CUDA kernels
-(their first build on a thread of its own), and draws one tiny frame, so a request that comes later finds all of that done. A request that
-comes during it waits on the same imports; one already waiting at hello runs first (importing what it needs
-itself), since an import holds Python's lock while it loads torch's libraries.
+"""The engine's start-up warm-up: once the engine has been idle for IDLE_S after hello (or after its last request),
+a background thread imports torch, starts CUDA, loads gsplat, the render job and our CUDA kernels (their first
+build on a thread of its own), and draws one tiny frame, so a request that comes later finds all of that done. A
+request that comes during it waits on the same imports; one already waiting at hello runs first (importing what
+it needs itself), since an import holds Python's lock while it loads torch's libraries.
 
 Set ANIMATE_GAUSSIANS_WARMUP=0 to skip it (the engine then pays these costs on its first request).
 """
