@@ -123,8 +123,6 @@ def lerf_relevancy_reference(codes: torch.Tensor, proj: torch.Tensor, offs: torc
     return rel.masked_fill_(unseen, 0.5).half()
 
 
-
-
 def grid_knn_reference(points: torch.Tensor, order: torch.Tensor, cells: torch.Tensor, starts: torch.Tensor,
                        counts: torch.Tensor, offsets: torch.Tensor, query_points: torch.Tensor,
                        query_keys: torch.Tensor, query_ids: torch.Tensor, k: int
